@@ -1,0 +1,80 @@
+"""The one exception tree of streamserver.
+
+- :class:`ProtocolError` and its subclasses: the *peer* broke RTMP, AMF or FLV.
+  Codecs raise nothing else, whatever bytes arrive.  At the protocol boundary one
+  place catches it, logs it with the peer and drops only that connection.
+- :class:`UsageError`: our own misuse of an API (for example asking the AMF0
+  encoder to encode an object it does not know).  A bug, never the peer's fault.
+- :class:`StreamError` and its subclasses: a request that is well-formed but
+  refused; each carries the RTMP status code sent back in ``onStatus``/``_error``.
+"""
+
+from __future__ import annotations
+
+
+class StreamServerError(Exception):
+    """Root of every error raised by streamserver."""
+
+
+class ProtocolError(StreamServerError):
+    """The peer sent bytes that break the RTMP, AMF or FLV format."""
+
+
+class HandshakeError(ProtocolError):
+    """The RTMP handshake was malformed (wrong version, bad lengths)."""
+
+
+class ChunkError(ProtocolError):
+    """The chunk stream was malformed or exceeded a hard limit."""
+
+
+class AMFError(ProtocolError):
+    """An AMF0/AMF3 value could not be decoded."""
+
+
+class FLVError(ProtocolError):
+    """An FLV file or tag was malformed."""
+
+
+class UsageError(StreamServerError):
+    """Our own code misused an API; never caused by the peer."""
+
+
+class StreamError(StreamServerError):
+    """A well-formed request that is refused, with the RTMP status code to send.
+
+    :ivar code: the status code, for example ``NetStream.Publish.BadName``.
+    :ivar description: a human-readable reason sent along with the code.
+    """
+
+    code = "NetStream.Failed"
+
+    def __init__(self, description: str = "", code: str | None = None) -> None:
+        super().__init__(description or self.code)
+        if code is not None:
+            self.code = code
+        self.description = description or self.code
+
+
+class BadNameError(StreamError):
+    """The stream name is already being published (or is not a valid name)."""
+
+    code = "NetStream.Publish.BadName"
+
+
+class StreamNotFoundError(StreamError):
+    """The requested stream does not exist."""
+
+    code = "NetStream.Play.StreamNotFound"
+
+
+class UnauthorizedError(StreamError):
+    """The peer may not publish or play this stream."""
+
+    code = "NetStream.Publish.Unauthorized"
+
+
+class ConnectRejectedError(StreamError):
+    """The ``connect`` command was refused."""
+
+    code = "NetConnection.Connect.Rejected"

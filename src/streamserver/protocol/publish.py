@@ -1,0 +1,126 @@
+"""PublishMixin: an encoder publishes a live stream on one of its message streams.
+
+Hooks overridden: ``connectionMade``, ``message_received`` (relays audio, video
+and data messages of a publishing message stream to the :class:`Stream`),
+``message_stream_deleted`` and ``session_closed`` (end the publish).
+
+Commands defined here: ``publish``.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from typing_extensions import override
+
+from streamserver.codec import messages
+from streamserver.codec.messages import Command, Message, MessageType
+from streamserver.errors import BadNameError
+from streamserver.protocol.base import ProtocolRoot
+from streamserver.protocol.session import split_name
+from streamserver.streams import Stream
+
+_MEDIA_TYPES = frozenset(
+    {MessageType.AUDIO, MessageType.VIDEO, MessageType.DATA_AMF0, MessageType.DATA_AMF3}
+)
+
+
+def split_aggregate(message: Message) -> list[Message]:
+    """Split an aggregate message (type 22, spec 7.1.6) into its sub-messages.
+
+    Sub-message timestamps are rebased so the first one carries the aggregate
+    message's timestamp.  A truncated tail is ignored.
+    """
+    payload = message.payload
+    out: list[Message] = []
+    offset = 0
+    base: int | None = None
+    while offset + 11 <= len(payload):
+        tag_type = payload[offset]
+        size = int.from_bytes(payload[offset + 1 : offset + 4], "big")
+        timestamp = int.from_bytes(payload[offset + 4 : offset + 7], "big") | (
+            payload[offset + 7] << 24
+        )
+        start = offset + 11
+        end = start + size
+        if end > len(payload):
+            break
+        if base is None:
+            base = timestamp
+        stamp = (message.timestamp + timestamp - base) & 0xFFFFFFFF
+        out.append(Message(tag_type, message.stream_id, stamp, payload[start:end]))
+        offset = end + 4  # skip PreviousTagSize
+    return out
+
+
+class PublishMixin(ProtocolRoot):
+    """Relays what the peer publishes to its :class:`Stream`.
+
+    :ivar publishing: the streams this connection publishes, by message stream id.
+    """
+
+    log = Logger()
+
+    publishing: dict[int, Stream]
+    publish_args: dict[str, str]
+
+    @override
+    def connectionMade(self) -> None:
+        self.publishing = {}
+        super().connectionMade()
+
+    @override
+    def message_received(self, message: Message) -> None:
+        type_id = message.type_id
+        if type_id in _MEDIA_TYPES:
+            stream = self.publishing.get(message.stream_id)
+            if stream is not None:
+                stream.broadcast(message)
+        elif type_id == MessageType.AGGREGATE:
+            stream = self.publishing.get(message.stream_id)
+            if stream is not None:
+                for sub_message in split_aggregate(message):
+                    if sub_message.type_id in _MEDIA_TYPES:
+                        stream.broadcast(sub_message)
+        super().message_received(message)
+
+    @override
+    def message_stream_deleted(self, stream_id: int) -> None:
+        self._stop_publishing(stream_id)
+        super().message_stream_deleted(stream_id)
+
+    @override
+    def session_closed(self) -> None:
+        for stream_id in list(self.publishing):
+            self._stop_publishing(stream_id)
+        super().session_closed()
+
+    def command_publish(self, command: Command) -> None:
+        """``publish``: start publishing the named stream on the command's message stream.
+
+        :raises BadNameError: the name is being published already.
+        """
+        name, self.publish_args = split_name(command.args[0] if command.args else None)
+        stream_id = command.stream_id
+        if stream_id in self.publishing:
+            raise BadNameError("this message stream is already publishing")
+        registry = self.factory.registry(self.app or "")
+        stream = registry.get_or_create(name)
+        try:
+            stream.publish(self)
+        except BadNameError:
+            registry.release(stream)
+            raise
+        self.publishing[stream_id] = stream
+        self.send_message(messages.stream_begin(stream_id))
+        self.send_status(stream_id, "NetStream.Publish.Start", f"{name} is now published.")
+        self.log.info("{app}/{name} published by {peer}", app=self.app, name=name, peer=self.peer)
+
+    def _stop_publishing(self, stream_id: int) -> None:
+        stream = self.publishing.pop(stream_id, None)
+        if stream is None:
+            return
+        stream.unpublish(self)
+        self.factory.registry(stream.app).release(stream)
+        self.log.info(
+            "{app}/{name} unpublished by {peer}", app=stream.app, name=stream.name, peer=self.peer
+        )

@@ -1,0 +1,55 @@
+"""RTMPServerProtocol: the ONE place the mixins are composed.
+
+The order of the bases is the order every hook chain runs in: the handshake
+first (it decides which bytes are chunk stream), then chunking (it turns bytes
+into messages), then the session (command dispatch), publish and subscribe.
+:func:`~streamserver.protocol.base.check_composition` runs at import.
+
+:meth:`RTMPServerProtocol.dataReceived` is the protocol boundary: the one place
+where a :class:`~streamserver.errors.ProtocolError` is caught, logged with the
+peer, and answered by dropping that connection only.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from typing_extensions import override
+
+from streamserver.errors import ProtocolError
+from streamserver.protocol.base import check_composition
+from streamserver.protocol.chunking import ChunkingMixin
+from streamserver.protocol.handshake import HandshakeMixin
+from streamserver.protocol.publish import PublishMixin
+from streamserver.protocol.session import SessionMixin
+from streamserver.protocol.subscribe import SubscribeMixin
+
+
+class RTMPServerProtocol(
+    HandshakeMixin,
+    ChunkingMixin,
+    SessionMixin,
+    PublishMixin,
+    SubscribeMixin,
+):
+    """The server side of one RTMP connection."""
+
+    log = Logger()
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            super().dataReceived(data)
+        except ProtocolError as error:
+            self.log.warn(
+                "dropping {peer}: {error_type}: {error}",
+                peer=self.peer,
+                error_type=type(error).__name__,
+                error=str(error),
+            )
+            self.drop_connection()
+        except Exception:
+            self.log.failure("dropping {peer}: unexpected error", peer=self.peer)
+            self.drop_connection()
+
+
+check_composition(RTMPServerProtocol)

@@ -1,0 +1,250 @@
+"""SessionMixin: the NetConnection commands and command dispatch.
+
+Hooks overridden: ``connectionMade`` (registers the connection with the
+factory), ``message_received`` (dispatches command messages to
+``command_<name>`` methods; answers User Control pings), ``connectionLost``
+(emits ``session_closed`` once, then unregisters).
+
+Commands defined here: ``connect``, ``createStream``, ``deleteStream``,
+``closeStream``, ``releaseStream``, ``FCPublish``, ``FCUnpublish``,
+``getStreamLength``, ``ping``, ``_checkbw`` and the replies ``_result``/``_error``
+(ignored).  Every :class:`~streamserver.errors.StreamError` a command raises is
+turned into an ``onStatus``/``_error`` reply in :meth:`SessionMixin.refuse`, the
+one place that does so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from typing_extensions import override
+
+from streamserver.codec import messages
+from streamserver.codec.messages import Command, Message, MessageType, UserControlEvent
+from streamserver.errors import ConnectRejectedError, StreamError
+from streamserver.protocol.base import ProtocolRoot
+
+#: Longest command name we look up; longer names are refused without a lookup.
+MAX_COMMAND_NAME = 64
+
+#: Longest application or stream name accepted (bytes of UTF-8 are not needed:
+#: names are only compared and logged).
+MAX_NAME_LENGTH = 256
+
+#: The version string and capabilities FMS 3 reported; ffmpeg, OBS and Flash
+#: players accept it, and some players look for "FMS/" in it.
+FMS_VERSION = "FMS/3,0,1,123"
+CAPABILITIES = 31
+
+
+def split_name(raw: Any) -> tuple[str, dict[str, str]]:
+    """Split ``name?a=b`` into the name and its query parameters.
+
+    :raises StreamError: the name is not a non-empty string of sane length.
+    """
+    if not isinstance(raw, str):
+        raise StreamError("stream name must be a string", code="NetStream.Play.StreamNotFound")
+    name, _, query = raw.partition("?")
+    name = name.strip().strip("/")
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise StreamError("invalid stream name", code="NetStream.Play.StreamNotFound")
+    return name, dict(parse_qsl(query, keep_blank_values=True))
+
+
+class SessionMixin(ProtocolRoot):
+    """NetConnection state: the application, message stream ids, command dispatch.
+
+    :ivar conn_id: the connection's id, unique in the factory.
+    :ivar peer: the peer address as ``host:port``.
+    :ivar app: the application name from ``connect``, ``None`` before it.
+    :ivar connect_params: the ``connect`` command object.
+    :ivar connected_at: when the connection was made (factory clock).
+    """
+
+    log = Logger()
+
+    conn_id = 0
+    peer = "?"
+    app: str | None = None
+    connect_params: dict[str, Any]
+    connected_at = 0.0
+    _next_stream_id = 1
+    _session_open = False
+
+    @override
+    def connectionMade(self) -> None:
+        self.connect_params = {}
+        self.connected_at = self.factory.seconds()
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        self._session_open = True
+        self.factory.connection_opened(self)
+        super().connectionMade()
+
+    @override
+    def message_received(self, message: Message) -> None:
+        type_id = message.type_id
+        if type_id == MessageType.COMMAND_AMF0 or type_id == MessageType.COMMAND_AMF3:
+            self._dispatch(messages.parse_command(message))
+        elif type_id == MessageType.USER_CONTROL:
+            event, values = messages.parse_user_control(message)
+            if event == UserControlEvent.PING_REQUEST and values:
+                self.send_message(messages.ping_response(values[0]))
+        super().message_received(message)
+
+    @override
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self.end_session()
+        super().connectionLost(reason)
+
+    def end_session(self) -> None:
+        """Emit ``session_closed`` once and unregister from the factory."""
+        if self._session_open:
+            self._session_open = False
+            self.session_closed()
+            self.factory.connection_closed(self)
+
+    # --- dispatch and replies --------------------------------------------------
+
+    def _dispatch(self, command: Command) -> None:
+        name = command.name
+        handler = None
+        if len(name) <= MAX_COMMAND_NAME and name.isidentifier():
+            handler = getattr(self, "command_" + name, None)
+        try:
+            if handler is None:
+                self.log.debug(
+                    "unknown command {command!r} from {peer}", command=name, peer=self.peer
+                )
+                raise StreamError(f"unknown command {name!r}", code="NetConnection.Call.Failed")
+            if self.app is None and name != "connect":
+                raise StreamError(f"{name!r} before connect", code="NetConnection.Call.Failed")
+            handler(command)
+        except StreamError as error:
+            self.refuse(command, error)
+
+    def refuse(self, command: Command, error: StreamError) -> None:
+        """Answer *command* with *error*'s code: ``_error``, or ``onStatus`` on its stream.
+
+        Commands on a message stream (publish, play) and commands with
+        transaction id 0 get an ``onStatus`` with level ``error``; the others an
+        ``_error`` reply to their transaction.
+        """
+        self.log.info(
+            "refused {command} from {peer}: {code} {reason}",
+            command=command.name,
+            peer=self.peer,
+            code=error.code,
+            reason=error.description,
+        )
+        info = messages.status_info(error.code, error.description, "error")
+        if command.stream_id or not command.transaction_id:
+            self.send_message(
+                messages.command("onStatus", 0, None, info, stream_id=command.stream_id)
+            )
+        else:
+            self.send_message(messages.command("_error", command.transaction_id, None, info))
+        if isinstance(error, ConnectRejectedError):
+            self.drop_connection()
+
+    def reply(self, command: Command, *values: Any) -> None:
+        """Send ``_result`` for *command* (nothing for transaction id 0)."""
+        if command.transaction_id:
+            self.send_message(
+                messages.command("_result", command.transaction_id, *values or (None,))
+            )
+
+    def send_status(self, stream_id: int, code: str, description: str = "", **extra: Any) -> None:
+        """Send ``onStatus`` with level ``status`` on message stream *stream_id*."""
+        self.send_message(messages.on_status(code, description, stream_id=stream_id, **extra))
+
+    # --- NetConnection commands ------------------------------------------------
+
+    def command_connect(self, command: Command) -> None:
+        """``connect``: remember the application, set up the connection, answer."""
+        if self.app is not None:
+            raise ConnectRejectedError("already connected", code="NetConnection.Connect.Rejected")
+        params = command.command_object if isinstance(command.command_object, dict) else {}
+        app = params.get("app", "")
+        if not isinstance(app, str):
+            raise ConnectRejectedError("app must be a string")
+        app = app.partition("?")[0].strip("/")
+        if not app or len(app) > MAX_NAME_LENGTH:
+            raise ConnectRejectedError("no application name in connect")
+        self.app = app
+        self.connect_params = params
+        config = self.factory.config
+        self.send_message(messages.window_ack_size(config.window_ack_size))
+        self.send_message(messages.set_peer_bandwidth(config.peer_bandwidth))
+        self.set_outgoing_chunk_size(config.chunk_size)
+        encoding = params.get("objectEncoding", 0)
+        self.reply(
+            command,
+            {"fmsVer": FMS_VERSION, "capabilities": CAPABILITIES, "mode": 1},
+            messages.status_info(
+                "NetConnection.Connect.Success",
+                "Connection succeeded.",
+                objectEncoding=encoding if encoding in (0, 3) else 0,
+            ),
+        )
+        self.log.info("{peer} connected to {app}", peer=self.peer, app=app)
+
+    def command_createStream(self, command: Command) -> None:
+        """``createStream``: allocate a message stream id."""
+        stream_id = self._next_stream_id
+        self._next_stream_id += 1
+        self.reply(command, None, stream_id)
+
+    def _stream_id_argument(self, command: Command) -> int:
+        value = command.args[0] if command.args else command.stream_id
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return command.stream_id
+        return int(value)
+
+    def command_deleteStream(self, command: Command) -> None:
+        """``deleteStream``: end whatever runs on the given message stream."""
+        self.message_stream_deleted(self._stream_id_argument(command))
+
+    def command_closeStream(self, command: Command) -> None:
+        """``closeStream``: end whatever runs on the message stream it came on."""
+        self.message_stream_deleted(command.stream_id)
+
+    def command_releaseStream(self, command: Command) -> None:
+        """``releaseStream``: FMS-era courtesy before publishing; acknowledged."""
+        self.reply(command)
+
+    def command_FCPublish(self, command: Command) -> None:
+        """``FCPublish``: acknowledged with ``onFCPublish`` as FMS did."""
+        self.reply(command)
+        name = command.args[0] if command.args and isinstance(command.args[0], str) else ""
+        self.send_message(
+            messages.command(
+                "onFCPublish", 0, None, messages.status_info("NetStream.Publish.Start", name)
+            )
+        )
+
+    def command_FCUnpublish(self, command: Command) -> None:
+        """``FCUnpublish``: acknowledged; ``deleteStream`` ends the publish."""
+        self.reply(command)
+
+    def command_getStreamLength(self, command: Command) -> None:
+        """``getStreamLength``: a live stream has no length; answer 0."""
+        self.reply(command, None, 0)
+
+    def command_ping(self, command: Command) -> None:
+        """``ping``: answered at once."""
+        self.reply(command)
+
+    def command__checkbw(self, command: Command) -> None:
+        """``_checkbw``: bandwidth checks are not done; answered at once."""
+        self.reply(command)
+
+    def command__result(self, command: Command) -> None:
+        """Replies to calls we made are not needed; ignored."""
+
+    def command__error(self, command: Command) -> None:
+        """Error replies to calls we made are logged."""
+        self.log.info("{peer} answered with _error: {args!r}", peer=self.peer, args=command.args)

@@ -1,0 +1,184 @@
+"""SubscribeMixin: a viewer plays a live stream.
+
+Hooks overridden: ``connectionMade``, ``admit_frame`` (a viewer starts video at
+a keyframe and, while paused, gets nothing), ``stream_published`` /
+``stream_unpublished`` (``NetStream.Play.PublishNotify`` /
+``UnpublishNotify``: the viewer stays connected), ``message_stream_deleted``
+and ``session_closed`` (stop playing).
+
+Commands defined here: ``play``, ``pause``, ``FCSubscribe``, ``FCUnsubscribe``,
+``receiveAudio``, ``receiveVideo``.
+
+The hot path is :meth:`SubscribeMixin.deliver_frame`: one ``admit_frame``
+decision (the chain) and one ``transport.write`` of bytes shared by the group.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from typing_extensions import override
+
+from streamserver.codec import messages
+from streamserver.codec.flv import FrameKind
+from streamserver.codec.messages import Command, MessageType
+from streamserver.protocol.base import ProtocolRoot
+from streamserver.protocol.session import split_name
+from streamserver.streams import Frame, Stream
+
+#: Frames a viewer waiting for a keyframe may not be sent: they cannot be
+#: decoded without the frames before them.
+_NEEDS_PREVIOUS = frozenset({FrameKind.INTER, FrameKind.DISPOSABLE})
+
+
+class SubscribeMixin(ProtocolRoot):
+    """Plays one stream per connection, on the message stream ``play`` came on.
+
+    :ivar play_stream: the stream played, or ``None``.
+    :ivar play_stream_id: the message stream id the media goes out on.
+    :ivar play_args: query parameters of the played name.
+    :ivar frames_sent: frames written to the transport.
+    :ivar bytes_sent: media bytes written to the transport.
+    """
+
+    log = Logger()
+
+    play_stream: Stream | None = None
+    play_stream_id = 0
+    play_args: dict[str, str]
+    frames_sent = 0
+    bytes_sent = 0
+    _await_keyframe = True
+    _paused = False
+
+    @override
+    def connectionMade(self) -> None:
+        self.play_args = {}
+        super().connectionMade()
+
+    @property
+    def fanout_key(self) -> tuple[int, int]:
+        """Viewers sharing (outgoing chunk size, play stream id) share frame bytes."""
+        return (self.out_chunk_size, self.play_stream_id)
+
+    # --- the hot path ------------------------------------------------------------
+
+    def deliver_frame(self, frame: Frame, data: bytes) -> None:
+        """Write *frame*'s bytes *data* if the chain admits it."""
+        if self.admit_frame(frame, len(data)):
+            self.transport.write(data)
+            self.frames_sent += 1
+            self.bytes_sent += len(data)
+
+    @override
+    def admit_frame(self, frame: Frame, size: int) -> bool:
+        admitted = super().admit_frame(frame, size)
+        if self._paused:
+            return False
+        if frame.message.type_id == MessageType.VIDEO and self._await_keyframe:
+            if frame.kind in _NEEDS_PREVIOUS:
+                return False
+            if frame.kind is FrameKind.KEYFRAME and admitted:
+                self._await_keyframe = False
+        return admitted
+
+    # --- stream events -------------------------------------------------------------
+
+    @override
+    def stream_published(self, stream: Stream) -> None:
+        self._await_keyframe = True
+        self.send_message(messages.stream_begin(self.play_stream_id))
+        self.send_status(
+            self.play_stream_id, "NetStream.Play.PublishNotify", f"{stream.name} is now published."
+        )
+        super().stream_published(stream)
+
+    @override
+    def stream_unpublished(self, stream: Stream) -> None:
+        self.send_status(
+            self.play_stream_id,
+            "NetStream.Play.UnpublishNotify",
+            f"{stream.name} is now unpublished.",
+        )
+        super().stream_unpublished(stream)
+
+    @override
+    def message_stream_deleted(self, stream_id: int) -> None:
+        if self.play_stream is not None and stream_id == self.play_stream_id:
+            self.stop_playing()
+        super().message_stream_deleted(stream_id)
+
+    @override
+    def session_closed(self) -> None:
+        self.stop_playing()
+        super().session_closed()
+
+    # --- commands ----------------------------------------------------------------------
+
+    def command_play(self, command: Command) -> None:
+        """``play``: subscribe to the named stream (waiting for its publisher if needed)."""
+        name, self.play_args = split_name(command.args[0] if command.args else None)
+        self.stop_playing()
+        stream_id = command.stream_id
+        registry = self.factory.registry(self.app or "")
+        stream = registry.get_or_create(name)
+        self.play_stream = stream
+        self.play_stream_id = stream_id
+        self._await_keyframe = True
+        self._paused = False
+        self.send_message(messages.stream_is_recorded(stream_id))
+        self.send_message(messages.stream_begin(stream_id))
+        self.send_status(stream_id, "NetStream.Play.Reset", f"Playing and resetting {name}.")
+        self.send_status(stream_id, "NetStream.Play.Start", f"Started playing {name}.")
+        self.send_message(messages.data("|RtmpSampleAccess", True, True, stream_id=stream_id))
+        catch_up = stream.subscribe(self)
+        if stream.publisher is not None:
+            self.send_catch_up(catch_up)
+        self.log.info("{app}/{name} played by {peer}", app=stream.app, name=name, peer=self.peer)
+
+    def send_catch_up(self, frames: list[Frame]) -> None:
+        """Send cached metadata, sequence headers and the GOP from its keyframe."""
+        chunk_size, stream_id = self.fanout_key
+        for frame in frames:
+            self.deliver_frame(frame, frame.wire(chunk_size, stream_id))
+
+    def stop_playing(self) -> None:
+        """Unsubscribe from the played stream, if any."""
+        stream = self.play_stream
+        if stream is None:
+            return
+        self.play_stream = None
+        stream.unsubscribe(self)
+        self.factory.registry(stream.app).release(stream)
+
+    def command_pause(self, command: Command) -> None:
+        """``pause``: a paused live viewer gets nothing; unpausing jumps to live."""
+        pause = bool(command.args[0]) if command.args else True
+        self._paused = pause
+        stream = self.play_stream
+        if pause:
+            self.send_status(self.play_stream_id, "NetStream.Pause.Notify", "Paused live stream.")
+            return
+        self.send_status(self.play_stream_id, "NetStream.Unpause.Notify", "Unpaused live stream.")
+        if stream is not None and stream.publisher is not None:
+            self._await_keyframe = True
+            self.send_catch_up(stream.catch_up_frames())
+
+    def command_FCSubscribe(self, command: Command) -> None:
+        """``FCSubscribe`` (sent by rtmpdump and CDN-era players): acknowledged."""
+        self.reply(command)
+        name = command.args[0] if command.args and isinstance(command.args[0], str) else ""
+        self.send_message(
+            messages.command(
+                "onFCSubscribe", 0, None, messages.status_info("NetStream.Play.Start", name)
+            )
+        )
+
+    def command_FCUnsubscribe(self, command: Command) -> None:
+        """``FCUnsubscribe``: acknowledged; ``deleteStream`` or closing ends the play."""
+        self.reply(command)
+
+    def command_receiveAudio(self, command: Command) -> None:
+        """``receiveAudio``: accepted; every viewer gets audio."""
+
+    def command_receiveVideo(self, command: Command) -> None:
+        """``receiveVideo``: accepted; every viewer gets video."""

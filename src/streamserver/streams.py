@@ -1,0 +1,369 @@
+"""Streams and their registries: publisher, subscribers, cached headers, GOP cache.
+
+Plain Python, no Twisted: a :class:`Stream` is what one ``rtmp://host/APP/NAME``
+names.  It holds the publisher (at most one), the subscribers grouped by what
+their outgoing chunk bytes look like, the cached ``onMetaData`` and audio/video
+sequence headers, and a GOP cache bounded by bytes so that a new viewer starts
+at once at the last keyframe.
+
+Fan-out (:meth:`Stream.broadcast`): each media message is serialized to chunk
+bytes once per group of subscribers that share outgoing chunk size and message
+stream id, and the same ``bytes`` object is handed to each subscriber of that
+group.  The first chunk of every media message carries a full (fmt 0) header,
+so no per-subscriber header state exists.
+
+Timestamps are passed through unchanged for a stream's first publisher.  When a
+publisher returns after leaving, its timestamps are shifted to continue where
+the last session ended, so viewers that stayed connected never see time run
+backwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from streamserver.codec.chunk import encode_message
+from streamserver.codec.flv import FrameKind, classify
+from streamserver.codec.messages import (
+    CSID_AUDIO,
+    CSID_DATA,
+    CSID_VIDEO,
+    Message,
+    MessageType,
+)
+from streamserver.errors import BadNameError
+
+#: AMF0 encoding of the string "@setDataFrame": marker 0x02, u16 length 13, bytes.
+_SET_DATA_FRAME = b"\x02\x00\x0d@setDataFrame"
+
+#: Gap inserted between the last timestamp of one publishing session and the
+#: first of the next, so a returning publisher's media follows on (one frame at
+#: 25 fps).
+_REPUBLISH_GAP_MS = 40
+
+#: Default GOP cache bound.  A 2 s GOP of a 6 Mbit/s stream is 1.5 MB; 4 MiB
+#: keeps instant start for anything an encoder sends at 1080p with room to spare.
+DEFAULT_GOP_CACHE_BYTES = 4 * 1024 * 1024
+
+_CSID_BY_TYPE: dict[int, int] = {MessageType.AUDIO: CSID_AUDIO, MessageType.VIDEO: CSID_VIDEO}
+
+#: Frame kinds that replace cached state or are never held back from a viewer.
+HEADER_KINDS = frozenset(
+    {FrameKind.METADATA, FrameKind.VIDEO_SEQUENCE_HEADER, FrameKind.AUDIO_SEQUENCE_HEADER}
+)
+
+
+class Frame:
+    """One published message as relayed: its kind, and its chunk bytes per group.
+
+    The message's stream id is 0; each group gets its own stream id in the wire
+    bytes.  The bytes of the last group asked for are kept, so a frame held in
+    the GOP cache is serialized once for the common case of one group.
+
+    :ivar kind: the :class:`~streamserver.codec.flv.FrameKind` of the message.
+    :ivar message: the message with the stream's (rebased) timestamp.
+    """
+
+    __slots__ = ("_wire", "_wire_key", "kind", "message")
+
+    def __init__(self, kind: FrameKind, message: Message) -> None:
+        self.kind = kind
+        self.message = message
+        self._wire_key: tuple[int, int] | None = None
+        self._wire = b""
+
+    @property
+    def timestamp(self) -> int:
+        """The frame's timestamp in milliseconds."""
+        return self.message.timestamp
+
+    @property
+    def is_video(self) -> bool:
+        """Whether the frame is a video message."""
+        return self.message.type_id == MessageType.VIDEO
+
+    def wire(self, chunk_size: int, stream_id: int) -> bytes:
+        """The frame's chunk bytes for viewers with *chunk_size* and *stream_id*."""
+        key = (chunk_size, stream_id)
+        if key != self._wire_key:
+            message = self.message
+            csid = _CSID_BY_TYPE.get(message.type_id, CSID_DATA)
+            self._wire = encode_message(
+                Message(message.type_id, stream_id, message.timestamp, message.payload),
+                csid,
+                chunk_size,
+            )
+            self._wire_key = key
+        return self._wire
+
+
+class Subscriber(Protocol):
+    """What a :class:`Stream` needs of a viewer (the server protocol provides it)."""
+
+    @property
+    def fanout_key(self) -> tuple[int, int]:
+        """(outgoing chunk size, message stream id of the play)."""
+        ...
+
+    def deliver_frame(self, frame: Frame, data: bytes) -> None:
+        """Send *frame*, whose wire bytes for this viewer are *data*, if admitted."""
+        ...
+
+    def stream_published(self, stream: Stream) -> None:
+        """The stream got a publisher."""
+        ...
+
+    def stream_unpublished(self, stream: Stream) -> None:
+        """The stream lost its publisher."""
+        ...
+
+
+def metadata_message(type_id: int, payload: bytes) -> bytes | None:
+    """Return the ``onMetaData`` payload of a data message, or ``None``.
+
+    ``@setDataFrame onMetaData {...}`` from a publisher is cached and replayed as
+    ``onMetaData {...}``: strip the leading ``@setDataFrame`` string.
+    """
+    if type_id == MessageType.DATA_AMF3 and payload[:1] == b"\x00":
+        payload = payload[1:]
+    if payload.startswith(_SET_DATA_FRAME):
+        return payload[len(_SET_DATA_FRAME) :]
+    return payload
+
+
+class Stream:
+    """One live stream: publisher, subscribers, cached headers and GOP.
+
+    :ivar app: the application name (first path segment of the URL).
+    :ivar name: the stream name (without query string).
+    :ivar publisher: the publishing connection, or ``None``.
+    :ivar metadata: the cached ``onMetaData`` frame of the current session.
+    :ivar video_header: the cached video sequence header frame.
+    :ivar audio_header: the cached audio sequence header frame.
+    :ivar gop: frames since the last keyframe (the first is that keyframe).
+    :ivar gop_bytes: payload bytes held in :attr:`gop`.
+    :ivar frames_in: media and data messages received from publishers.
+    :ivar bytes_in: payload bytes received from publishers.
+    :ivar bytes_out: wire bytes handed to subscribers' transports.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        name: str,
+        *,
+        gop_cache_bytes: int = DEFAULT_GOP_CACHE_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.gop_cache_bytes = gop_cache_bytes
+        self._clock = clock
+        self.publisher: object | None = None
+        self._groups: dict[tuple[int, int], dict[Subscriber, None]] = {}
+        self.metadata: Frame | None = None
+        self.video_header: Frame | None = None
+        self.audio_header: Frame | None = None
+        self.gop: list[Frame] = []
+        self.gop_bytes = 0
+        self._gop_open = False
+        self._last_timestamp: int | None = None
+        self._offset = 0
+        self._session_started = False
+        self.frames_in = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.created_at = clock()
+        self.published_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.app}/{self.name} viewers={self.subscriber_count}>"
+
+    # --- membership ----------------------------------------------------------
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        """Every subscriber, across groups."""
+        return [sub for group in self._groups.values() for sub in group]
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many viewers are subscribed."""
+        return sum(len(group) for group in self._groups.values())
+
+    @property
+    def group_count(self) -> int:
+        """How many distinct serializations each frame needs."""
+        return len(self._groups)
+
+    @property
+    def is_idle(self) -> bool:
+        """Whether nobody publishes or plays the stream."""
+        return self.publisher is None and not self._groups
+
+    def publish(self, publisher: object) -> None:
+        """Make *publisher* the stream's publisher and tell the viewers.
+
+        :raises BadNameError: someone is already publishing this name.
+        """
+        if self.publisher is not None:
+            raise BadNameError(f"{self.app}/{self.name} is already being published")
+        self.publisher = publisher
+        self.published_at = self._clock()
+        self._session_started = False
+        for subscriber in self.subscribers:
+            subscriber.stream_published(self)
+
+    def unpublish(self, publisher: object) -> None:
+        """End *publisher*'s session: drop cached state and tell the viewers."""
+        if self.publisher is not publisher:
+            return
+        self.publisher = None
+        self.published_at = None
+        self.metadata = self.video_header = self.audio_header = None
+        self._clear_gop()
+        for subscriber in self.subscribers:
+            subscriber.stream_unpublished(self)
+
+    def subscribe(self, subscriber: Subscriber) -> list[Frame]:
+        """Add *subscriber*; return the frames that bring it up to live.
+
+        Those are the cached metadata, the sequence headers and the GOP cache,
+        whose first frame is a keyframe.
+        """
+        self._groups.setdefault(subscriber.fanout_key, {})[subscriber] = None
+        return self.catch_up_frames()
+
+    def catch_up_frames(self) -> list[Frame]:
+        """Cached metadata and sequence headers, then the GOP from its keyframe."""
+        frames = [f for f in (self.metadata, self.video_header, self.audio_header) if f]
+        frames.extend(self.gop)
+        return frames
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Remove *subscriber* (no error if it is not subscribed)."""
+        for key, group in list(self._groups.items()):
+            group.pop(subscriber, None)
+            if not group:
+                del self._groups[key]
+
+    # --- media -----------------------------------------------------------------
+
+    def _rebase(self, timestamp: int) -> int:
+        if not self._session_started:
+            self._session_started = True
+            if self._last_timestamp is None:
+                self._offset = 0
+            else:
+                self._offset = self._last_timestamp + _REPUBLISH_GAP_MS - timestamp
+        out = (timestamp + self._offset) & 0xFFFFFFFF
+        self._last_timestamp = out
+        return out
+
+    def _clear_gop(self) -> None:
+        self.gop = []
+        self.gop_bytes = 0
+        self._gop_open = False
+
+    def _cache(self, frame: Frame) -> None:
+        kind = frame.kind
+        if kind is FrameKind.METADATA:
+            self.metadata = frame
+        elif kind is FrameKind.VIDEO_SEQUENCE_HEADER:
+            self.video_header = frame
+            self._clear_gop()
+        elif kind is FrameKind.AUDIO_SEQUENCE_HEADER:
+            self.audio_header = frame
+        elif kind is FrameKind.KEYFRAME:
+            self.gop = [frame]
+            self.gop_bytes = len(frame.message.payload)
+            self._gop_open = self.gop_bytes <= self.gop_cache_bytes
+            if not self._gop_open:
+                self._clear_gop()
+        elif self._gop_open and kind in (FrameKind.INTER, FrameKind.DISPOSABLE, FrameKind.AUDIO):
+            size = len(frame.message.payload)
+            if self.gop_bytes + size > self.gop_cache_bytes:
+                # Over budget: drop the whole GOP; the next keyframe starts a new one.
+                self._clear_gop()
+            else:
+                self.gop.append(frame)
+                self.gop_bytes += size
+
+    def frame_from_message(self, message: Message) -> Frame:
+        """Classify a publisher's message and rebase its timestamp."""
+        type_id = message.type_id
+        payload = message.payload
+        kind = classify(type_id, payload)
+        if kind is FrameKind.METADATA:
+            payload = metadata_message(type_id, payload) or payload
+            type_id = MessageType.DATA_AMF0
+        elif type_id == MessageType.DATA_AMF3:
+            payload = payload[1:] if payload[:1] == b"\x00" else payload
+            type_id = MessageType.DATA_AMF0
+        timestamp = self._rebase(message.timestamp)
+        return Frame(kind, Message(type_id, 0, timestamp, payload))
+
+    def broadcast(self, message: Message) -> Frame:
+        """Relay one message from the publisher to every subscriber.
+
+        The message is serialized once per group and the same bytes object is
+        handed to each subscriber of the group.
+        """
+        frame = self.frame_from_message(message)
+        self.frames_in += 1
+        self.bytes_in += len(message.payload)
+        self._cache(frame)
+        for (chunk_size, stream_id), group in list(self._groups.items()):
+            data = frame.wire(chunk_size, stream_id)
+            for subscriber in tuple(group):
+                subscriber.deliver_frame(frame, data)
+        return frame
+
+
+class StreamRegistry:
+    """The streams of one application, by name, created on first use.
+
+    :ivar app: the application name.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        gop_cache_bytes: int = DEFAULT_GOP_CACHE_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.gop_cache_bytes = gop_cache_bytes
+        self._clock = clock
+        self._streams: dict[str, Stream] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def __iter__(self) -> Iterator[Stream]:
+        return iter(list(self._streams.values()))
+
+    def get(self, name: str) -> Stream | None:
+        """The stream called *name*, or ``None``."""
+        return self._streams.get(name)
+
+    def get_or_create(self, name: str) -> Stream:
+        """The stream called *name*, created if needed."""
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = Stream(self.app, name, gop_cache_bytes=self.gop_cache_bytes, clock=self._clock)
+            self._streams[name] = stream
+        return stream
+
+    def release(self, stream: Stream) -> None:
+        """Forget *stream* if nobody publishes or plays it any more."""
+        if stream.is_idle and self._streams.get(stream.name) is stream:
+            del self._streams[stream.name]
+
+    @property
+    def streams(self) -> list[Stream]:
+        """Every stream of the application."""
+        return list(self._streams.values())
