@@ -9,13 +9,17 @@ so tests inject a :class:`twisted.internet.task.Clock` (or a
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
+from streamserver.protocol.backpressure import transport_queued_bytes
 from streamserver.streams import DEFAULT_GOP_CACHE_BYTES, Stream, StreamRegistry
 
 if TYPE_CHECKING:
@@ -36,6 +40,12 @@ class ServerConfig:
     :ivar peer_bandwidth: the Set Peer Bandwidth value we announce.
     :ivar max_message_bytes: largest inbound message accepted.  16 MiB lets 4K
         keyframes through; nginx-rtmp's 1 MiB default breaks them.
+    :ivar limits: the drop-frames policy's watermarks.
+    :ivar notsent_lowat: ``TCP_NOTSENT_LOWAT`` for every connection's socket (0:
+        leave the kernel default).  16 KiB makes a stalled viewer show up in user
+        space after ~200 KB instead of ~3 MB (TWISTED-FACTS §4).
+    :ivar send_buffer: ``SO_SNDBUF`` for every socket (0: kernel default).
+    :ivar watchdog_interval: seconds between stall checks of every viewer.
     """
 
     chunk_size: int = 4096
@@ -43,6 +53,10 @@ class ServerConfig:
     window_ack_size: int = 2_500_000
     peer_bandwidth: int = 2_500_000
     max_message_bytes: int = 16 * 1024 * 1024
+    limits: PolicyLimits = field(default_factory=PolicyLimits)
+    notsent_lowat: int = 16 * 1024
+    send_buffer: int = 0
+    watchdog_interval: float = 1.0
 
 
 class RTMPServerFactory(ServerFactory):
@@ -52,9 +66,14 @@ class RTMPServerFactory(ServerFactory):
     :ivar reactor: the reactor used for time and timers (a ``Clock`` in tests).
     :ivar registries: one :class:`StreamRegistry` per application name.
     :ivar connections: every live protocol, by connection id.
+    :ivar policy: the drop-frames policy every viewer consults.
+    :ivar disconnects: viewers disconnected by the policy, by reason.
     """
 
     log = Logger()
+
+    #: The protocol class to build; ``None`` means ``RTMPServerProtocol``.
+    protocol_class: type[RTMPServerProtocol] | None = None
 
     def __init__(self, config: ServerConfig | None = None, reactor: Any = None) -> None:
         if reactor is None:
@@ -65,12 +84,56 @@ class RTMPServerFactory(ServerFactory):
         self.reactor: IReactorTime = reactor
         self.registries: dict[str, StreamRegistry] = {}
         self.connections: dict[int, RTMPServerProtocol] = {}
+        self.policy: IDropPolicy = DropFramesPolicy(self.config.limits)
+        self.disconnects: Counter[str] = Counter()
         self._ids = itertools.count(1)
+        self._watchdog = LoopingCall(self.check_viewers)
+        self._watchdog.clock = reactor
+
+    def startFactory(self) -> None:
+        """Start the stall watchdog; warn loudly if dropping is disabled."""
+        if not self.config.limits.enabled:
+            self.log.warn(
+                "DROP POLICY DISABLED (--no-drop): slow viewers will make memory grow "
+                "without bound; use only to demonstrate the failure"
+            )
+        if not self._watchdog.running:
+            self._watchdog.start(self.config.watchdog_interval, now=False)
+
+    def stopFactory(self) -> None:
+        """Stop the watchdog."""
+        if self._watchdog.running:
+            self._watchdog.stop()
+
+    def check_viewers(self) -> None:
+        """Disconnect every viewer that made no write progress for the stall timeout."""
+        now = self.seconds()
+        for protocol in list(self.connections.values()):
+            protocol.check_stalled(now)
+
+    def set_policy(self, **limits: Any) -> PolicyLimits:
+        """Change policy limits for every viewer at once; return the new limits.
+
+        :raises ValueError: an unknown limit or an inconsistent combination.
+        """
+        new = self.policy.limits.updated(**limits)
+        self.policy.limits = new
+        self.config.limits = new
+        return new
+
+    def viewer_disconnected(self, protocol: ProtocolRoot, reason: str) -> None:
+        """Count a policy disconnect (called by the backpressure mixin)."""
+        self.disconnects[reason] += 1
+
+    def bytes_queued_total(self) -> int:
+        """Bytes held in every connection's transport write buffer."""
+        return sum(transport_queued_bytes(p.transport) for p in self.connections.values())
 
     def buildProtocol(self, addr: IAddress | None) -> RTMPServerProtocol:  # type: ignore[override]
         from streamserver.protocol.server import RTMPServerProtocol
 
-        protocol = RTMPServerProtocol()
+        protocol_class = self.protocol_class or RTMPServerProtocol
+        protocol = protocol_class()
         protocol.factory = self
         protocol.conn_id = next(self._ids)
         return protocol

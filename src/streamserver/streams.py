@@ -49,10 +49,8 @@ DEFAULT_GOP_CACHE_BYTES = 4 * 1024 * 1024
 
 _CSID_BY_TYPE: dict[int, int] = {MessageType.AUDIO: CSID_AUDIO, MessageType.VIDEO: CSID_VIDEO}
 
-#: Frame kinds that replace cached state or are never held back from a viewer.
-HEADER_KINDS = frozenset(
-    {FrameKind.METADATA, FrameKind.VIDEO_SEQUENCE_HEADER, FrameKind.AUDIO_SEQUENCE_HEADER}
-)
+#: Frames kept in the GOP cache after its keyframe.
+_GOP_KINDS = frozenset({FrameKind.INTER, FrameKind.DISPOSABLE, FrameKind.AUDIO})
 
 
 class Frame:
@@ -64,13 +62,15 @@ class Frame:
 
     :ivar kind: the :class:`~streamserver.codec.flv.FrameKind` of the message.
     :ivar message: the message with the stream's (rebased) timestamp.
+    :ivar is_video: whether the message is a video message.
     """
 
-    __slots__ = ("_wire", "_wire_key", "kind", "message")
+    __slots__ = ("_wire", "_wire_key", "is_video", "kind", "message")
 
     def __init__(self, kind: FrameKind, message: Message) -> None:
         self.kind = kind
         self.message = message
+        self.is_video = message.type_id == MessageType.VIDEO
         self._wire_key: tuple[int, int] | None = None
         self._wire = b""
 
@@ -78,11 +78,6 @@ class Frame:
     def timestamp(self) -> int:
         """The frame's timestamp in milliseconds."""
         return self.message.timestamp
-
-    @property
-    def is_video(self) -> bool:
-        """Whether the frame is a video message."""
-        return self.message.type_id == MessageType.VIDEO
 
     def wire(self, chunk_size: int, stream_id: int) -> bytes:
         """The frame's chunk bytes for viewers with *chunk_size* and *stream_id*."""
@@ -168,6 +163,8 @@ class Stream:
         self.audio_header: Frame | None = None
         self.gop: list[Frame] = []
         self.gop_bytes = 0
+        self.gop_video_bytes = 0
+        self.catch_up: tuple[int, int] | None = None
         self._gop_open = False
         self._last_timestamp: int | None = None
         self._offset = 0
@@ -262,9 +259,15 @@ class Stream:
         self._last_timestamp = out
         return out
 
+    @property
+    def live_timestamp(self) -> int | None:
+        """The timestamp of the newest frame relayed (the live edge)."""
+        return self._last_timestamp
+
     def _clear_gop(self) -> None:
         self.gop = []
-        self.gop_bytes = 0
+        self.gop_bytes = self.gop_video_bytes = 0
+        self.catch_up = None
         self._gop_open = False
 
     def _cache(self, frame: Frame) -> None:
@@ -277,12 +280,14 @@ class Stream:
         elif kind is FrameKind.AUDIO_SEQUENCE_HEADER:
             self.audio_header = frame
         elif kind is FrameKind.KEYFRAME:
-            self.gop = [frame]
-            self.gop_bytes = len(frame.message.payload)
-            self._gop_open = self.gop_bytes <= self.gop_cache_bytes
-            if not self._gop_open:
+            size = len(frame.message.payload)
+            if size > self.gop_cache_bytes:
                 self._clear_gop()
-        elif self._gop_open and kind in (FrameKind.INTER, FrameKind.DISPOSABLE, FrameKind.AUDIO):
+            else:
+                self.gop = [frame]
+                self.gop_bytes = self.gop_video_bytes = size
+                self._gop_open = True
+        elif self._gop_open and kind in _GOP_KINDS:
             size = len(frame.message.payload)
             if self.gop_bytes + size > self.gop_cache_bytes:
                 # Over budget: drop the whole GOP; the next keyframe starts a new one.
@@ -290,6 +295,13 @@ class Stream:
             else:
                 self.gop.append(frame)
                 self.gop_bytes += size
+                if kind is not FrameKind.AUDIO:
+                    self.gop_video_bytes += size
+        if self._gop_open:
+            self.catch_up = (
+                frame.message.timestamp - self.gop[0].message.timestamp,
+                self.gop_video_bytes,
+            )
 
     def frame_from_message(self, message: Message) -> Frame:
         """Classify a publisher's message and rebase its timestamp."""

@@ -15,7 +15,10 @@ from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from streamserver.factory import RTMPServerFactory, ServerConfig
+from streamserver.policy import PolicyLimits
 from streamserver.streams import DEFAULT_GOP_CACHE_BYTES
+
+_LIMITS = PolicyLimits()
 
 DEFAULT_RTMP_ENDPOINT = "tcp:1935"
 
@@ -35,7 +38,7 @@ def _positive_int(value: str) -> int:
 class Options(usage.Options):
     """``twistd streamserver`` options."""
 
-    synopsis = "[--rtmp ENDPOINT ...] [--chunk-size N] [--gop-cache-bytes N]"
+    synopsis = "[--rtmp ENDPOINT ...] [options]"
     longdesc = (
         "A live-streaming RTMP relay: encoders publish rtmp://HOST/APP/NAME, any number "
         "of viewers play it.  Listens on tcp:1935 unless --rtmp is given."
@@ -57,6 +60,68 @@ class Options(usage.Options):
             "keyframe at once; 0 disables the cache.",
             _positive_int,
         ],
+        [
+            "drop-low",
+            None,
+            _LIMITS.drop_low,
+            "Bytes queued for a viewer above which its inter frames are dropped "
+            "(video resumes at a keyframe).",
+            int,
+        ],
+        [
+            "drop-high",
+            None,
+            _LIMITS.drop_high,
+            "Bytes queued for a viewer above which its audio and keyframes are dropped too.",
+            int,
+        ],
+        [
+            "max-queue",
+            None,
+            _LIMITS.max_queue,
+            "Hard limit: a viewer with more bytes queued is disconnected.",
+            int,
+        ],
+        [
+            "stall-timeout",
+            None,
+            _LIMITS.stall_timeout,
+            "Seconds without write progress (with bytes queued) before a viewer is disconnected.",
+            float,
+        ],
+        [
+            "max-lag-ms",
+            None,
+            _LIMITS.max_lag_ms,
+            "Lag behind live the policy keeps viewers under; inter frames are dropped "
+            "above a quarter of it queued, audio and keyframes above half.",
+            int,
+        ],
+        [
+            "notsent-lowat",
+            None,
+            16 * 1024,
+            "TCP_NOTSENT_LOWAT in bytes for every socket, so a stalled viewer shows up in "
+            "user space early; 0 leaves the kernel default.",
+            _positive_int,
+        ],
+        [
+            "send-buffer",
+            None,
+            0,
+            "SO_SNDBUF in bytes for every socket; 0 leaves the kernel default.",
+            _positive_int,
+        ],
+    ]
+
+    optFlags: list[list[str | None]] = [
+        [
+            "no-drop",
+            None,
+            "Disable the drop-frames policy (never drop, never disconnect slow viewers). "
+            "Memory then grows without bound with slow viewers: for demonstrating the "
+            "failure only.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -76,10 +141,27 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--chunk-size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"
             )
+        try:
+            self["limits"] = PolicyLimits(
+                drop_low=self["drop-low"],
+                drop_high=self["drop-high"],
+                max_queue=self["max-queue"],
+                stall_timeout=self["stall-timeout"],
+                max_lag_ms=self["max-lag-ms"],
+                enabled=not self["no-drop"],
+            )
+        except ValueError as error:
+            raise usage.UsageError(f"policy limits: {error}") from error
 
     def config(self) -> ServerConfig:
         """The :class:`ServerConfig` these options describe."""
-        return ServerConfig(chunk_size=self["chunk-size"], gop_cache_bytes=self["gop-cache-bytes"])
+        return ServerConfig(
+            chunk_size=self["chunk-size"],
+            gop_cache_bytes=self["gop-cache-bytes"],
+            limits=self["limits"],
+            notsent_lowat=self["notsent-lowat"],
+            send_buffer=self["send-buffer"],
+        )
 
 
 def makeService(options: Options) -> IService:

@@ -70,9 +70,12 @@ class FakeTransport(StringTransport):
         *,
         clock: IReactorTime | None = None,
         keep_output: bool = True,
+        auto_drain: bool = False,
     ) -> None:
         """
         :param peer: the peer address; a fresh 127.0.0.1 port by default.
+        :param auto_drain: drain every write at once (a peer reading infinitely
+            fast); otherwise bytes stay queued until :meth:`drain`.
         :param clock: if given, ``connectionLost`` is delivered through
             ``clock.callLater(0, ...)`` as a reactor would, not synchronously.
         :param keep_output: keep written bytes for :meth:`value`; turn off in
@@ -93,6 +96,7 @@ class FakeTransport(StringTransport):
         self.connected = True
         self._clock = clock
         self._keep_output = keep_output
+        self.auto_drain = auto_drain
 
     def write(self, data: bytes) -> None:
         """Queue *data*; pause a registered streaming producer past :attr:`bufferSize`."""
@@ -102,9 +106,11 @@ class FakeTransport(StringTransport):
             return
         if self._keep_output:
             super().write(data)
+        self.total_written += len(data)
+        if self.auto_drain:
+            return
         self.queued += len(data)
         self._tempDataLen = self.queued
-        self.total_written += len(data)
         if self.queued > self.peak_queued:
             self.peak_queued = self.queued
         if self.producer is not None and self.streaming and self.queued > self.bufferSize:
@@ -180,6 +186,9 @@ class FakePeer:
     :ivar protocol: the server protocol under test.
     :ivar transport: its :class:`FakeTransport`.
     :ivar split: when set, :meth:`send_bytes` feeds data in pieces of this size.
+
+    By default the peer reads everything at once (``auto_drain``); pass
+    ``auto_drain=False`` and call ``transport.drain()`` to model a slow reader.
     """
 
     def __init__(
@@ -192,8 +201,9 @@ class FakePeer:
         digest: bool = False,
         chunk_size: int = 128,
         split: int | None = None,
+        auto_drain: bool = True,
     ) -> None:
-        self.transport = FakeTransport(peer, clock=clock)
+        self.transport = FakeTransport(peer, clock=clock, auto_drain=auto_drain)
         protocol = factory.buildProtocol(self.transport.getPeer())
         assert protocol is not None
         self.protocol: Any = protocol

@@ -44,24 +44,34 @@ def _sample_args(peer: FakePeer) -> dict[str, tuple[Any, ...]]:
     }
 
 
-def test_every_hook_reaches_the_root_exactly_once(factory) -> None:
+def _count_root_arrivals(monkeypatch) -> dict[str, int]:
+    """Wrap every root hook so each arrival at ProtocolRoot is counted."""
+    counts: dict[str, int] = {}
+    for hook in CHAINED_HOOKS:
+        original = vars(ProtocolRoot)[hook]
+
+        def counting(self, *args, _hook=hook, _original=original):
+            counts[_hook] = counts.get(_hook, 0) + 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(ProtocolRoot, hook, counting)
+    return counts
+
+
+def test_every_hook_reaches_the_root_exactly_once(factory, monkeypatch) -> None:
     """Calling each chained hook on the composed protocol arrives at ProtocolRoot once."""
     peer = FakePeer(factory)
     peer.connect("live")
     samples = _sample_args(peer)
     assert set(samples) == set(CHAINED_HOOKS), "every chained hook needs sample arguments"
-    counts: dict[str, int] = {}
-    RTMPServerProtocol._root_calls = counts
-    try:
-        for hook in CHAINED_HOOKS:
-            counts.clear()
-            getattr(peer.protocol, hook)(*samples[hook])
-            assert counts.get(hook) == 1, f"{hook} reached the root {counts.get(hook, 0)} times"
-    finally:
-        RTMPServerProtocol._root_calls = None
+    counts = _count_root_arrivals(monkeypatch)
+    for hook in CHAINED_HOOKS:
+        counts.clear()
+        getattr(peer.protocol, hook)(*samples[hook])
+        assert counts.get(hook) == 1, f"{hook} reached the root {counts.get(hook, 0)} times"
 
 
-def test_the_root_count_can_fail(factory) -> None:
+def test_the_root_count_can_fail(factory, monkeypatch) -> None:
     """A composed class whose override skips super() is seen by the arrival count."""
 
     class Skipping(ProtocolRoot, unchecked_chain=True):
@@ -71,8 +81,7 @@ def test_the_root_count_can_fail(factory) -> None:
     class Broken(Skipping, RTMPServerProtocol, unchecked_chain=True):
         pass
 
-    counts: dict[str, int] = {}
-    Broken._root_calls = counts
+    counts = _count_root_arrivals(monkeypatch)
     Broken().stream_published(Stream("live", "x"))
     assert counts.get("stream_published", 0) == 0
 

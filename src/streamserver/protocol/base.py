@@ -30,7 +30,7 @@ import ast
 import inspect
 import textwrap
 import types
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 if TYPE_CHECKING:
     from streamserver.codec.messages import Command, Message
     from streamserver.factory import RTMPServerFactory
+    from streamserver.policy import ViewerQueue
     from streamserver.streams import Frame, Stream
 
 
@@ -74,9 +75,6 @@ class ProtocolRoot(Protocol):
     import-time check.  Only tests that rebuild the story's bug do that.
     """
 
-    #: Set by the chain test to count arrivals at the root, per hook.
-    _root_calls: ClassVar[dict[str, int] | None] = None
-
     #: True once :meth:`drop_connection` was called: stop processing input.
     closing = False
 
@@ -88,6 +86,13 @@ class ProtocolRoot(Protocol):
         peer: str
         app: str | None
         out_chunk_size: int
+        play_stream: Stream | None
+        viewer: ViewerQueue
+        bytes_sent: int
+        frames_sent: int
+
+        @property
+        def fanout_key(self) -> tuple[int, int]: ...
 
         def send_message(self, message: Message, csid: int | None = None) -> None: ...
         def send_status(
@@ -100,11 +105,6 @@ class ProtocolRoot(Protocol):
         super().__init_subclass__(**kwargs)
         if not unchecked_chain:
             check_class(cls)
-
-    def _reached_root(self, hook: str) -> None:
-        counts = type(self)._root_calls
-        if counts is not None:
-            counts[hook] = counts.get(hook, 0) + 1
 
     def drop_connection(self) -> None:
         """Close the connection now, discarding what is queued (idempotent).
@@ -128,39 +128,31 @@ class ProtocolRoot(Protocol):
 
     def connectionMade(self) -> None:
         """The connection is up; every mixin sets up its per-connection state."""
-        self._reached_root("connectionMade")
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes arrived.  The handshake mixin passes on only post-handshake bytes."""
-        self._reached_root("dataReceived")
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         """The connection is gone; every mixin releases what it holds."""
-        self._reached_root("connectionLost")
 
     # --- Twisted IPushProducer -----------------------------------------------
 
     def pauseProducing(self) -> None:
         """The transport's write buffer passed its high-water mark."""
-        self._reached_root("pauseProducing")
 
     def resumeProducing(self) -> None:
         """The transport's write buffer was fully handed to the kernel."""
-        self._reached_root("resumeProducing")
 
     def stopProducing(self) -> None:
         """The transport will take no more data."""
-        self._reached_root("stopProducing")
 
     # --- ours ------------------------------------------------------------------
 
     def handshake_completed(self) -> None:
         """The RTMP handshake finished; chunked messages follow."""
-        self._reached_root("handshake_completed")
 
     def message_received(self, message: Message) -> None:
         """One complete RTMP message was decoded from the peer."""
-        self._reached_root("message_received")
 
     def admit_frame(self, frame: Frame, size: int) -> bool:
         """Decide whether *frame* (*size* bytes on the wire) may be sent to this peer.
@@ -168,24 +160,19 @@ class ProtocolRoot(Protocol):
         Each mixin calls ``super().admit_frame(frame, size)`` first and combines
         its own verdict with the result; the root admits everything.
         """
-        self._reached_root("admit_frame")
         return True
 
     def stream_published(self, stream: Stream) -> None:
         """The stream this connection plays got a publisher."""
-        self._reached_root("stream_published")
 
     def stream_unpublished(self, stream: Stream) -> None:
         """The stream this connection plays lost its publisher."""
-        self._reached_root("stream_unpublished")
 
     def message_stream_deleted(self, stream_id: int) -> None:
         """The peer deleted or closed message stream *stream_id*: end what runs on it."""
-        self._reached_root("message_stream_deleted")
 
     def session_closed(self) -> None:
         """The RTMP session ended: release streams, rooms and timers (idempotent)."""
-        self._reached_root("session_closed")
 
 
 # --- the import-time chain check ----------------------------------------------

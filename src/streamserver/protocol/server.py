@@ -2,7 +2,9 @@
 
 The order of the bases is the order every hook chain runs in: the handshake
 first (it decides which bytes are chunk stream), then chunking (it turns bytes
-into messages), then the session (command dispatch), publish and subscribe.
+into messages), then the session (command dispatch), backpressure (whose
+``admit_frame`` runs its policy after every mixin behind it has had its say),
+publish and subscribe.
 :func:`~streamserver.protocol.base.check_composition` runs at import.
 
 :meth:`RTMPServerProtocol.dataReceived` is the protocol boundary: the one place
@@ -16,6 +18,7 @@ from twisted.logger import Logger
 from typing_extensions import override
 
 from streamserver.errors import ProtocolError
+from streamserver.protocol.backpressure import BackpressureMixin
 from streamserver.protocol.base import check_composition
 from streamserver.protocol.chunking import ChunkingMixin
 from streamserver.protocol.handshake import HandshakeMixin
@@ -28,6 +31,7 @@ class RTMPServerProtocol(
     HandshakeMixin,
     ChunkingMixin,
     SessionMixin,
+    BackpressureMixin,
     PublishMixin,
     SubscribeMixin,
 ):

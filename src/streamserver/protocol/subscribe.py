@@ -1,7 +1,7 @@
 """SubscribeMixin: a viewer plays a live stream.
 
-Hooks overridden: ``connectionMade``, ``admit_frame`` (a viewer starts video at
-a keyframe and, while paused, gets nothing), ``stream_published`` /
+Hooks overridden: ``connectionMade``, ``admit_frame`` (a paused viewer gets
+nothing), ``stream_published`` /
 ``stream_unpublished`` (``NetStream.Play.PublishNotify`` /
 ``UnpublishNotify``: the viewer stays connected), ``message_stream_deleted``
 and ``session_closed`` (stop playing).
@@ -11,6 +11,9 @@ Commands defined here: ``play``, ``pause``, ``FCSubscribe``, ``FCUnsubscribe``,
 
 The hot path is :meth:`SubscribeMixin.deliver_frame`: one ``admit_frame``
 decision (the chain) and one ``transport.write`` of bytes shared by the group.
+
+Each play starts a fresh :class:`~streamserver.policy.ViewerQueue` (``viewer``):
+the policy state that makes video start at a keyframe and the per-viewer counters.
 """
 
 from __future__ import annotations
@@ -19,15 +22,11 @@ from twisted.logger import Logger
 from typing_extensions import override
 
 from streamserver.codec import messages
-from streamserver.codec.flv import FrameKind
-from streamserver.codec.messages import Command, MessageType
+from streamserver.codec.messages import Command
+from streamserver.policy import ViewerQueue
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
 from streamserver.streams import Frame, Stream
-
-#: Frames a viewer waiting for a keyframe may not be sent: they cannot be
-#: decoded without the frames before them.
-_NEEDS_PREVIOUS = frozenset({FrameKind.INTER, FrameKind.DISPOSABLE})
 
 
 class SubscribeMixin(ProtocolRoot):
@@ -36,6 +35,7 @@ class SubscribeMixin(ProtocolRoot):
     :ivar play_stream: the stream played, or ``None``.
     :ivar play_stream_id: the message stream id the media goes out on.
     :ivar play_args: query parameters of the played name.
+    :ivar viewer: policy state and counters of the current play.
     :ivar frames_sent: frames written to the transport.
     :ivar bytes_sent: media bytes written to the transport.
     """
@@ -45,14 +45,15 @@ class SubscribeMixin(ProtocolRoot):
     play_stream: Stream | None = None
     play_stream_id = 0
     play_args: dict[str, str]
+    viewer: ViewerQueue
     frames_sent = 0
     bytes_sent = 0
-    _await_keyframe = True
     _paused = False
 
     @override
     def connectionMade(self) -> None:
         self.play_args = {}
+        self.viewer = ViewerQueue()
         super().connectionMade()
 
     @property
@@ -72,20 +73,13 @@ class SubscribeMixin(ProtocolRoot):
     @override
     def admit_frame(self, frame: Frame, size: int) -> bool:
         admitted = super().admit_frame(frame, size)
-        if self._paused:
-            return False
-        if frame.message.type_id == MessageType.VIDEO and self._await_keyframe:
-            if frame.kind in _NEEDS_PREVIOUS:
-                return False
-            if frame.kind is FrameKind.KEYFRAME and admitted:
-                self._await_keyframe = False
-        return admitted
+        return admitted and not self._paused
 
     # --- stream events -------------------------------------------------------------
 
     @override
     def stream_published(self, stream: Stream) -> None:
-        self._await_keyframe = True
+        self.viewer.awaiting_keyframe = True
         self.send_message(messages.stream_begin(self.play_stream_id))
         self.send_status(
             self.play_stream_id, "NetStream.Play.PublishNotify", f"{stream.name} is now published."
@@ -123,7 +117,7 @@ class SubscribeMixin(ProtocolRoot):
         stream = registry.get_or_create(name)
         self.play_stream = stream
         self.play_stream_id = stream_id
-        self._await_keyframe = True
+        self.viewer = ViewerQueue(last_progress=self.factory.seconds())
         self._paused = False
         self.send_message(messages.stream_is_recorded(stream_id))
         self.send_message(messages.stream_begin(stream_id))
@@ -160,7 +154,7 @@ class SubscribeMixin(ProtocolRoot):
             return
         self.send_status(self.play_stream_id, "NetStream.Unpause.Notify", "Unpaused live stream.")
         if stream is not None and stream.publisher is not None:
-            self._await_keyframe = True
+            self.viewer.awaiting_keyframe = True
             self.send_catch_up(stream.catch_up_frames())
 
     def command_FCSubscribe(self, command: Command) -> None:
