@@ -50,6 +50,10 @@ _MEDIA_CSID: dict[int, int] = {
 
 _MEDIA_TYPES = frozenset({MessageType.AUDIO, MessageType.VIDEO, MessageType.DATA_AMF0})
 
+#: The data message servers send after ``play`` (AMF0 string "|RtmpSampleAccess"):
+#: it grants Flash access to the media and is not part of the stream.
+_SAMPLE_ACCESS = b"\x02\x00\x11|RtmpSampleAccess"
+
 
 def parse_rtmp_url(url: str) -> tuple[str, int, str, str]:
     """Split ``rtmp://host[:port]/app/name`` into host, port, app and stream name.
@@ -159,7 +163,7 @@ class RTMPClientProtocol(Protocol):
 
     def _message_received(self, message: Message) -> None:
         type_id = message.type_id
-        if type_id in _MEDIA_TYPES:
+        if type_id in _MEDIA_TYPES and not message.payload.startswith(_SAMPLE_ACCESS):
             self.media_count += 1
             self.media_bytes += len(message.payload)
             if self.keep_media:
