@@ -125,6 +125,15 @@ class RTMPServerFactory(ServerFactory):
         """Count a policy disconnect (called by the backpressure mixin)."""
         self.disconnects[reason] += 1
 
+    def kick(self, conn_id: int, reason: str = "kicked") -> bool:
+        """Disconnect connection *conn_id* at once; return whether it existed."""
+        protocol = self.connections.get(conn_id)
+        if protocol is None:
+            return False
+        self.log.info("kicking {peer}: {reason}", peer=protocol.peer, reason=reason)
+        protocol.drop_connection()
+        return True
+
     def bytes_queued_total(self) -> int:
         """Bytes held in every connection's transport write buffer."""
         return sum(transport_queued_bytes(p.transport) for p in self.connections.values())

@@ -382,3 +382,13 @@ def test_session_inputs_at_every_split_size() -> None:
         assert got == reference, f"split {split} changed the replies"
         stream = factory.find_stream("live", "cam")
         assert stream is not None and stream.frames_in == 2
+
+
+def test_kick_disconnects_one_connection(factory) -> None:
+    """factory.kick drops the named connection and only it."""
+    publisher, _ = _publisher(factory)
+    viewer, _ = _viewer(factory)
+    assert factory.kick(viewer.protocol.conn_id, "test")
+    assert viewer.transport.aborted
+    assert not publisher.transport.disconnecting
+    assert not factory.kick(10**9)

@@ -106,6 +106,11 @@ class SessionMixin(ProtocolRoot):
             self._session_open = False
             self.session_closed()
             self.factory.connection_closed(self)
+            self.log.info(
+                "{peer} disconnected after {seconds:.1f} s",
+                peer=self.peer,
+                seconds=self.factory.seconds() - self.connected_at,
+            )
 
     # --- dispatch and replies --------------------------------------------------
 
