@@ -1012,6 +1012,45 @@ def scan_server_log(path: Path) -> dict[str, Any]:
     }
 
 
+# --- provenance -------------------------------------------------------------------------------
+
+
+def code_provenance() -> dict[str, Any]:
+    """Which streamserver code the server runs: its path, the git HEAD, dirty files.
+
+    The server is a child with this process's environment, so it imports the same
+    ``streamserver`` as we do (a ``PYTHONPATH`` snapshot, or the editable checkout).
+    A snapshot directory may hold a ``COMMIT`` file naming what it was exported from.
+    """
+    import streamserver
+
+    package = Path(streamserver.__file__).resolve().parent
+    info: dict[str, Any] = {
+        "streamserver_path": str(package),
+        "pythonpath": os.environ.get("PYTHONPATH"),
+    }
+    marker = package.parent.parent / "COMMIT"
+    if marker.exists():
+        info["snapshot_of"] = marker.read_text().strip()
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout if result.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    info["checkout_head"] = head.strip() if head else None
+    if package.is_relative_to(repo):
+        status = git("status", "--porcelain", "--", "src", "twistd_plugins")
+        info["checkout_src_changes"] = status.splitlines() if status else []
+    return info
+
+
 # --- command line ----------------------------------------------------------------------------
 
 
@@ -1046,7 +1085,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if options.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         options.out = Path(__file__).resolve().parent / "results" / f"soak-{stamp}.json"
-    options.command = shlex.join([Path(sys.executable).name, *sys.argv])
+    interpreter = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        interpreter = interpreter.relative_to(Path.cwd())
+    pythonpath = os.environ.get("PYTHONPATH")
+    prefix = f"PYTHONPATH={shlex.quote(pythonpath)} " if pythonpath else ""
+    options.command = prefix + shlex.join([str(interpreter), *sys.argv])
     return options
 
 
@@ -1070,6 +1114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
+    provenance = code_provenance()
     try:
         server.start()
         log(f"server up: {shlex.join(server.argv)}")
@@ -1078,6 +1123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = server.stop()
         log(f"server stopped (exit status {status})")
     summary["server"]["exit_status"] = status
+    summary["server"]["code"] = provenance
     summary["server"]["log_file"] = str(server.logfile)
     summary["server"]["log"] = scan_server_log(server.logfile)
     options.out.write_text(json.dumps({"summary": summary, "samples": samples}, indent=1) + "\n")

@@ -20,7 +20,7 @@ from streamserver.policy import (
     ViewerQueue,
 )
 
-LIMITS = PolicyLimits(drop_low=1000, drop_high=5000, max_queue=20_000, max_lag_ms=4000)
+LIMITS = PolicyLimits(drop_low=1000, drop_high=5000, max_queue=20_000, max_lag_ms=6000)
 
 
 def _decide(
@@ -50,6 +50,7 @@ def test_policy_provides_the_interface() -> None:
         (0, 1001, Level.DROP_INTER),
         (5001, 0, Level.DROP_MEDIA),
         (0, 2001, Level.DROP_MEDIA),
+        (0, 2000, Level.DROP_INTER),
     ],
 )
 def test_levels_from_bytes_and_media_time(queued: int, queued_ms: int, level: Level) -> None:
@@ -93,25 +94,58 @@ def test_headers_and_metadata_are_never_dropped(kind: FrameKind) -> None:
 
 
 def test_hard_limit_disconnects() -> None:
-    """A frame that would take the queue past max_queue disconnects the viewer."""
+    """A header that would take the queue past max_queue disconnects the viewer."""
     policy, viewer = DropFramesPolicy(LIMITS), ViewerQueue()
     verdict = _decide(policy, viewer, FrameKind.VIDEO_SEQUENCE_HEADER, queued=19_950, size=100)
     assert verdict is Verdict.DISCONNECT
     assert viewer.disconnect_reason == DisconnectReason.MAX_QUEUE
 
 
-def test_catch_up_jumps_to_live_when_the_gop_is_young_and_small() -> None:
-    """A waiting viewer back at normal jumps to the cached keyframe instead of waiting."""
+def test_hard_limit_drops_what_may_be_dropped_and_passes_a_lone_giant() -> None:
+    """Over the limit a keyframe is dropped, not the viewer; alone it is sent."""
     policy = DropFramesPolicy(LIMITS)
-    viewer = ViewerQueue(awaiting_keyframe=True)
+    busy = ViewerQueue(awaiting_keyframe=False)
+    assert _decide(policy, busy, FrameKind.KEYFRAME, queued=100, size=25_000) is Verdict.DROP
+    assert busy.disconnect_reason is None and busy.awaiting_keyframe
+    idle = ViewerQueue()
+    assert _decide(policy, idle, FrameKind.KEYFRAME, queued=0, size=25_000) is Verdict.SEND
+    header = ViewerQueue()
+    verdict = _decide(policy, header, FrameKind.VIDEO_SEQUENCE_HEADER, queued=0, size=25_000)
+    assert verdict is Verdict.SEND
+
+
+def test_catch_up_jumps_to_live_when_the_viewer_can_take_the_gop_in_time() -> None:
+    """A waiting viewer back at normal jumps to the cached keyframe if age + drain time fit."""
+    policy = DropFramesPolicy(LIMITS)  # jump-to-live budget: 6000 / 6 = 1000 ms
+
+    def waiting(rate: float) -> ViewerQueue:
+        return ViewerQueue(awaiting_keyframe=True, drain_rate=rate)
+
+    viewer = waiting(10_000)
     assert _decide(policy, viewer, FrameKind.INTER, catch_up=(500, 3000)) is Verdict.CATCH_UP
     assert not viewer.awaiting_keyframe and viewer.catch_ups == 1
-    old = ViewerQueue(awaiting_keyframe=True)
-    assert _decide(policy, old, FrameKind.INTER, catch_up=(2500, 3000)) is Verdict.DROP
-    big = ViewerQueue(awaiting_keyframe=True)
-    assert _decide(policy, big, FrameKind.INTER, queued=900, catch_up=(100, 4500)) is Verdict.DROP
-    busy = ViewerQueue(awaiting_keyframe=True)
-    assert _decide(policy, busy, FrameKind.INTER, queued=1500, catch_up=(100, 10)) is Verdict.DROP
+    # too old, too slow to take it, too big, already busy, or drain rate not yet known
+    for state, queued, catch_up in [
+        (waiting(10_000), 0, (1100, 100)),
+        (waiting(4000), 0, (500, 3000)),
+        (waiting(10**6), 900, (100, 4500)),
+        (waiting(10**6), 1500, (100, 10)),
+        (waiting(0), 0, (100, 10)),
+    ]:
+        verdict = _decide(policy, state, FrameKind.INTER, queued=queued, catch_up=catch_up)
+        assert verdict is Verdict.DROP
+        assert state.awaiting_keyframe
+
+
+def test_drain_rate_is_measured_at_each_check() -> None:
+    """stalled() keeps a smoothed rate of bytes the viewer took per second."""
+    policy = DropFramesPolicy(LIMITS)
+    viewer = ViewerQueue()
+    policy.stalled(viewer, 0, 0, 0.0)
+    policy.stalled(viewer, 0, 10_000, 1.0)
+    assert viewer.drain_rate == 10_000
+    policy.stalled(viewer, 0, 30_000, 2.0)
+    assert viewer.drain_rate == 15_000
 
 
 def test_no_drop_never_drops_or_disconnects() -> None:
@@ -155,7 +189,7 @@ class PolicyMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.policy = DropFramesPolicy(LIMITS)
-        self.viewer = ViewerQueue()
+        self.viewer = ViewerQueue(drain_rate=50_000)
         # the viewer's decoder: does it hold a reference chain up to now?
         self.decodable = False
 
@@ -175,10 +209,13 @@ class PolicyMachine(RuleBasedStateMachine):
         catch_up: tuple[int, int] | None,
     ) -> None:
         verdict = _decide(self.policy, self.viewer, kind, queued, queued_ms, size, catch_up)
-        if queued + size > LIMITS.max_queue:
+        over = queued > 0 and queued + size > LIMITS.max_queue
+        if over and kind in NEVER_DROPPED:
             assert verdict is Verdict.DISCONNECT
             return
         assert verdict is not Verdict.DISCONNECT
+        if over:
+            assert verdict is Verdict.DROP, "a droppable frame over the hard limit is dropped"
         if kind in NEVER_DROPPED:
             assert verdict is Verdict.SEND, "never drops a sequence header or metadata"
             return

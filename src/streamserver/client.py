@@ -1,4 +1,4 @@
-"""An RTMP client on the same codec: publish an FLV file, play a stream, collect.
+"""An RTMP client on the same codec: publish an FLV file, play a stream, chat, collect.
 
 Used by the tests, the benchmark and users' bots.  Everything returns Deferreds
 and works on any reactor (a ``Clock`` too, for the pacing).
@@ -9,11 +9,14 @@ Example::
     stream_id = yield client.create_stream()
     yield client.play("cam", stream_id)
     # client.media fills with the messages that arrive
+    yield client.send_chat("hello", stream_id)
+    # client.chat_messages fills with the room's onChatMessage (docs/chat.md)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,6 +57,9 @@ _MEDIA_TYPES = frozenset({MessageType.AUDIO, MessageType.VIDEO, MessageType.DATA
 #: it grants Flash access to the media and is not part of the stream.
 _SAMPLE_ACCESS = b"\x02\x00\x11|RtmpSampleAccess"
 
+#: The data message chat arrives in (AMF0 string "onChatMessage"); not media.
+_CHAT_MESSAGE = b"\x02\x00\x0donChatMessage"
+
 
 def parse_rtmp_url(url: str) -> tuple[str, int, str, str]:
     """Split ``rtmp://host[:port]/app/name`` into host, port, app and stream name.
@@ -75,6 +81,20 @@ class StatusError(StreamError):
     """The server answered with an error status; :attr:`code` tells which."""
 
 
+@dataclass(frozen=True)
+class ReceivedChatMessage:
+    """An ``onChatMessage`` the server sent (fields as in ``docs/chat.md``).
+
+    :ivar stream_id: the message stream it arrived on, which names the room.
+    """
+
+    id: int
+    nick: str
+    text: str
+    time: float
+    stream_id: int
+
+
 class RTMPClientProtocol(Protocol):
     """The client side of one RTMP connection.
 
@@ -84,6 +104,8 @@ class RTMPClientProtocol(Protocol):
     :ivar media_count: audio/video/data messages received.
     :ivar media_bytes: payload bytes of those messages.
     :ivar on_media: if set, called with each media message as it arrives.
+    :ivar chat_messages: the ``onChatMessage`` messages received, in order.
+    :ivar on_chat: if set, called with each chat message as it arrives.
     """
 
     log = Logger()
@@ -117,6 +139,8 @@ class RTMPClientProtocol(Protocol):
         self.media_bytes = 0
         self.on_media: Callable[[Message], None] | None = None
         self.on_data: Callable[[list[Any], Message], None] | None = None
+        self.chat_messages: list[ReceivedChatMessage] = []
+        self.on_chat: Callable[[ReceivedChatMessage], None] | None = None
 
     # --- Twisted -----------------------------------------------------------------
 
@@ -163,7 +187,9 @@ class RTMPClientProtocol(Protocol):
 
     def _message_received(self, message: Message) -> None:
         type_id = message.type_id
-        if type_id in _MEDIA_TYPES and not message.payload.startswith(_SAMPLE_ACCESS):
+        if type_id == MessageType.DATA_AMF0 and message.payload.startswith(_CHAT_MESSAGE):
+            self._chat_received(message)
+        elif type_id in _MEDIA_TYPES and not message.payload.startswith(_SAMPLE_ACCESS):
             self.media_count += 1
             self.media_bytes += len(message.payload)
             if self.keep_media:
@@ -180,6 +206,20 @@ class RTMPClientProtocol(Protocol):
             event, values = messages.parse_user_control(message)
             if event == UserControlEvent.PING_REQUEST and values:
                 self.send(messages.ping_response(values[0]))
+
+    def _chat_received(self, message: Message) -> None:
+        values = messages.parse_data(message)
+        fields = values[1] if len(values) > 1 and isinstance(values[1], dict) else {}
+        chat = ReceivedChatMessage(
+            id=int(fields.get("id", 0)),
+            nick=str(fields.get("nick", "")),
+            text=str(fields.get("text", "")),
+            time=float(fields.get("time", 0)),
+            stream_id=message.stream_id,
+        )
+        self.chat_messages.append(chat)
+        if self.on_chat is not None:
+            self.on_chat(chat)
 
     def _command_received(self, command: Command) -> None:
         if command.name in ("_result", "_error"):
@@ -266,6 +306,30 @@ class RTMPClientProtocol(Protocol):
         self.send(messages.command("play", 0, None, name, -2000.0, stream_id=stream_id))
         self.send(messages.set_buffer_length(stream_id, 1000))
         return await started
+
+    def join_chat(self, name: str, stream_id: int) -> defer.Deferred[Command]:
+        """Join *name*'s chat room without media on *stream_id* (``joinChat``).
+
+        The room's history arrives in :attr:`chat_messages` before the Deferred
+        fires with the ``_result`` (its info object names the room and our nick);
+        it errbacks with :class:`StatusError` (``Chat.*`` code) on a refusal.
+        """
+        return self.call("joinChat", None, name, stream_id=stream_id)
+
+    def send_chat(self, text: str, stream_id: int) -> defer.Deferred[Command]:
+        """Send *text* to the room of *stream_id* (``sendChatMessage``).
+
+        Fires with the ``_result`` (its info object carries the message ``id``);
+        errbacks with :class:`StatusError` whose ``code`` is the refusal's
+        (``Chat.TooLong``, ``Chat.RateLimited``...).
+        """
+        return self.call("sendChatMessage", None, text, stream_id=stream_id)
+
+    async def get_viewer_count(self, stream_id: int, name: str | None = None) -> int:
+        """How many connections play *name*, or the stream of *stream_id*'s room."""
+        args = () if name is None else (name,)
+        reply = await self.call("getViewerCount", None, *args, stream_id=stream_id)
+        return int(reply.args[0])
 
     def send_tags(self, tags: Sequence[FLVTag], stream_id: int, offset: int = 0) -> None:
         """Send FLV *tags* at once as messages on *stream_id*, shifted by *offset* ms."""

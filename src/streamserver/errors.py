@@ -7,6 +7,8 @@
   encoder to encode an object it does not know).  A bug, never the peer's fault.
 - :class:`StreamError` and its subclasses: a request that is well-formed but
   refused; each carries the RTMP status code sent back in ``onStatus``/``_error``.
+  :class:`ChatError` and its subclasses carry the ``Chat.*`` codes of
+  ``docs/chat.md``.
 """
 
 from __future__ import annotations
@@ -45,9 +47,14 @@ class StreamError(StreamServerError):
 
     :ivar code: the status code, for example ``NetStream.Publish.BadName``.
     :ivar description: a human-readable reason sent along with the code.
+    :cvar transaction_reply: whether a command with a transaction id is answered
+        with ``_error`` even when it came on a message stream.  ``publish`` and
+        ``play`` arrive on a message stream with a transaction id and players
+        wait for an ``onStatus`` there, so this is false except for chat.
     """
 
     code = "NetStream.Failed"
+    transaction_reply = False
 
     def __init__(self, description: str = "", code: str | None = None) -> None:
         super().__init__(description or self.code)
@@ -78,3 +85,58 @@ class ConnectRejectedError(StreamError):
     """The ``connect`` command was refused."""
 
     code = "NetConnection.Connect.Rejected"
+
+
+class ChatError(StreamError):
+    """A chat command was refused; answered with ``_error`` when it has a transaction id."""
+
+    code = "Chat.Failed"
+    transaction_reply = True
+
+
+class ChatTooLongError(ChatError):
+    """The message is longer than ``--chat-max-length`` characters."""
+
+    code = "Chat.TooLong"
+
+
+class ChatRateLimitedError(ChatError):
+    """The connection sent more messages than ``--chat-rate`` allows."""
+
+    code = "Chat.RateLimited"
+
+
+class ChatMutedError(ChatError):
+    """The sender's nick is muted in the room."""
+
+    code = "Chat.Muted"
+
+
+class ChatNotInRoomError(ChatError):
+    """The command's message stream is in no chat room."""
+
+    code = "Chat.NotInRoom"
+
+
+class ChatEmptyError(ChatError):
+    """No text: missing, not a string, or nothing left after stripping control characters."""
+
+    code = "Chat.Empty"
+
+
+class ChatBadNameError(ChatError):
+    """``joinChat`` named no valid stream."""
+
+    code = "Chat.BadName"
+
+
+class ChatTooManyRoomsError(ChatError):
+    """The connection already sits in as many rooms as one connection may join."""
+
+    code = "Chat.TooManyRooms"
+
+
+class ChatRejectedError(ChatError):
+    """``joinChat`` would create a stream past the server's stream limit."""
+
+    code = "Chat.Rejected"

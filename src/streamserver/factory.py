@@ -9,18 +9,31 @@ so tests inject a :class:`twisted.internet.task.Clock` (or a
 from __future__ import annotations
 
 import itertools
+import resource
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from streamserver.auth import AccessConfig, IAuthorizer, build_authorizer, is_loopback
+from streamserver.codec.chunk import DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_CHUNK_STREAMS
+from streamserver.errors import StreamError
 from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
 from streamserver.protocol.backpressure import transport_queued_bytes
-from streamserver.streams import DEFAULT_GOP_CACHE_BYTES, Stream, StreamRegistry
+from streamserver.streams import (
+    DEFAULT_CHAT_HISTORY,
+    DEFAULT_CHAT_HISTORY_BYTES,
+    DEFAULT_GOP_CACHE_BYTES,
+    ChatRoom,
+    Stream,
+    StreamRegistry,
+)
 
 if TYPE_CHECKING:
     from streamserver.protocol.base import ProtocolRoot
@@ -40,12 +53,37 @@ class ServerConfig:
     :ivar peer_bandwidth: the Set Peer Bandwidth value we announce.
     :ivar max_message_bytes: largest inbound message accepted.  16 MiB lets 4K
         keyframes through; nginx-rtmp's 1 MiB default breaks them.
+    :ivar min_peer_chunk_size: smallest Set Chunk Size accepted from a peer.
+    :ivar max_peer_chunk_size: largest Set Chunk Size accepted from a peer.
+    :ivar max_chunk_streams: chunk streams one peer may open.
+    :ivar max_command_bytes: largest command message (AMF) decoded.
+    :ivar handshake_timeout: seconds a connection has to complete the handshake.
+    :ivar connect_timeout: seconds after the handshake to send ``connect``.
+    :ivar publisher_idle_timeout: seconds a publisher may send no media.
+    :ivar ping_interval: seconds of silence from a peer before we ping it.
+    :ivar ping_timeout: seconds after a ping with neither a byte from the peer
+        nor progress in what we send it before it is dropped.
+    :ivar shutdown_grace: seconds connections get to close on shutdown.
+    :ivar max_connections: connections the server holds at once.
+    :ivar max_connections_per_ip: connections one remote address may hold
+        (loopback is exempt: a local proxy or load generator shares one address).
+    :ivar max_streams: streams (published or played names) the server holds.
+    :ivar access: who may publish and play (:class:`~streamserver.auth.AccessConfig`).
+    Every limit and timeout is explained in ``docs/security.md``; 0 disables a
+    timeout or a connection/stream limit.
     :ivar limits: the drop-frames policy's watermarks.
     :ivar notsent_lowat: ``TCP_NOTSENT_LOWAT`` for every connection's socket (0:
         leave the kernel default).  16 KiB makes a stalled viewer show up in user
         space after ~200 KB instead of ~3 MB (TWISTED-FACTS §4).
     :ivar send_buffer: ``SO_SNDBUF`` for every socket (0: kernel default).
     :ivar watchdog_interval: seconds between stall checks of every viewer.
+    :ivar chat_max_length: longest chat message accepted, in characters (after
+        control characters are stripped).
+    :ivar chat_rate: chat messages one connection may send per
+        :attr:`chat_rate_window` seconds.
+    :ivar chat_rate_window: the sliding window of the chat rate limit, seconds.
+    :ivar chat_history: messages a room keeps for late joiners (0: none).
+    :ivar chat_history_bytes: bound on the encoded size of a room's history.
     """
 
     chunk_size: int = 4096
@@ -53,10 +91,39 @@ class ServerConfig:
     window_ack_size: int = 2_500_000
     peer_bandwidth: int = 2_500_000
     max_message_bytes: int = 16 * 1024 * 1024
+    # 128: the spec's initial size and the least any encoder sets; smaller sizes
+    # only multiply our per-chunk work (codec/chunk.py DEFAULT_MIN_CHUNK_SIZE).
+    min_peer_chunk_size: int = 128
+    max_peer_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE
+    max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS
+    # A connect object is a few hundred bytes; 64 KiB bounds what one AMF decode
+    # can allocate (decoded values take ~10-50x their encoded size).
+    max_command_bytes: int = 64 * 1024
+    # A real client handshakes and connects within a round trip or two; 10 s
+    # covers a slow mobile link and frees a port scanner's socket soon.
+    handshake_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    # Encoders send audio or video many times a second; 30 s of nothing is a hung
+    # encoder holding the stream name (nginx-rtmp drop_idle_publisher).
+    publisher_idle_timeout: float = 30.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 30.0
+    shutdown_grace: float = 3.0
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 100
+    max_streams: int = 1000
+    access: AccessConfig = field(default_factory=AccessConfig)
     limits: PolicyLimits = field(default_factory=PolicyLimits)
     notsent_lowat: int = 16 * 1024
     send_buffer: int = 0
     watchdog_interval: float = 1.0
+    # 500 characters: a chat line, not a document; 5 per 10 s: a fast typist
+    # keeps up, a script flooding a room of 200 viewers does not.
+    chat_max_length: int = 500
+    chat_rate: int = 5
+    chat_rate_window: float = 10.0
+    chat_history: int = DEFAULT_CHAT_HISTORY
+    chat_history_bytes: int = DEFAULT_CHAT_HISTORY_BYTES
 
 
 class RTMPServerFactory(ServerFactory):
@@ -68,6 +135,9 @@ class RTMPServerFactory(ServerFactory):
     :ivar connections: every live protocol, by connection id.
     :ivar policy: the drop-frames policy every viewer consults.
     :ivar disconnects: viewers disconnected by the policy, by reason.
+    :ivar authorizer: decides every publish and play (:mod:`streamserver.auth`).
+    :ivar refusals: connections closed by a limit or timeout, by reason.
+    :ivar shutting_down: :meth:`shutdown` has begun.
     """
 
     log = Logger()
@@ -89,6 +159,13 @@ class RTMPServerFactory(ServerFactory):
         self._ids = itertools.count(1)
         self._watchdog = LoopingCall(self.check_viewers)
         self._watchdog.clock = reactor
+        self.authorizer: IAuthorizer = build_authorizer(self.config.access, reactor)
+        self.refusals: Counter[str] = Counter()
+        self.shutting_down = False
+        self._hosts: Counter[str] = Counter()
+        self._drained: defer.Deferred[None] | None = None
+        self._grace_call: IDelayedCall | None = None
+        self._refusal_log: dict[str, tuple[float | None, int]] = {}
 
     def startFactory(self) -> None:
         """Start the stall watchdog; warn loudly if dropping is disabled."""
@@ -99,16 +176,50 @@ class RTMPServerFactory(ServerFactory):
             )
         if not self._watchdog.running:
             self._watchdog.start(self.config.watchdog_interval, now=False)
+        self.log_access_policy()
+
+    def log_access_policy(self) -> None:
+        """Say at start who may publish and play, and the connection limits."""
+        config = self.config
+        publish, play = config.access.describe()
+        self.log.info(
+            "publishing allowed {publish}; playing allowed {play}", publish=publish, play=play
+        )
+        self.log.info(
+            "limits: {max_connections} connections, {per_ip} per remote address, "
+            "{max_streams} streams, messages up to {max_message} bytes",
+            max_connections=config.max_connections or "unlimited",
+            per_ip=config.max_connections_per_ip or "unlimited",
+            max_streams=config.max_streams or "unlimited",
+            max_message=config.max_message_bytes,
+        )
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = config.max_connections + 64
+        if config.max_connections and soft != resource.RLIM_INFINITY and soft < wanted:
+            self.log.warn(
+                "the open file limit ({soft}) is below --max-connections + 64 ({wanted}); "
+                "connections past it are refused by the kernel, not by us",
+                soft=soft,
+                wanted=wanted,
+            )
 
     def stopFactory(self) -> None:
-        """Stop the watchdog."""
+        """Stop the watchdog and close every connection (:meth:`shutdown`)."""
         if self._watchdog.running:
             self._watchdog.stop()
+        self.shutdown()
 
     def check_viewers(self) -> None:
-        """Disconnect every viewer that made no write progress for the stall timeout."""
+        """Run each connection's timeouts, and disconnect stalled viewers.
+
+        Every connection's :meth:`~streamserver.protocol.guard.GuardMixin.check_timeouts`
+        (handshake, connect, idle publisher, ping) runs first, then the stall
+        check of the drop policy.
+        """
         now = self.seconds()
         for protocol in list(self.connections.values()):
+            if protocol.check_timeouts(now):
+                continue
             protocol.check_stalled(now)
 
     def set_policy(self, **limits: Any) -> PolicyLimits:
@@ -134,6 +245,43 @@ class RTMPServerFactory(ServerFactory):
         protocol.drop_connection()
         return True
 
+    # --- chat moderation (the console calls these) --------------------------------
+
+    def chat_room(self, stream: str) -> ChatRoom | None:
+        """The chat room of *stream* (``"app/name"``), or ``None`` if no such stream."""
+        app, _, name = stream.strip("/").partition("/")
+        found = self.find_stream(app, name)
+        return found.chat if found is not None else None
+
+    def mute(self, stream: str, nick: str) -> bool:
+        """Mute *nick* in *stream*'s room (``"app/name"``); whether it was newly muted.
+
+        ``False`` if the stream does not exist or the nick was muted already.
+        Mutes last as long as the stream does.
+        """
+        room = self.chat_room(stream)
+        if room is None or not room.mute(nick):
+            return False
+        self.log.info("muted {nick} in {stream}", nick=nick, stream=stream)
+        return True
+
+    def unmute(self, stream: str, nick: str) -> bool:
+        """Unmute *nick* in *stream*'s room; whether it was muted."""
+        room = self.chat_room(stream)
+        if room is None or not room.unmute(nick):
+            return False
+        self.log.info("unmuted {nick} in {stream}", nick=nick, stream=stream)
+        return True
+
+    def clear_history(self, stream: str) -> int:
+        """Forget the chat history of *stream*'s room; how many messages were dropped."""
+        room = self.chat_room(stream)
+        if room is None:
+            return 0
+        count = room.clear_history()
+        self.log.info("cleared {count} chat messages of {stream}", count=count, stream=stream)
+        return count
+
     def bytes_queued_total(self) -> int:
         """Bytes held in every connection's transport write buffer."""
         return sum(transport_queued_bytes(p.transport) for p in self.connections.values())
@@ -155,8 +303,13 @@ class RTMPServerFactory(ServerFactory):
         """The registry of application *app*, created on first use."""
         registry = self.registries.get(app)
         if registry is None:
+            config = self.config
             registry = StreamRegistry(
-                app, gop_cache_bytes=self.config.gop_cache_bytes, clock=self.seconds
+                app,
+                gop_cache_bytes=config.gop_cache_bytes,
+                clock=self.seconds,
+                chat_history=config.chat_history,
+                chat_history_bytes=config.chat_history_bytes,
             )
             self.registries[app] = registry
         return registry
@@ -173,7 +326,158 @@ class RTMPServerFactory(ServerFactory):
     def connection_opened(self, protocol: ProtocolRoot) -> None:
         """Track *protocol* (called by the session mixin)."""
         self.connections[protocol.conn_id] = cast("RTMPServerProtocol", protocol)
+        self._hosts[_limited_host(protocol.transport.getPeer())] += 1
 
     def connection_closed(self, protocol: ProtocolRoot) -> None:
         """Forget *protocol* (called by the session mixin)."""
-        self.connections.pop(protocol.conn_id, None)
+        if self.connections.pop(protocol.conn_id, None) is not None:
+            host = _limited_host(protocol.transport.getPeer())
+            self._hosts[host] -= 1
+            if self._hosts[host] <= 0:
+                del self._hosts[host]
+        if self._drained is not None and not self.connections and not self._drained.called:
+            if self._grace_call is not None and self._grace_call.active():
+                self._grace_call.cancel()
+            self._grace_call = None
+            self._drained.callback(None)
+
+    def admission_refusal(self, protocol: ProtocolRoot) -> str | None:
+        """Why *protocol*, just opened, must be closed at once, or ``None``.
+
+        Checked after :meth:`connection_opened` counted it: the server is
+        shutting down, or holds more than ``max_connections``, or its remote
+        address more than ``max_connections_per_ip`` (loopback is exempt).
+        """
+        config = self.config
+        if self.shutting_down:
+            return "the server is shutting down"
+        if config.max_connections and len(self.connections) > config.max_connections:
+            return f"server connection limit ({config.max_connections}) reached"
+        host = _limited_host(protocol.transport.getPeer())
+        limit = config.max_connections_per_ip
+        if limit and host and self._hosts[host] > limit:
+            return f"connection limit per address ({limit}) reached for {host}"
+        return None
+
+    def connection_refused(self, protocol: ProtocolRoot, kind: str, reason: str) -> None:
+        """Count and log that *protocol* is being closed by a limit or timeout.
+
+        At most one line per *kind* per second is logged, with the number of
+        refusals of that kind left out since, so a flood of connections cannot
+        flood the log.
+        """
+        self.refusals[kind] += 1
+        now = self.seconds()
+        last, skipped = self._refusal_log.get(kind, (None, 0))
+        if last is not None and now - last < 1.0:
+            self._refusal_log[kind] = (last, skipped + 1)
+            return
+        self._refusal_log[kind] = (now, 0)
+        self.log.info(
+            "closing {peer}: {reason}{also}",
+            peer=protocol.peer,
+            reason=reason,
+            kind=kind,
+            also=f" ({skipped} more {kind} refusals not logged)" if skipped else "",
+        )
+
+    def connections_from(self, host: str) -> int:
+        """How many connections remote address *host* holds (0 for loopback)."""
+        return self._hosts.get(host, 0)
+
+    # --- streams -----------------------------------------------------------------
+
+    def stream_count(self) -> int:
+        """How many streams the server holds, over every application."""
+        return sum(len(registry) for registry in self.registries.values())
+
+    def open_stream(self, app: str, name: str, code: str) -> Stream:
+        """The stream *app*/*name*, created if needed within ``max_streams``.
+
+        :param code: the status code of the refusal (``NetStream.Publish.Rejected``,
+            ``NetStream.Play.Rejected``...).
+        :raises StreamError: creating it would exceed ``max_streams``.
+        """
+        existing = self.find_stream(app, name)
+        if existing is not None:
+            return existing
+        limit = self.config.max_streams
+        if limit and self.stream_count() >= limit:
+            raise StreamError(f"the server's stream limit ({limit}) is reached", code=code)
+        return self.registry(app).get_or_create(name)
+
+    def release_stream(self, stream: Stream) -> None:
+        """Forget *stream* if it is idle, and its application's registry if now empty."""
+        registry = self.registries.get(stream.app)
+        if registry is None:
+            return
+        registry.release(stream)
+        if not len(registry):
+            del self.registries[stream.app]
+
+    # --- shutdown ------------------------------------------------------------------
+
+    def shutdown(self, grace: float | None = None) -> defer.Deferred[None]:
+        """Close every connection; the Deferred fires when all are gone.
+
+        Publishers' streams end first, so their viewers get
+        ``NetStream.Play.UnpublishNotify``; then every connection is closed
+        after its queued bytes are sent.  Connections still open after *grace*
+        seconds (``shutdown_grace`` by default), such as a viewer that stopped
+        reading, are aborted.  Idempotent: later calls wait for the same end.
+        """
+        if self._drained is None:
+            self.shutting_down = True
+            self._drained = defer.Deferred()
+            protocols = list(self.connections.values())
+            if protocols:
+                self.log.info("shutting down: closing {count} connections", count=len(protocols))
+            for protocol in protocols:
+                for stream_id in list(getattr(protocol, "publishing", ())):
+                    protocol.message_stream_deleted(stream_id)
+            for protocol in protocols:
+                protocol.closing = True
+                protocol.transport.loseConnection()
+            if self.connections:
+                delay = self.config.shutdown_grace if grace is None else grace
+                self._grace_call = self.reactor.callLater(delay, self._abort_remaining)
+            elif not self._drained.called:
+                self._drained.callback(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._drained.addBoth(_copy_to(waiter))
+        return waiter
+
+    def _abort_remaining(self) -> None:
+        self._grace_call = None
+        if self.connections:
+            self.log.info(
+                "shutdown grace over: aborting {count} connections", count=len(self.connections)
+            )
+        for protocol in list(self.connections.values()):
+            protocol.transport.abortConnection()
+        # Aborted transports report connectionLost on the next reactor turn; the
+        # wait is over now, whatever they do.
+        if self._drained is not None and not self._drained.called:
+            self._drained.callback(None)
+
+
+def _limited_host(address: IAddress) -> str:
+    """The address the per-address limit counts *address* under; ``""`` if exempt.
+
+    Loopback and UNIX socket peers are exempt: a local reverse proxy or load
+    generator shows every client under one such address.
+    """
+    if not isinstance(address, IPv4Address | IPv6Address) or is_loopback(address.host):
+        return ""
+    return address.host
+
+
+def _copy_to(target: defer.Deferred[None]) -> Any:
+    """A callback passing a result on unchanged after copying it into *target*."""
+
+    def copy(result: Any) -> Any:
+        if not target.called:
+            target.callback(None)
+        return result
+
+    return copy

@@ -12,10 +12,16 @@ send, drop, jump to live or disconnect, from numbers the caller measures:
 
 Levels, from both measures (whichever is worse):
 
-``NORMAL``   queued_bytes <= drop_low and queued_ms <= max_lag_ms / 4: send everything.
+``NORMAL``   queued_bytes <= drop_low and queued_ms <= max_lag_ms / 6: send everything.
 ``DROP_INTER`` above that: drop inter and disposable video frames; keyframes and audio pass.
-``DROP_MEDIA`` queued_bytes > drop_high or queued_ms > max_lag_ms / 2: drop all audio and
+``DROP_MEDIA`` queued_bytes > drop_high or queued_ms > max_lag_ms / 3: drop all audio and
            video, keyframes included.
+
+Why a sixth and a third: what a viewer sees lags live by the age a frame already
+had when written (a jump to live writes frames up to max_lag_ms / 6 old), plus
+the time it waits in our buffer (under max_lag_ms / 3 before everything stops),
+plus what the kernel and the network hold, which we cannot see (about 50 KB with
+TCP_NOTSENT_LOWAT at 16 KiB: 1.3 s at 0.3 Mbit/s).  The thirds leave that room.
 
 Rules that hold at every level:
 
@@ -24,9 +30,12 @@ Rules that hold at every level:
 - after any video drop the viewer waits for a keyframe: an inter frame is never
   sent before one (a new viewer starts in that state too);
 - a waiting viewer back at ``NORMAL`` jumps to live (``CATCH_UP``: the caller sends
-  the cached GOP's video from its keyframe) when the GOP is younger than
-  max_lag_ms / 2 and fits under drop_high, instead of waiting for the next keyframe;
-- a frame that would take the queue past ``max_queue`` bytes: ``DISCONNECT``; no
+  the cached GOP's video from its keyframe) instead of waiting for the next
+  keyframe, when the GOP's age plus the time the viewer needs to take it (at its
+  measured drain rate) stays under max_lag_ms / 6 and it fits under drop_high;
+- a frame that would take a non-empty queue past ``max_queue`` bytes: dropped if
+  droppable, else ``DISCONNECT`` (a lone frame bigger than the limit still goes to
+  a viewer whose queue is empty); no
   write progress for ``stall_timeout`` seconds while bytes are queued:
   :meth:`DropFramesPolicy.stalled` says so and the caller disconnects.
 
@@ -134,13 +143,13 @@ class PolicyLimits:
 
     @property
     def low_ms(self) -> int:
-        """Media time queued above which inter frames are dropped."""
-        return self.max_lag_ms // 4
+        """Queue delay above which inter frames are dropped; also the jump-to-live budget."""
+        return self.max_lag_ms // 6
 
     @property
     def high_ms(self) -> int:
-        """Media time queued above which audio and keyframes are dropped."""
-        return self.max_lag_ms // 2
+        """Queue delay above which audio and keyframes are dropped."""
+        return self.max_lag_ms // 3
 
     def updated(self, **changes: Any) -> PolicyLimits:
         """A copy with *changes* applied and validated.
@@ -170,6 +179,10 @@ class ViewerQueue:
     :ivar disconnect_reason: set when the policy decided to disconnect.
     :ivar last_progress: clock time of the last observed write progress.
     :ivar drained_seen: the drained byte count at the last progress check.
+    :ivar drain_rate: bytes per second the viewer took, smoothed over the checks
+        (0 until measured); a lower bound on its link when it was not backlogged.
+    :ivar rate_checked_at: clock time of the last rate sample (``None``: none yet).
+    :ivar rate_drained: the drained byte count at that sample.
     """
 
     awaiting_keyframe: bool = True
@@ -180,6 +193,9 @@ class ViewerQueue:
     disconnect_reason: str | None = None
     last_progress: float = 0.0
     drained_seen: int = 0
+    drain_rate: float = 0.0
+    rate_checked_at: float | None = None
+    rate_drained: int = 0
 
     @property
     def frames_dropped(self) -> int:
@@ -246,12 +262,16 @@ class DropFramesPolicy:
             (the cached GOP from its keyframe), or ``None`` when nothing is cached.
         """
         limits = self.limits
-        if limits.enabled and queued_bytes + size > limits.max_queue:
-            viewer.disconnect_reason = DisconnectReason.MAX_QUEUE
-            return Verdict.DISCONNECT
+        # A frame that would take a non-empty queue past the hard limit is dropped
+        # if it may be, else the viewer goes; a single frame bigger than the limit
+        # (a 4K keyframe) still reaches a viewer with an empty queue.
+        over = limits.enabled and queued_bytes > 0 and queued_bytes + size > limits.max_queue
         if kind in NEVER_DROPPED:
+            if over:
+                viewer.disconnect_reason = DisconnectReason.MAX_QUEUE
+                return Verdict.DISCONNECT
             return Verdict.SEND
-        level = self.level(queued_bytes, queued_ms)
+        level = Level.DROP_MEDIA if over else self.level(queued_bytes, queued_ms)
         viewer.level = level
         if not is_video:
             if level is Level.DROP_MEDIA:
@@ -272,8 +292,10 @@ class DropFramesPolicy:
             if (
                 level is Level.NORMAL
                 and catch_up is not None
-                and catch_up[0] < limits.high_ms
+                and viewer.drain_rate > 0
                 and queued_bytes + catch_up[1] <= limits.drop_high
+                and catch_up[0] + 1000 * (queued_bytes + catch_up[1]) / viewer.drain_rate
+                <= limits.low_ms
             ):
                 viewer.awaiting_keyframe = False
                 viewer.catch_ups += 1
@@ -288,11 +310,16 @@ class DropFramesPolicy:
         return Verdict.SEND
 
     def stalled(self, viewer: ViewerQueue, queued_bytes: int, drained: int, now: float) -> bool:
-        """Record write progress; say whether the viewer has stalled.
+        """Record write progress and the drain rate; say whether the viewer has stalled.
 
         Progress means *drained* (bytes handed to the kernel so far) grew, or the
-        queue is empty.
+        queue is empty.  Called about once a second per viewer.
         """
+        if viewer.rate_checked_at is not None and now > viewer.rate_checked_at:
+            rate = (drained - viewer.rate_drained) / (now - viewer.rate_checked_at)
+            viewer.drain_rate = rate if not viewer.drain_rate else (viewer.drain_rate + rate) / 2
+        viewer.rate_checked_at = now
+        viewer.rate_drained = drained
         if queued_bytes == 0 or drained > viewer.drained_seen:
             viewer.drained_seen = drained
             viewer.last_progress = now

@@ -44,6 +44,7 @@ from streamserver.codec.messages import Command, Message, MessageType
 
 _peer_ports = iter(range(40000, 10**9))
 _SAMPLE_ACCESS = b"\x02\x00\x11|RtmpSampleAccess"
+_CHAT_MESSAGE = b"\x02\x00\x0donChatMessage"
 _CSID_BY_TYPE: dict[int, int] = {
     MessageType.AUDIO: 4,
     MessageType.VIDEO: 6,
@@ -317,8 +318,8 @@ class FakePeer:
     def media(self) -> list[Message]:
         """Every audio/video/data message relayed so far (reads new output first).
 
-        The ``|RtmpSampleAccess`` data message ``play`` sends is not media and is
-        left out.
+        The ``|RtmpSampleAccess`` data message ``play`` sends and chat
+        (``onChatMessage``) are not media and are left out.
         """
         self.read()
         return [
@@ -326,4 +327,17 @@ class FakePeer:
             for m in self.received
             if m.type_id in (MessageType.AUDIO, MessageType.VIDEO, MessageType.DATA_AMF0)
             and not m.payload.startswith(_SAMPLE_ACCESS)
+            and not m.payload.startswith(_CHAT_MESSAGE)
+        ]
+
+    def chat(self, new: bool = False) -> list[tuple[int, dict[str, Any]]]:
+        """The ``onChatMessage`` messages received, as (message stream id, fields).
+
+        All of them (reading new output first), or only the new ones if *new*.
+        """
+        fresh = self.read()
+        return [
+            (m.stream_id, messages.parse_data(m)[1])
+            for m in (fresh if new else self.received)
+            if m.type_id == MessageType.DATA_AMF0 and m.payload.startswith(_CHAT_MESSAGE)
         ]

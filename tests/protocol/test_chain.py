@@ -39,6 +39,8 @@ def _sample_args(peer: FakePeer) -> dict[str, tuple[Any, ...]]:
         "admit_frame": (frame, 10),
         "stream_published": (stream,),
         "stream_unpublished": (stream,),
+        "stream_joined": (stream, 7, "viewer", {}),
+        "stream_left": (stream, 7, "viewer"),
         "message_stream_deleted": (7,),
         "session_closed": (),
     }

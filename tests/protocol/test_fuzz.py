@@ -17,6 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import task
+from twisted.internet.address import IPv4Address
 from twisted.logger import globalLogPublisher
 
 from streamserver.codec import messages
@@ -85,7 +86,26 @@ SPECIAL_CHUNKS = [
     _chunk(3, 22, b"\x09\xff\xff\xff" + b"\x00" * 20),  # aggregate with an absurd size
     _chunk(3, 8, b""),  # empty audio
     _chunk(3, 9, b""),  # empty video
+    _chunk(2, 1, struct.pack(">I", 64)),  # Set Chunk Size under the 128 minimum
+    _chunk(3, 20, b"\x02\x00\x50" + b"x" * 80 + b"\x00" + struct.pack(">d", 1.0)),  # long name
+    _chunk(3, 20, b"\x02\x00\x04play" + b"\x05" * 70_000),  # command over 64 KiB
 ]
+
+#: A remote address, which may not publish under the default (loopback only).
+HOSTILE_PEER = IPv4Address("TCP", "203.0.113.66", 31337)
+
+#: Small limits and timeouts, so that fuzzing reaches the paths that enforce them.
+TIGHT = ServerConfig(
+    max_message_bytes=32 * 1024,
+    max_command_bytes=2048,
+    max_chunk_streams=6,
+    max_peer_chunk_size=8192,
+    handshake_timeout=2.0,
+    connect_timeout=2.0,
+    publisher_idle_timeout=3.0,
+    ping_interval=2.0,
+    ping_timeout=2.0,
+)
 
 
 @st.composite
@@ -122,11 +142,14 @@ def _feed(peer: FakePeer, data: bytes, cuts: list[int]) -> None:
         peer.send_bytes(data[offset:])
 
 
-def _check_isolation(data: bytes, cuts: list[int]) -> None:
+def _check_isolation(
+    data: bytes, cuts: list[int], config: ServerConfig | None = None, *, remote: bool = False
+) -> None:
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        factory = RTMPServerFactory(ServerConfig(), reactor=task.Clock())
+        clock = task.Clock()
+        factory = RTMPServerFactory(config or ServerConfig(), reactor=clock)
         publisher = FakePeer(factory)
         publisher.connect("live")
         sid = publisher.create_stream()
@@ -135,14 +158,24 @@ def _check_isolation(data: bytes, cuts: list[int]) -> None:
         viewer.connect("live")
         viewer.play("good", viewer.create_stream())
 
-        hostile = FakePeer(factory, handshake=False)
+        hostile = FakePeer(factory, handshake=False, peer=HOSTILE_PEER if remote else None)
         _feed(hostile, data, cuts)
+        ticks = 0
+        if config is not None:
+            # Run the timeouts over whatever state the hostile peer is left in;
+            # the publisher keeps sending, so the good pair stays alive.
+            ticks = 3 * round(config.handshake_timeout + config.ping_timeout)
+            for tick in range(ticks):
+                publisher.send(media.audio(sid, tick * 1000))
+                clock.advance(1.0)
+                factory.check_viewers()
 
         sent = media.headers(sid) + media.gop_frames(sid, 0, 10)
         for message in sent:
             publisher.send(message)
         got = viewer.media()
-        assert [m.payload for m in got[1:]] == [m.payload for m in sent[1:]]
+        assert len(got) == ticks + len(sent)
+        assert [m.payload for m in got[ticks + 1 :]] == [m.payload for m in sent[1:]]
         assert not viewer.transport.disconnecting
         assert not publisher.transport.disconnecting
         hostile.transport.loseConnection()  # whatever state it is in, it closes cleanly
@@ -169,6 +202,20 @@ def test_hostile_connection_does_not_disturb_others(case: tuple[bytes, list[int]
 def test_random_bytes_from_the_first_byte(data: bytes, cuts: list[int]) -> None:
     """Random bytes (no valid handshake) are refused without disturbing anyone."""
     _check_isolation(data, cuts)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+@given(hostile_inputs(), st.booleans())
+def test_hostile_connection_under_tight_limits_and_timeouts(
+    case: tuple[bytes, list[int]], remote: bool
+) -> None:
+    """With small limits and timeouts (run after the input), only the offender is affected."""
+    _check_isolation(*case, TIGHT, remote=remote)
 
 
 def test_every_special_chunk_is_handled() -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_CHUNK_SIZE",
     "DEFAULT_MAX_CHUNK_STREAMS",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MIN_CHUNK_SIZE",
     "ChunkDecoder",
     "ChunkEncoder",
     "encode_message",
@@ -69,6 +70,19 @@ DEFAULT_MAX_CHUNK_STREAMS = 64
 #: at 10 MiB; a chunk bigger than the largest message is pointless, so the same
 #: 16 MiB as the message cap.  The spec allows up to 2**31 - 1 (5.4.1).
 DEFAULT_MAX_CHUNK_SIZE = 16 * 1024 * 1024
+
+#: Smallest Set Chunk Size accepted by default: the spec's 1 (5.4.1).  Servers
+#: should raise it (streamserver uses 128): every chunk costs a header and a pass
+#: of the parse loop, so a peer at chunk size 1 makes us parse 128 times as many
+#: chunks per byte as one at the spec's initial 128, and no encoder sets less.
+DEFAULT_MIN_CHUNK_SIZE = 1
+
+#: Bytes of partly assembled messages held across all chunk streams, beyond the
+#: largest message: room for the audio and data chunks a publisher interleaves
+#: with a large video message.  Without a total, a peer could hold up to
+#: ``max_chunk_streams`` x ``max_message_size`` (1 GiB at the defaults) by
+#: starting a large message on every chunk stream and never finishing one.
+PENDING_HEADROOM = 1024 * 1024
 
 #: Largest chunk size the 31-bit Set Chunk Size field can carry (spec 5.4.1).
 MAX_ENCODABLE_CHUNK_SIZE = 0x7FFFFFFF
@@ -151,6 +165,10 @@ class ChunkDecoder:
     :ivar max_message_size: longest message accepted, checked at its header.
     :ivar max_chunk_streams: most chunk stream ids the peer may use.
     :ivar max_chunk_size: largest chunk size the peer may set.
+    :ivar min_chunk_size: smallest chunk size the peer may set.
+    :ivar max_pending_bytes: most payload bytes of incomplete messages held
+        across all chunk streams at once.
+    :ivar pending_bytes: payload bytes of incomplete messages held now.
     :ivar _buffer: bytes received but not yet parsed, from ``_offset`` on.
     :ivar _offset: where the unparsed bytes start in ``_buffer``.
     :ivar _need: how many unparsed bytes the next chunk needs at least; fewer
@@ -165,6 +183,8 @@ class ChunkDecoder:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS,
         max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
+        min_chunk_size: int = DEFAULT_MIN_CHUNK_SIZE,
+        max_pending_bytes: int | None = None,
     ) -> None:
         if max_message_size < 0:
             raise UsageError(f"max_message_size must not be negative, got {max_message_size}")
@@ -172,7 +192,14 @@ class ChunkDecoder:
             raise UsageError(f"max_chunk_streams must be at least 1, got {max_chunk_streams}")
         if not 1 <= max_chunk_size <= MAX_ENCODABLE_CHUNK_SIZE:
             raise UsageError(f"max_chunk_size must be 1..2**31-1, got {max_chunk_size}")
+        if not 1 <= min_chunk_size <= max_chunk_size:
+            raise UsageError(f"min_chunk_size must be 1..max_chunk_size, got {min_chunk_size}")
         self.max_message_size = max_message_size
+        self.min_chunk_size = min_chunk_size
+        self.max_pending_bytes = (
+            max_message_size + PENDING_HEADROOM if max_pending_bytes is None else max_pending_bytes
+        )
+        self.pending_bytes = 0
         self.max_chunk_streams = max_chunk_streams
         self.max_chunk_size = max_chunk_size
         self.chunk_size = DEFAULT_CHUNK_SIZE
@@ -329,16 +356,20 @@ class ChunkDecoder:
                     stream.timestamp = (stream.timestamp + stream.delta) & _U32_MASK
 
                 if continuation:
-                    stream.partial += view[header_end:chunk_end]
                     received = stream.received + size
                     if received < stream.length:
+                        self._hold(size, csid)
+                        stream.partial += view[header_end:chunk_end]
                         stream.received = received
                         continue
+                    stream.partial += view[header_end:chunk_end]
                     payload = bytes(stream.partial)
+                    self.pending_bytes -= stream.received
                     stream.partial = bytearray()
                     stream.received = 0
                     stream.pending = False
                 elif size < stream.length:
+                    self._hold(size, csid)
                     stream.partial = bytearray(view[header_end:chunk_end])
                     stream.received = size
                     stream.pending = True
@@ -363,18 +394,35 @@ class ChunkDecoder:
         self._offset = pos
         return messages
 
+    def _hold(self, size: int, csid: int) -> None:
+        """Account for *size* more bytes of an incomplete message on *csid*.
+
+        :raises ChunkError: the incomplete messages would exceed
+            :attr:`max_pending_bytes` in total.
+        """
+        held = self.pending_bytes + size
+        if held > self.max_pending_bytes:
+            raise ChunkError(
+                f"incomplete messages would hold {held} bytes (chunk stream {csid}), "
+                f"over the limit of {self.max_pending_bytes} bytes"
+            )
+        self.pending_bytes = held
+
     def _apply_control(self, message: Message) -> None:
         """Apply a complete Set Chunk Size (5.4.1) or Abort (5.4.2) message."""
         if message.type_id == MessageType.SET_CHUNK_SIZE:
             value = self._control_value(message, "Set Chunk Size")
             if value & 0x80000000:
                 raise ChunkError(f"Set Chunk Size {value:#x} has its reserved top bit set")
-            if not 1 <= value <= self.max_chunk_size:
-                raise ChunkError(f"Set Chunk Size {value} outside 1..{self.max_chunk_size}")
+            if not self.min_chunk_size <= value <= self.max_chunk_size:
+                raise ChunkError(
+                    f"Set Chunk Size {value} outside {self.min_chunk_size}..{self.max_chunk_size}"
+                )
             self.chunk_size = value
         elif message.type_id == MessageType.ABORT:
             stream = self._streams.get(self._control_value(message, "Abort"))
             if stream is not None and stream.pending:
+                self.pending_bytes -= stream.received
                 stream.partial = bytearray()
                 stream.received = 0
                 stream.pending = False

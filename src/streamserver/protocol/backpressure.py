@@ -50,17 +50,32 @@ def transport_queued_bytes(transport: Any) -> int:
     )
 
 
+def _socket_of(transport: Any) -> socket.socket | None:
+    """The socket under *transport*, looking through protocol wrappers such as TLS.
+
+    Over TLS ``getHandle()`` is the OpenSSL connection, not the socket; the TCP
+    transport is the wrapper's own ``transport``.
+    """
+    for _ in range(4):  # TLS over TCP is two levels; a few more cost nothing
+        get_handle = getattr(transport, "getHandle", None)
+        handle = get_handle() if get_handle is not None else None
+        if isinstance(handle, socket.socket):
+            return handle
+        inner = getattr(transport, "transport", None)
+        if inner is None or inner is transport:
+            return None
+        transport = inner
+    return None
+
+
 def configure_socket(transport: Any, notsent_lowat: int, send_buffer: int) -> bool:
     """Set TCP_NOTSENT_LOWAT and SO_SNDBUF on *transport*'s socket, where it has one.
 
     :returns: whether a socket was configured.
     """
-    get_handle = getattr(transport, "getHandle", None)
-    if get_handle is None:
-        return False
     try:
-        handle = get_handle()
-        if not isinstance(handle, socket.socket) or handle.family == socket.AF_UNIX:
+        handle = _socket_of(transport)
+        if handle is None or handle.family == socket.AF_UNIX:
             return False
         if notsent_lowat:
             handle.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, notsent_lowat)
@@ -217,12 +232,6 @@ class BackpressureMixin(ProtocolRoot):
                 self.bytes_sent += len(data)
                 self.frames_sent += 1
                 self.viewer.frames_sent += 1
-        self.log.debug(
-            "{peer} jumped to live on {app}/{name}",
-            peer=self.peer,
-            app=stream.app,
-            name=stream.name,
-        )
 
     def check_stalled(self, now: float) -> bool:
         """Disconnect this viewer if it made no write progress for the stall timeout."""

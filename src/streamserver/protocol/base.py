@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
     from streamserver.codec.messages import Command, Message
+    from streamserver.errors import StreamError
     from streamserver.factory import RTMPServerFactory
     from streamserver.policy import ViewerQueue
     from streamserver.streams import Frame, Stream
@@ -63,6 +64,8 @@ CHAINED_HOOKS: tuple[str, ...] = (
     "admit_frame",
     "stream_published",
     "stream_unpublished",
+    "stream_joined",
+    "stream_left",
     "message_stream_deleted",
     "session_closed",
 )
@@ -85,6 +88,7 @@ class ProtocolRoot(Protocol):
         conn_id: int
         peer: str
         app: str | None
+        connect_params: dict[str, Any]
         out_chunk_size: int
         play_stream: Stream | None
         viewer: ViewerQueue
@@ -99,7 +103,9 @@ class ProtocolRoot(Protocol):
             self, stream_id: int, code: str, description: str = "", **extra: Any
         ) -> None: ...
         def reply(self, command: Command, *values: Any) -> None: ...
+        def refuse(self, command: Command, error: StreamError) -> None: ...
         def set_outgoing_chunk_size(self, size: int) -> None: ...
+        def disconnect_viewer(self, reason: str) -> None: ...
 
     def __init_subclass__(cls, *, unchecked_chain: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -167,6 +173,21 @@ class ProtocolRoot(Protocol):
 
     def stream_unpublished(self, stream: Stream) -> None:
         """The stream this connection plays lost its publisher."""
+
+    def stream_joined(
+        self, stream: Stream, stream_id: int, role: str, params: dict[str, str]
+    ) -> None:
+        """This connection joined *stream* on message stream *stream_id*.
+
+        :param role: ``"publisher"``, ``"viewer"`` or ``"chat"`` (``joinChat``).
+        :param params: the query parameters of the name it joined with.
+        """
+
+    def stream_left(self, stream: Stream, stream_id: int, role: str) -> None:
+        """This connection stopped being *role* of *stream* on message stream *stream_id*.
+
+        Emitted before the stream is released from its registry.
+        """
 
     def message_stream_deleted(self, stream_id: int) -> None:
         """The peer deleted or closed message stream *stream_id*: end what runs on it."""

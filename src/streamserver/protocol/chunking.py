@@ -51,7 +51,12 @@ class ChunkingMixin(ProtocolRoot):
     @override
     def connectionMade(self) -> None:
         config = self.factory.config
-        self._chunk_decoder = ChunkDecoder(max_message_size=config.max_message_bytes)
+        self._chunk_decoder = ChunkDecoder(
+            max_message_size=config.max_message_bytes,
+            max_chunk_streams=config.max_chunk_streams,
+            max_chunk_size=config.max_peer_chunk_size,
+            min_chunk_size=config.min_peer_chunk_size,
+        )
         self._chunk_encoder = ChunkEncoder(128)
         self.out_chunk_size = 128
         super().connectionMade()

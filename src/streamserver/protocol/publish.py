@@ -4,17 +4,23 @@ Hooks overridden: ``connectionMade``, ``message_received`` (relays audio, video
 and data messages of a publishing message stream to the :class:`Stream`),
 ``message_stream_deleted`` and ``session_closed`` (end the publish).
 
+Events emitted: ``stream_joined`` / ``stream_left`` with role ``"publisher"``
+when a publish starts / ends (the chat mixin seats the publisher in the room).
+
 Commands defined here: ``publish``.
 """
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from typing_extensions import override
 
+from streamserver.auth import AccessRequest, authorize
 from streamserver.codec import messages
 from streamserver.codec.messages import Command, Message, MessageType
-from streamserver.errors import BadNameError
+from streamserver.errors import BadNameError, StreamError
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
 from streamserver.streams import Stream
@@ -55,17 +61,26 @@ def split_aggregate(message: Message) -> list[Message]:
 class PublishMixin(ProtocolRoot):
     """Relays what the peer publishes to its :class:`Stream`.
 
+    A ``publish`` is first put to the factory's authorizer
+    (:func:`streamserver.auth.authorize`); until it answers, the message stream
+    is in :attr:`publish_pending`, not in :attr:`publishing`, so its media is
+    not relayed and the publish has not started.  A refusal is answered through
+    :meth:`~streamserver.protocol.session.SessionMixin.refuse`.
+
     :ivar publishing: the streams this connection publishes, by message stream id.
+    :ivar publish_pending: authorizations in progress, by message stream id.
     """
 
     log = Logger()
 
     publishing: dict[int, Stream]
+    publish_pending: dict[int, defer.Deferred[None]]
     publish_args: dict[str, str]
 
     @override
     def connectionMade(self) -> None:
         self.publishing = {}
+        self.publish_pending = {}
         super().connectionMade()
 
     @override
@@ -85,42 +100,87 @@ class PublishMixin(ProtocolRoot):
 
     @override
     def message_stream_deleted(self, stream_id: int) -> None:
+        self._cancel_pending_publish(stream_id)
         self._stop_publishing(stream_id)
         super().message_stream_deleted(stream_id)
 
     @override
     def session_closed(self) -> None:
+        for stream_id in list(self.publish_pending):
+            self._cancel_pending_publish(stream_id)
         for stream_id in list(self.publishing):
             self._stop_publishing(stream_id)
         super().session_closed()
 
     def command_publish(self, command: Command) -> None:
-        """``publish``: start publishing the named stream on the command's message stream.
+        """``publish``: authorize, then publish the named stream on the command's stream.
+
+        :raises BadNameError: this message stream publishes (or waits to) already.
+        """
+        name, args = split_name(command.args[0] if command.args else None)
+        stream_id = command.stream_id
+        if stream_id in self.publishing or stream_id in self.publish_pending:
+            raise BadNameError("this message stream is already publishing")
+        request = AccessRequest(
+            "publish",
+            self.app or "",
+            name,
+            args,
+            self.transport.getPeer(),
+            self.conn_id,
+            self.connect_params,
+        )
+        pending = authorize(self.factory.authorizer, request)
+        self.publish_pending[stream_id] = pending
+        pending.addCallback(self._publish_authorized, command, name, args)
+        pending.addErrback(self._publish_failed, command)
+
+    def _cancel_pending_publish(self, stream_id: int) -> None:
+        pending = self.publish_pending.pop(stream_id, None)
+        if pending is not None:
+            pending.cancel()
+
+    def _publish_failed(self, failure: Failure, command: Command) -> None:
+        """The authorization refused the publish, or starting it failed."""
+        if failure.check(defer.CancelledError) or self.closing:
+            return  # the stream was deleted or the connection closed meanwhile
+        self.publish_pending.pop(command.stream_id, None)
+        if isinstance(failure.value, StreamError):
+            self.refuse(command, failure.value)
+        else:
+            self.log.failure("publish by {peer} failed", failure, peer=self.peer)
+
+    def _publish_authorized(
+        self, _: None, command: Command, name: str, args: dict[str, str]
+    ) -> None:
+        """Start the publish the authorizer allowed, unless it was cancelled meanwhile.
 
         :raises BadNameError: the name is being published already.
+        :raises StreamError: the server's stream limit is reached.
         """
-        name, self.publish_args = split_name(command.args[0] if command.args else None)
         stream_id = command.stream_id
-        if stream_id in self.publishing:
-            raise BadNameError("this message stream is already publishing")
-        registry = self.factory.registry(self.app or "")
-        stream = registry.get_or_create(name)
+        if self.publish_pending.pop(stream_id, None) is None or self.closing:
+            return
+        self.publish_args = args
+        stream = self.factory.open_stream(self.app or "", name, "NetStream.Publish.Rejected")
         try:
             stream.publish(self)
         except BadNameError:
-            registry.release(stream)
+            self.factory.release_stream(stream)
             raise
         self.publishing[stream_id] = stream
         self.send_message(messages.stream_begin(stream_id))
         self.send_status(stream_id, "NetStream.Publish.Start", f"{name} is now published.")
         self.log.info("{app}/{name} published by {peer}", app=self.app, name=name, peer=self.peer)
+        self.stream_joined(stream, stream_id, "publisher", self.publish_args)
 
     def _stop_publishing(self, stream_id: int) -> None:
         stream = self.publishing.pop(stream_id, None)
         if stream is None:
             return
         stream.unpublish(self)
-        self.factory.registry(stream.app).release(stream)
+        self.stream_left(stream, stream_id, "publisher")
+        self.factory.release_stream(stream)
         self.log.info(
             "{app}/{name} unpublished by {peer}", app=stream.app, name=stream.name, peer=self.peer
         )

@@ -1,10 +1,14 @@
 """RTMPServerProtocol: the ONE place the mixins are composed.
 
 The order of the bases is the order every hook chain runs in: the handshake
-first (it decides which bytes are chunk stream), then chunking (it turns bytes
-into messages), then the session (command dispatch), backpressure (whose
+first (it decides which bytes are chunk stream), the guard (its
+``connectionMade`` checks the connection limits once every mixin behind it has
+set up; its ``dataReceived`` notes that the peer is alive), then chunking (it
+turns bytes into messages), then the session (command dispatch), backpressure (whose
 ``admit_frame`` runs its policy after every mixin behind it has had its say),
-publish and subscribe.
+publish, subscribe, and chat last: publish and subscribe emit ``stream_joined``
+/ ``stream_left`` and end their own work on ``message_stream_deleted`` and
+``session_closed`` before chat gives up the seats that remain.
 :func:`~streamserver.protocol.base.check_composition` runs at import.
 
 :meth:`RTMPServerProtocol.dataReceived` is the protocol boundary: the one place
@@ -20,7 +24,9 @@ from typing_extensions import override
 from streamserver.errors import ProtocolError
 from streamserver.protocol.backpressure import BackpressureMixin
 from streamserver.protocol.base import check_composition
+from streamserver.protocol.chat import ChatMixin
 from streamserver.protocol.chunking import ChunkingMixin
+from streamserver.protocol.guard import GuardMixin
 from streamserver.protocol.handshake import HandshakeMixin
 from streamserver.protocol.publish import PublishMixin
 from streamserver.protocol.session import SessionMixin
@@ -29,11 +35,13 @@ from streamserver.protocol.subscribe import SubscribeMixin
 
 class RTMPServerProtocol(
     HandshakeMixin,
+    GuardMixin,
     ChunkingMixin,
     SessionMixin,
     BackpressureMixin,
     PublishMixin,
     SubscribeMixin,
+    ChatMixin,
 ):
     """The server side of one RTMP connection."""
 

@@ -10,7 +10,9 @@ Commands defined here: ``connect``, ``createStream``, ``deleteStream``,
 ``getStreamLength``, ``ping``, ``_checkbw`` and the replies ``_result``/``_error``
 (ignored).  Every :class:`~streamserver.errors.StreamError` a command raises is
 turned into an ``onStatus``/``_error`` reply in :meth:`SessionMixin.refuse`, the
-one place that does so.
+one place that does so.  A command message over ``max_command_bytes`` or with a
+name over :data:`MAX_COMMAND_NAME` bytes is a protocol error (the peer is dropped)
+and is never decoded or looked up.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from typing_extensions import override
 
 from streamserver.codec import messages
 from streamserver.codec.messages import Command, Message, MessageType, UserControlEvent
-from streamserver.errors import ConnectRejectedError, StreamError
+from streamserver.errors import ConnectRejectedError, ProtocolError, StreamError
 from streamserver.protocol.base import ProtocolRoot
 
-#: Longest command name we look up; longer names are refused without a lookup.
+#: Longest command name accepted, in UTF-8 bytes: every command we know is under
+#: 20; a longer name is a broken or hostile peer, and its connection is dropped.
 MAX_COMMAND_NAME = 64
 
 #: Longest application or stream name accepted (bytes of UTF-8 are not needed:
@@ -88,7 +91,7 @@ class SessionMixin(ProtocolRoot):
     def message_received(self, message: Message) -> None:
         type_id = message.type_id
         if type_id == MessageType.COMMAND_AMF0 or type_id == MessageType.COMMAND_AMF3:
-            self._dispatch(messages.parse_command(message))
+            self._dispatch(self._parse_command(message))
         elif type_id == MessageType.USER_CONTROL:
             event, values = messages.parse_user_control(message)
             if event == UserControlEvent.PING_REQUEST and values:
@@ -114,6 +117,25 @@ class SessionMixin(ProtocolRoot):
 
     # --- dispatch and replies --------------------------------------------------
 
+    def _parse_command(self, message: Message) -> Command:
+        """Decode a command message within the size and command name limits.
+
+        :raises ProtocolError: the message is over ``max_command_bytes``, its
+            name over :data:`MAX_COMMAND_NAME` UTF-8 bytes, or its AMF malformed.
+        """
+        limit = self.factory.config.max_command_bytes
+        if limit and len(message.payload) > limit:
+            raise ProtocolError(
+                f"command message of {len(message.payload)} bytes exceeds the limit of "
+                f"{limit} bytes (--max-command-bytes)"
+            )
+        command = messages.parse_command(message)
+        if len(command.name.encode("utf-8", "surrogatepass")) > MAX_COMMAND_NAME:
+            raise ProtocolError(
+                f"command name of {len(command.name)} characters exceeds {MAX_COMMAND_NAME} bytes"
+            )
+        return command
+
     def _dispatch(self, command: Command) -> None:
         name = command.name
         handler = None
@@ -136,7 +158,9 @@ class SessionMixin(ProtocolRoot):
 
         Commands on a message stream (publish, play) and commands with
         transaction id 0 get an ``onStatus`` with level ``error``; the others an
-        ``_error`` reply to their transaction.
+        ``_error`` reply to their transaction.  An error whose
+        ``transaction_reply`` is set (chat) gets ``_error`` whenever the command
+        has a transaction id, on a message stream too.
         """
         self.log.info(
             "refused {command} from {peer}: {code} {reason}",
@@ -146,12 +170,12 @@ class SessionMixin(ProtocolRoot):
             reason=error.description,
         )
         info = messages.status_info(error.code, error.description, "error")
-        if command.stream_id or not command.transaction_id:
+        if command.transaction_id and (error.transaction_reply or not command.stream_id):
+            self.send_message(messages.command("_error", command.transaction_id, None, info))
+        else:
             self.send_message(
                 messages.command("onStatus", 0, None, info, stream_id=command.stream_id)
             )
-        else:
-            self.send_message(messages.command("_error", command.transaction_id, None, info))
         if isinstance(error, ConnectRejectedError):
             self.drop_connection()
 

@@ -6,6 +6,9 @@ nothing), ``stream_published`` /
 ``UnpublishNotify``: the viewer stays connected), ``message_stream_deleted``
 and ``session_closed`` (stop playing).
 
+Events emitted: ``stream_joined`` / ``stream_left`` with role ``"viewer"`` when
+a play starts / ends (the chat mixin seats the viewer in the room).
+
 Commands defined here: ``play``, ``pause``, ``FCSubscribe``, ``FCUnsubscribe``,
 ``receiveAudio``, ``receiveVideo``.
 
@@ -18,11 +21,15 @@ the policy state that makes video start at a keyframe and the per-viewer counter
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from typing_extensions import override
 
+from streamserver.auth import AccessRequest, authorize
 from streamserver.codec import messages
 from streamserver.codec.messages import Command
+from streamserver.errors import StreamError
 from streamserver.policy import ViewerQueue
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
@@ -37,7 +44,9 @@ class SubscribeMixin(ProtocolRoot):
     :ivar play_args: query parameters of the played name.
     :ivar viewer: policy state and counters of the current play.
     :ivar frames_sent: frames written to the transport.
-    :ivar bytes_sent: media bytes written to the transport.
+    :ivar bytes_sent: media (and chat) bytes written to the transport.
+    :ivar _play_pending: the authorization of a ``play`` in progress, or ``None``.
+    :ivar _play_pending_id: the message stream id of that ``play``.
     """
 
     log = Logger()
@@ -49,6 +58,8 @@ class SubscribeMixin(ProtocolRoot):
     frames_sent = 0
     bytes_sent = 0
     _paused = False
+    _play_pending: defer.Deferred[None] | None = None
+    _play_pending_id: int | None = None
 
     @override
     def connectionMade(self) -> None:
@@ -99,22 +110,72 @@ class SubscribeMixin(ProtocolRoot):
     def message_stream_deleted(self, stream_id: int) -> None:
         if self.play_stream is not None and stream_id == self.play_stream_id:
             self.stop_playing()
+        if self._play_pending_id == stream_id:
+            self._cancel_pending_play()
         super().message_stream_deleted(stream_id)
 
     @override
     def session_closed(self) -> None:
+        self._cancel_pending_play()
         self.stop_playing()
         super().session_closed()
 
     # --- commands ----------------------------------------------------------------------
 
     def command_play(self, command: Command) -> None:
-        """``play``: subscribe to the named stream (waiting for its publisher if needed)."""
-        name, self.play_args = split_name(command.args[0] if command.args else None)
+        """``play``: authorize, then subscribe to the named stream.
+
+        Until the factory's authorizer answers, the current play (if any) goes
+        on; a ``play`` sent meanwhile replaces the pending one.
+        """
+        name, args = split_name(command.args[0] if command.args else None)
+        request = AccessRequest(
+            "play",
+            self.app or "",
+            name,
+            args,
+            self.transport.getPeer(),
+            self.conn_id,
+            self.connect_params,
+        )
+        self._cancel_pending_play()
+        pending = authorize(self.factory.authorizer, request)
+        self._play_pending = pending
+        self._play_pending_id = command.stream_id
+        pending.addCallback(self._play_authorized, command, name, args)
+        pending.addErrback(self._play_failed, command)
+
+    def _cancel_pending_play(self) -> None:
+        pending = self._play_pending
+        self._play_pending = None
+        self._play_pending_id = None
+        if pending is not None:
+            pending.cancel()
+
+    def _play_failed(self, failure: Failure, command: Command) -> None:
+        """The authorization refused the play, or starting it failed."""
+        if failure.check(defer.CancelledError) or self.closing:
+            return  # replaced by another play, stream deleted or connection closed
+        self._play_pending = None
+        self._play_pending_id = None
+        if isinstance(failure.value, StreamError):
+            self.refuse(command, failure.value)
+        else:
+            self.log.failure("play by {peer} failed", failure, peer=self.peer)
+
+    def _play_authorized(self, _: None, command: Command, name: str, args: dict[str, str]) -> None:
+        """Start the play the authorizer allowed, unless it was cancelled meanwhile.
+
+        :raises StreamError: the server's stream limit is reached.
+        """
+        if self._play_pending is None or self.closing:
+            return
+        self._play_pending = None
+        self._play_pending_id = None
+        self.play_args = args
         self.stop_playing()
         stream_id = command.stream_id
-        registry = self.factory.registry(self.app or "")
-        stream = registry.get_or_create(name)
+        stream = self.factory.open_stream(self.app or "", name, "NetStream.Play.Rejected")
         self.play_stream = stream
         self.play_stream_id = stream_id
         self.viewer = ViewerQueue(last_progress=self.factory.seconds())
@@ -128,6 +189,7 @@ class SubscribeMixin(ProtocolRoot):
         if stream.publisher is not None:
             self.send_catch_up(catch_up)
         self.log.info("{app}/{name} played by {peer}", app=stream.app, name=name, peer=self.peer)
+        self.stream_joined(stream, stream_id, "viewer", self.play_args)
 
     def send_catch_up(self, frames: list[Frame]) -> None:
         """Send cached metadata, sequence headers and the GOP from its keyframe."""
@@ -142,7 +204,8 @@ class SubscribeMixin(ProtocolRoot):
             return
         self.play_stream = None
         stream.unsubscribe(self)
-        self.factory.registry(stream.app).release(stream)
+        self.stream_left(stream, self.play_stream_id, "viewer")
+        self.factory.release_stream(stream)
 
     def command_pause(self, command: Command) -> None:
         """``pause``: a paused live viewer gets nothing; unpausing jumps to live."""

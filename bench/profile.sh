@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Profile streamserver under fan-out load with py-spy.
+#
+# Starts `twistd -n streamserver` on a free loopback port, loads it with
+# bench/fanout.py (VIEWERS fast viewers of a KBPS kbit/s synthetic stream), and
+# after the warm-up records SECONDS of py-spy samples twice: collapsed stacks
+# (--format raw, summarized by bench/profile_top.py and loadable in
+# https://www.speedscope.app) and a flame graph SVG.  py-spy runs without
+# --idle, so the shares are shares of the server's busy time.
+#
+#   bench/profile.sh [VIEWERS=400] [SECONDS=30] [KBPS=1000] [OUTDIR=bench/results]
+#
+# Needs py-spy in the venv (.venv/bin/pip install py-spy) and ptrace rights on
+# the server (root, or kernel.yama.ptrace_scope=0).  Extra `twistd streamserver`
+# arguments go in $SERVER_ARGS.  Set SRC=DIR to run the server from another source
+# tree (put first on PYTHONPATH), as bench/compare.py --src does.
+set -euo pipefail
+
+VIEWERS=${1:-400}
+SECONDS_PROFILED=${2:-30}
+KBPS=${3:-1000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+OUTDIR=${4:-$HERE/results}
+VENV=${VENV:-$ROOT/.venv}
+PY=$VENV/bin/python
+PYSPY=$VENV/bin/py-spy
+WARMUP=15
+if [[ -n "${SRC:-}" ]]; then
+    export PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+mkdir -p "$OUTDIR"
+STEM=$OUTDIR/profile-$VIEWERS-$KBPS
+PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+# shellcheck disable=SC2086
+"$VENV/bin/twistd" -n --pidfile= --logfile="$STEM.server.log" streamserver \
+    --rtmp "tcp:$PORT:interface=127.0.0.1" ${SERVER_ARGS:-} >"$STEM.server.stdio" 2>&1 &
+SERVER=$!
+FANOUT=
+cleanup() {
+    [[ -n "$FANOUT" ]] && kill "$FANOUT" 2>/dev/null || true
+    kill "$SERVER" 2>/dev/null || true
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+for _ in $(seq 100); do
+    if "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+
+"$PY" "$HERE/fanout.py" --url "rtmp://127.0.0.1:$PORT/live/profile" --viewers "$VIEWERS" \
+    --bitrate "$KBPS" --warmup "$WARMUP" --duration $((2 * SECONDS_PROFILED + 10)) \
+    --server-pid "$SERVER" --label "profile $VIEWERS@$KBPS" \
+    >"$STEM.fanout.json" 2>"$STEM.fanout.stderr" &
+FANOUT=$!
+
+# wait for the publisher, then for the warm-up
+for _ in $(seq 600); do
+    grep -q "publishing" "$STEM.fanout.stderr" 2>/dev/null && break
+    sleep 0.1
+done
+sleep "$WARMUP"
+
+"$PYSPY" record --pid "$SERVER" --duration "$SECONDS_PROFILED" --rate 100 --nolineno \
+    --format raw --output "$STEM.txt"
+"$PYSPY" record --pid "$SERVER" --duration "$SECONDS_PROFILED" --rate 100 \
+    --format flamegraph --output "$STEM.svg"
+wait "$FANOUT"
+FANOUT=
+
+"$PY" "$HERE/profile_top.py" "$STEM.txt" --top 15 | tee "$STEM.top.md"
+echo "fanout: $(cat "$STEM.fanout.json")"
+echo "wrote $STEM.txt (collapsed stacks), $STEM.svg (flame graph), $STEM.top.md" >&2

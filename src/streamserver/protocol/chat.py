@@ -1,0 +1,349 @@
+"""ChatMixin: a chat room per stream, over the same RTMP connection.
+
+A connection that publishes or plays a stream sits in that stream's room on the
+message stream it publishes or plays on; ``joinChat`` seats it without media.
+Messages go out as ``onChatMessage`` data messages to every participant, the
+sender included; a new participant first gets the room's history, oldest first.
+The full wire contract, with every refusal code, is in ``docs/chat.md``.
+
+Hooks overridden: ``connectionMade`` (per-connection chat state),
+``stream_joined`` (take a seat in the stream's room on that message stream and
+send the history), ``stream_left`` (give the seat up once no role holds it),
+``message_stream_deleted`` (leave the room joined with ``joinChat`` on that
+message stream), ``session_closed`` (leave every room).
+
+Events emitted: ``stream_joined`` / ``stream_left`` with role ``"chat"`` when
+``joinChat`` seats the connection / when it leaves that room.
+
+Commands defined here: ``joinChat``, ``sendChatMessage``, ``getViewerCount``.
+Every refusal is a :class:`~streamserver.errors.ChatError`, answered by
+``SessionMixin.refuse`` with ``_error`` (or ``onStatus`` for transaction id 0).
+
+Chat goes out through :meth:`ChatMixin.deliver_chat`: the connection's
+transport, as media does, but never through ``admit_frame``, so the
+drop-frames policy never drops it.  The policy's hard limit still applies: a
+message that would take the queue past ``max_queue`` disconnects the
+connection, as a media frame would.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qsl
+
+from twisted.logger import Logger
+from typing_extensions import override
+
+from streamserver.codec import messages
+from streamserver.codec.messages import Command
+from streamserver.errors import (
+    ChatBadNameError,
+    ChatEmptyError,
+    ChatMutedError,
+    ChatNotInRoomError,
+    ChatRateLimitedError,
+    ChatRejectedError,
+    ChatTooLongError,
+    ChatTooManyRoomsError,
+    StreamError,
+)
+from streamserver.policy import DisconnectReason
+from streamserver.protocol.backpressure import transport_queued_bytes
+from streamserver.protocol.base import ProtocolRoot
+from streamserver.protocol.session import split_name
+from streamserver.streams import Stream
+
+#: Longest nick, in characters, after trimming.
+MAX_NICK_LENGTH = 32
+
+#: Rooms one connection may join with ``joinChat``.  A bot watching a handful of
+#: rooms fits; a client cannot pin thousands of streams in the registry.
+MAX_CHAT_ROOMS = 16
+
+#: The role ``joinChat`` seats a connection with (publish and play use
+#: ``"publisher"`` and ``"viewer"``).
+ROLE_CHAT = "chat"
+
+#: Control characters (Unicode category Cc: C0, DEL, C1) are removed; the ones
+#: that are whitespace (tab, line breaks) become a space so words stay apart.
+_CONTROL_TABLE: dict[int, str | None] = dict.fromkeys(
+    [*range(0x20), 0x7F, *range(0x80, 0xA0)], None
+)
+_CONTROL_TABLE.update(dict.fromkeys(map(ord, "\t\n\v\f\r"), " "))
+
+
+def clean_text(text: str) -> str:
+    """*text* without control characters and surrounding whitespace."""
+    return text.translate(_CONTROL_TABLE).strip()
+
+
+def clean_nick(value: Any) -> str:
+    """A nick from *value*: cleaned, trimmed, at most :data:`MAX_NICK_LENGTH` characters.
+
+    :returns: the nick, or ``""`` when *value* is not a string or has nothing left.
+    """
+    if not isinstance(value, str):
+        return ""
+    return clean_text(value)[:MAX_NICK_LENGTH].strip()
+
+
+class ChatSeat:
+    """One connection's place in one room, on one of its message streams.
+
+    :ivar protocol: the connection.
+    :ivar stream: the stream whose room this is.
+    :ivar stream_id: the message stream the room's messages go out on.
+    :ivar nick: the nick the connection speaks with in this room.
+    :ivar roles: why the connection is here: ``"publisher"``, ``"viewer"``,
+        ``"chat"``; the seat is given up when the last role leaves.
+    """
+
+    __slots__ = ("nick", "protocol", "roles", "stream", "stream_id")
+
+    def __init__(self, protocol: ChatMixin, stream: Stream, stream_id: int, nick: str) -> None:
+        self.protocol = protocol
+        self.stream = stream
+        self.stream_id = stream_id
+        self.nick = nick
+        self.roles: set[str] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ChatSeat {self.nick} in {self.stream.app}/{self.stream.name} "
+            f"on stream {self.stream_id} as {','.join(sorted(self.roles))}>"
+        )
+
+    @property
+    def fanout_key(self) -> tuple[int, int]:
+        """Seats sharing (outgoing chunk size, message stream id) share message bytes."""
+        return (self.protocol.out_chunk_size, self.stream_id)
+
+    def deliver_chat(self, data: bytes) -> None:
+        """Write one chat message's bytes to the connection."""
+        self.protocol.deliver_chat(data)
+
+
+class ChatMixin(ProtocolRoot):
+    """Seats the connection in chat rooms and carries its chat.
+
+    :ivar chat_seats: the connection's seats, by message stream id.
+    :ivar chat_sent: chat messages accepted from this connection.
+    :ivar chat_delivered: chat messages written to this connection.
+    :ivar _chat_times: when the accepted messages inside the rate window were sent.
+    """
+
+    log = Logger()
+
+    chat_seats: dict[int, ChatSeat]
+    chat_sent = 0
+    chat_delivered = 0
+    _chat_times: deque[float]
+
+    @override
+    def connectionMade(self) -> None:
+        self.chat_seats = {}
+        self._chat_times = deque()
+        super().connectionMade()
+
+    # --- joining and leaving -------------------------------------------------------
+
+    @override
+    def stream_joined(
+        self, stream: Stream, stream_id: int, role: str, params: dict[str, str]
+    ) -> None:
+        self._take_seat(stream, stream_id, role, params)
+        super().stream_joined(stream, stream_id, role, params)
+
+    @override
+    def stream_left(self, stream: Stream, stream_id: int, role: str) -> None:
+        seat = self.chat_seats.get(stream_id)
+        if seat is not None and seat.stream is stream:
+            seat.roles.discard(role)
+            if not seat.roles:
+                self._give_up_seat(seat)
+        super().stream_left(stream, stream_id, role)
+
+    @override
+    def message_stream_deleted(self, stream_id: int) -> None:
+        seat = self.chat_seats.get(stream_id)
+        if seat is not None and ROLE_CHAT in seat.roles:
+            self.stream_left(seat.stream, stream_id, ROLE_CHAT)
+        super().message_stream_deleted(stream_id)
+
+    @override
+    def session_closed(self) -> None:
+        for seat in list(self.chat_seats.values()):
+            if ROLE_CHAT in seat.roles:
+                self.stream_left(seat.stream, seat.stream_id, ROLE_CHAT)
+        # publish and play left before us in the chain; whatever remains goes too
+        for seat in list(self.chat_seats.values()):
+            self._give_up_seat(seat)
+        super().session_closed()
+
+    def _take_seat(self, stream: Stream, stream_id: int, role: str, params: dict[str, str]) -> None:
+        """Seat the connection in *stream*'s room on *stream_id* and send the history.
+
+        One room per message stream: joining another room on a message stream
+        leaves the one it was in.
+        """
+        seat = self.chat_seats.get(stream_id)
+        if seat is not None and seat.stream is not stream:
+            self._give_up_seat(seat)
+            seat = None
+        if seat is None:
+            seat = ChatSeat(self, stream, stream_id, self.chat_nick(params))
+            self.chat_seats[stream_id] = seat
+            history = stream.chat.join(seat)
+            chunk_size, _ = seat.fanout_key
+            timestamp = stream.live_timestamp or 0
+            for message in history:
+                self.deliver_chat(message.wire(chunk_size, stream_id, timestamp))
+        seat.roles.add(role)
+
+    def _give_up_seat(self, seat: ChatSeat) -> None:
+        if self.chat_seats.get(seat.stream_id) is seat:
+            del self.chat_seats[seat.stream_id]
+        stream = seat.stream
+        stream.chat.leave(seat)
+        self.factory.release_stream(stream)
+
+    def chat_nick(self, params: dict[str, str]) -> str:
+        """The nick for a room joined with query parameters *params*.
+
+        The ``nick`` of the ``connect`` command object, else the ``nick`` query
+        parameter of the joined name, else that of the tcUrl, else
+        ``guest-<connection id>``.
+        """
+        tc_url = self.connect_params.get("tcUrl")
+        tc_query = tc_url.partition("?")[2].partition("#")[0] if isinstance(tc_url, str) else ""
+        for candidate in (
+            self.connect_params.get("nick"),
+            params.get("nick"),
+            dict(parse_qsl(tc_query, keep_blank_values=True)).get("nick"),
+        ):
+            nick = clean_nick(candidate)
+            if nick:
+                return nick
+        return f"guest-{self.conn_id}"
+
+    # --- the write path ------------------------------------------------------------
+
+    def deliver_chat(self, data: bytes) -> None:
+        """Write one chat message's chunk bytes *data*: never dropped, hard limit applies.
+
+        Bytes written are counted in ``bytes_sent`` like media, so the
+        backpressure mixin's drain accounting sees them.
+        """
+        if self.closing or self.transport is None:
+            return
+        limits = self.factory.policy.limits
+        if limits.enabled and transport_queued_bytes(self.transport) + len(data) > limits.max_queue:
+            self.disconnect_viewer(DisconnectReason.MAX_QUEUE)
+            return
+        self.transport.write(data)
+        self.bytes_sent += len(data)
+        self.chat_delivered += 1
+
+    # --- commands ------------------------------------------------------------------
+
+    def command_joinChat(self, command: Command) -> None:
+        """``joinChat``: sit in a stream's room without media, on the command's message stream.
+
+        :raises ChatBadNameError: no valid stream name.
+        :raises ChatTooManyRoomsError: the connection sits in too many rooms.
+        :raises ChatRejectedError: the server holds as many streams as it may.
+        """
+        try:
+            name, params = split_name(command.args[0] if command.args else None)
+        except StreamError as error:
+            raise ChatBadNameError(error.description) from error
+        stream_id = command.stream_id
+        seat = self.chat_seats.get(stream_id)
+        joined = sum(ROLE_CHAT in s.roles for s in self.chat_seats.values())
+        if (seat is None or ROLE_CHAT not in seat.roles) and joined >= MAX_CHAT_ROOMS:
+            raise ChatTooManyRoomsError(f"a connection may join at most {MAX_CHAT_ROOMS} rooms")
+        try:
+            stream = self.factory.open_stream(self.app or "", name, ChatRejectedError.code)
+        except StreamError as error:
+            raise ChatRejectedError(error.description) from error
+        self.stream_joined(stream, stream_id, ROLE_CHAT, params)
+        seat = self.chat_seats.get(stream_id)
+        room = f"{stream.app}/{stream.name}"
+        self.reply(
+            command,
+            None,
+            messages.status_info(
+                "Chat.Joined", f"Joined {room}.", room=room, nick=seat.nick if seat else ""
+            ),
+        )
+        self.log.info("{peer} joined the chat of {room}", peer=self.peer, room=room)
+
+    def command_sendChatMessage(self, command: Command) -> None:
+        """``sendChatMessage``: post a message to the room of the command's message stream.
+
+        :raises ChatNotInRoomError: that message stream is in no room.
+        :raises ChatMutedError: the sender's nick is muted there.
+        :raises ChatEmptyError: no text once control characters are stripped.
+        :raises ChatTooLongError: more than ``chat_max_length`` characters.
+        :raises ChatRateLimitedError: over ``chat_rate`` messages in the window.
+        """
+        seat = self.chat_seats.get(command.stream_id)
+        if seat is None:
+            raise ChatNotInRoomError(f"message stream {command.stream_id} is in no chat room")
+        stream = seat.stream
+        if stream.chat.is_muted(seat.nick):
+            raise ChatMutedError(f"{seat.nick} is muted in {stream.app}/{stream.name}")
+        raw = command.args[0] if command.args else None
+        text = clean_text(raw) if isinstance(raw, str) else ""
+        if not text:
+            raise ChatEmptyError("no text")
+        config = self.factory.config
+        if len(text) > config.chat_max_length:
+            raise ChatTooLongError(f"longer than {config.chat_max_length} characters")
+        now = self.factory.seconds()
+        times = self._chat_times
+        while times and times[0] <= now - config.chat_rate_window:
+            times.popleft()
+        if len(times) >= config.chat_rate:
+            raise ChatRateLimitedError(
+                f"more than {config.chat_rate} messages in {config.chat_rate_window:g} s"
+            )
+        times.append(now)
+        message = stream.post_chat(seat.nick, text, int(now * 1000))
+        self.chat_sent += 1
+        self.log.debug(
+            "chat {id} from {nick} ({peer}) in {app}/{name}",
+            id=message.id,
+            nick=seat.nick,
+            peer=self.peer,
+            app=stream.app,
+            name=stream.name,
+        )
+        self.reply(
+            command, None, messages.status_info("Chat.Sent", "Message sent.", id=float(message.id))
+        )
+
+    def command_getViewerCount(self, command: Command) -> None:
+        """``getViewerCount``: how many connections play a stream.
+
+        The stream is the one named by the argument, or without one, the room
+        of the command's message stream.  The ``_result`` carries the number.
+
+        :raises ChatNotInRoomError: no name and that message stream is in no room.
+        :raises ChatBadNameError: the name is not a valid stream name.
+        """
+        raw = command.args[0] if command.args else None
+        stream: Stream | None
+        if raw is None:
+            seat = self.chat_seats.get(command.stream_id)
+            if seat is None:
+                raise ChatNotInRoomError(f"message stream {command.stream_id} is in no chat room")
+            stream = seat.stream
+        else:
+            try:
+                name, _ = split_name(raw)
+            except StreamError as error:
+                raise ChatBadNameError(error.description) from error
+            stream = self.factory.find_stream(self.app or "", name)
+        self.reply(command, None, float(stream.subscriber_count if stream is not None else 0))

@@ -1,0 +1,144 @@
+"""ChatRoom and ChatMessage: plain Python, no Twisted."""
+
+from __future__ import annotations
+
+from streamserver.codec import amf0
+from streamserver.codec.chunk import ChunkDecoder
+from streamserver.codec.messages import MessageType
+from streamserver.streams import ChatMessage, ChatRoom, Stream, StreamRegistry
+
+
+class Seat:
+    """A participant that records what it is given."""
+
+    def __init__(self, chunk_size: int = 4096, stream_id: int = 1) -> None:
+        self.fanout_key = (chunk_size, stream_id)
+        self.written: list[bytes] = []
+
+    def deliver_chat(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_message_payload_is_on_chat_message_with_one_object() -> None:
+    """The payload is the AMF0 string onChatMessage and an object of id, nick, text, time."""
+    message = ChatMessage(7, "ann", "hé", 1_700_000_000_123)
+    assert amf0.decode_all(message.payload) == [
+        "onChatMessage",
+        {"id": 7.0, "nick": "ann", "text": "hé", "time": 1_700_000_000_123.0},
+    ]
+    assert message.payload[13 + 3] == 0x03  # an anonymous object, not an ECMA array
+
+
+def test_wire_is_one_data_message_on_the_given_stream() -> None:
+    """wire() is a type 18 message with the payload, stream id and timestamp given."""
+    message = ChatMessage(1, "a", "x" * 300, 0)
+    decoder = ChunkDecoder()
+    (decoded,) = decoder.receive_data(message.wire(128, 5, 4242))
+    assert (decoded.type_id, decoded.stream_id, decoded.timestamp) == (
+        MessageType.DATA_AMF0,
+        5,
+        4242,
+    )
+    assert decoded.payload == message.payload
+
+
+def test_history_keeps_the_last_messages_oldest_first() -> None:
+    """post() keeps at most history_count messages; ids increase from 1."""
+    room = ChatRoom(history_count=3)
+    for index in range(5):
+        room.post("n", str(index), index)
+    assert [m.id for m in room.history] == [3, 4, 5]
+    assert [m.text for m in room.join(Seat())] == ["2", "3", "4"]
+    assert room.next_id == 6
+
+
+def test_history_is_bounded_by_bytes() -> None:
+    """The history's payload bytes never pass history_bytes; an oversized message is not kept."""
+    room = ChatRoom(history_count=100, history_bytes=500)
+    for index in range(10):
+        room.post("n", f"{index}" + "x" * 100, 0)
+        assert room.history_bytes <= 500
+        assert room.history_bytes == sum(m.size for m in room.history)
+    assert room.history[-1].id == 10
+    room.post("n", "y" * 600, 0)
+    assert room.history[-1].id == 10
+
+
+def test_broadcast_serializes_once_per_group() -> None:
+    """Seats with the same key get the same bytes object; other keys get their own."""
+    room = ChatRoom()
+    same = [Seat(), Seat(), Seat()]
+    other = Seat(stream_id=2)
+    for seat in [*same, other]:
+        room.join(seat)
+    message = room.post("n", "hi", 0)
+    assert room.broadcast(message, 0) == 4
+    assert all(seat.written[0] is same[0].written[0] for seat in same)
+    assert other.written[0] != same[0].written[0]
+
+
+def test_a_participant_leaving_during_a_broadcast_is_safe() -> None:
+    """A participant removed while a message goes out does not break the loop."""
+    room = ChatRoom()
+    first, second = Seat(), Seat()
+
+    class Leaver(Seat):
+        def deliver_chat(self, data: bytes) -> None:
+            room.leave(first)
+            room.leave(self)
+            super().deliver_chat(data)
+
+    leaver = Leaver()
+    for seat in (leaver, first, second):
+        room.join(seat)
+    room.broadcast(room.post("n", "x", 0), 0)
+    assert second.written and leaver.written
+    assert list(room.participants) == [second]
+
+
+def test_mute_is_casefolded_and_reported() -> None:
+    """mute/unmute say whether they changed anything; nicks compare casefolded."""
+    room = ChatRoom()
+    assert room.mute("Bob")
+    assert room.is_muted("BOB")
+    assert not room.mute("bob")
+    assert room.unmute("bOb")
+    assert not room.unmute("bob")
+    assert not room.is_muted("Bob")
+
+
+def test_clear_history_keeps_ids_increasing() -> None:
+    """clear_history returns the count dropped; the next message id is not reused."""
+    room = ChatRoom()
+    room.post("n", "a", 0)
+    room.post("n", "b", 0)
+    assert room.clear_history() == 2
+    assert room.history_bytes == 0
+    assert room.post("n", "c", 0).id == 3
+
+
+def test_a_stream_with_chatters_is_not_idle() -> None:
+    """A stream is idle only when nobody publishes, plays or sits in its room."""
+    registry = StreamRegistry("live", chat_history=7)
+    stream = registry.get_or_create("cam")
+    assert stream.chat.history_count == 7
+    seat = Seat()
+    stream.chat.join(seat)
+    assert not stream.is_idle
+    registry.release(stream)
+    assert registry.get("cam") is stream
+    stream.chat.leave(seat)
+    registry.release(stream)
+    assert registry.get("cam") is None
+
+
+def test_post_chat_uses_the_live_timestamp() -> None:
+    """Stream.post_chat records the message and sends it stamped with the live edge."""
+    stream = Stream("live", "cam")
+    seat = Seat(chunk_size=128)
+    stream.chat.join(seat)
+    stream.post_chat("n", "first", 0)
+    decoder = ChunkDecoder()
+    (decoded,) = decoder.receive_data(seat.written[0])
+    assert decoded.timestamp == 0
+    assert [m.text for m in stream.chat.history] == ["first"]
