@@ -979,7 +979,7 @@ class Console:
             ("drop_high", limits.drop_high, "... above which audio and keyframes are too"),
             ("max_queue", limits.max_queue, "a viewer with more queued is disconnected"),
             ("stall_timeout", limits.stall_timeout, "seconds without write progress: disconnect"),
-            ("max_lag_ms", limits.max_lag_ms, "lag kept under (quarter/half: drop levels)"),
+            ("max_lag_ms", limits.max_lag_ms, "lag kept under (sixth/third: drop levels)"),
             ("enabled", limits.enabled, "False: never drop nor disconnect (--no-drop)"),
         ]
         width = max(len(show_value(value)) for _, value, _ in rows)

@@ -132,7 +132,7 @@ class Options(SecurityOptions):
             None,
             _LIMITS.max_lag_ms,
             "Lag behind live the policy keeps viewers under; inter frames are dropped "
-            "above a quarter of it queued, audio and keyframes above half.",
+            "above a sixth of it queued, audio and keyframes above a third.",
             int,
         ],
         [

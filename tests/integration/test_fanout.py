@@ -39,9 +39,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 #: How much faster than real time the synthetic media is published.  The drop
-#: policy measures lag in media time, so a stall of the test process for
-#: (max_lag_ms / 4) / _SPEED = 150 ms could make it drop frames; 5 keeps that
-#: margin and the publishes short.
+#: policy watches how long bytes wait in a viewer's buffer (wall clock), which a
+#: faster publish does not change; 5 keeps the publishes short.
 _SPEED = 5
 
 
