@@ -225,12 +225,26 @@ class NginxRTMP(Server):
         return f"{text.replace('nginx version: ', '')}, libnginx-mod-rtmp {module or '?'}"
 
 
+def _ancestors() -> set[int]:
+    """This process and its parents (a ``timeout`` or shell wrapping us is not "other")."""
+    pids = set()
+    pid = os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rpartition(")")[2].split()[1])
+    return pids
+
+
 def other_benchmarks() -> list[str]:
     """Benchmark processes not started by us (their command lines)."""
-    mine = os.getpid()
+    mine = _ancestors()
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == mine:
+        if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")

@@ -1,15 +1,22 @@
-"""Plot a fan-out comparison: server CPU per delivered MB and latency p99 against viewers.
+"""Plot (and tabulate) fan-out comparisons: CPU per delivered MB and latency p99 against viewers.
 
-Reads the JSON written by ``bench/compare.py`` and draws one PNG with two panels
-sharing the viewer axis: server CPU ms per delivered MB, and end-to-end latency
-p99 (ms), one line per server and stream bitrate.  Runs repeated with
-``--repeat`` are drawn as their median with the individual runs as dots.
+Reads one or more JSON files written by ``bench/compare.py`` and draws one PNG: a
+column per reader mode of the load generator (*batched*: fanout.py's default,
+viewers other than the probes read with ``SO_RCVLOWAT``; *eager*: every viewer
+reads each frame as it arrives, ``--rcvlowat 0 --probes all``), with server CPU
+ms per delivered MB on top and end-to-end latency p99 below, one line per server
+and stream bitrate.  Repeated runs of a case are drawn as their median, with the
+single runs as dots.
+
+Runs during which the rest of the machine used more than ``--max-other`` CPU
+seconds per second (fanout's ``machine.other_cpu_s_per_s``) are left out and
+listed on stderr.  ``--markdown FILE`` also writes the medians as tables.
 
 Needs matplotlib (a bench-only dependency, not in pyproject)::
 
     .venv/bin/pip install matplotlib
-    .venv/bin/python bench/plot_compare.py bench/results/compare-quiet.json \\
-        --out docs/benchmarks-compare.png
+    .venv/bin/python bench/plot_compare.py bench/results/compare-*.json \\
+        --out docs/benchmarks-compare.png --markdown bench/results/compare-tables.md
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,58 +36,140 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
 COLORS = {"streamserver": "tab:blue", "nginx-rtmp": "tab:orange"}
-MARKERS = ["o", "s", "^", "D"]
+MODES = ("batched", "eager")
+
+Case = tuple[str, str, int, float]  # mode, server, viewers, kbit/s
 
 
-def series(
-    runs: list[dict[str, Any]], key: Any
-) -> dict[tuple[str, float], list[tuple[int, float]]]:
-    """(server, bitrate) -> [(viewers, value)] for every run that has the value."""
-    out: dict[tuple[str, float], list[tuple[int, float]]] = {}
+def mode(run: dict[str, Any]) -> str:
+    return "eager" if run["generator"].get("rcvlowat") == 0 else "batched"
+
+
+def group(runs: list[dict[str, Any]]) -> dict[Case, list[dict[str, Any]]]:
+    cases: dict[Case, list[dict[str, Any]]] = {}
     for run in runs:
-        value = key(run)
-        if value is None:
+        key = (mode(run), run["server"], run["viewers"], round(run["bitrate_kbps"], -1))
+        cases.setdefault(key, []).append(run)
+    return cases
+
+
+def med(runs: list[dict[str, Any]], get: Callable[[dict[str, Any]], Any]) -> float | None:
+    values = [v for v in map(get, runs) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def draw(
+    axes: Any,
+    cases: dict[Case, list[dict[str, Any]]],
+    which: str,
+    get: Callable[[dict[str, Any]], Any],
+    ylabel: str,
+) -> None:
+    lines: dict[tuple[str, float], list[tuple[int, list[float]]]] = {}
+    for (run_mode, server, viewers, kbps), runs in sorted(cases.items()):
+        if run_mode != which:
             continue
-        out.setdefault((run["server"], round(run["bitrate_kbps"], -1)), []).append(
-            (run["viewers"], value)
-        )
-    return out
-
-
-def draw(axes: Any, data: dict[tuple[str, float], list[tuple[int, float]]], ylabel: str) -> None:
-    bitrates = sorted({kbps for _, kbps in data}, reverse=True)
-    for (server, kbps), points in sorted(data.items()):
-        by_n: dict[int, list[float]] = {}
-        for n, value in points:
-            by_n.setdefault(n, []).append(value)
-        xs = sorted(by_n)
-        ys = [statistics.median(by_n[n]) for n in xs]
-        marker = MARKERS[bitrates.index(kbps) % len(MARKERS)]
+        values = [v for v in map(get, runs) if v is not None]
+        if values:
+            lines.setdefault((server, kbps), []).append((viewers, values))
+    bitrates = sorted({kbps for _, kbps in lines}, reverse=True)
+    for (server, kbps), points in sorted(lines.items()):
+        xs = [n for n, _ in points]
+        ys = [statistics.median(values) for _, values in points]
         color = COLORS.get(server)
-        linestyle = "-" if kbps == bitrates[0] else "--"
+        main = kbps == bitrates[0]
         axes.plot(
             xs,
             ys,
-            marker=marker,
-            linestyle=linestyle,
+            marker="o" if main else "s",
+            linestyle="-" if main else "--",
             color=color,
             label=f"{server}, {kbps / 1000:g} Mbit/s",
         )
-        for n in xs:
-            if len(by_n[n]) > 1:
-                axes.scatter([n] * len(by_n[n]), by_n[n], color=color, s=8, alpha=0.5)
+        for n, values in points:
+            if len(values) > 1:
+                axes.scatter([n] * len(values), values, color=color, s=10, alpha=0.5)
         for x, y in zip(xs, ys, strict=True):
-            axes.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            axes.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     axes.set_ylabel(ylabel)
     axes.set_xscale("log")
+    axes.set_ylim(bottom=0)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7)
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(cases: dict[Case, list[dict[str, Any]]]) -> str:
+    out = []
+    for which in MODES:
+        rows = sorted(
+            ((key, runs) for key, runs in cases.items() if key[0] == which),
+            key=lambda item: (item[0][2], -item[0][3], item[0][1]),
+        )
+        if not rows:
+            continue
+        out.append(f"**{which} readers** (median of the runs; CPU ms per MB min-max)\n")
+        out.append(
+            "| server | viewers | Mbit/s | runs | server CPU s/s | CPU ms per MB | "
+            "latency p50 / p99 ms | frames lost (all runs) | RSS idle / peak MB | "
+            "RSS per idle viewer KB | generator CPU s/s |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for (_, server, viewers, kbps), runs in rows:
+            per_mb = [r["server_cpu_ms_per_mb"] for r in runs]
+            lost = sum((r["frames_lost_per_viewer"] or {}).get("total") or 0 for r in runs)
+            spread = f" ({min(per_mb):.2f}-{max(per_mb):.2f})" if len(runs) > 1 else ""
+            per_viewer = med(runs, lambda r: r["rss_bytes_per_idle_viewer"])
+            out.append(
+                f"| {server} | {viewers} | {kbps / 1000:g} | {len(runs)} "
+                f"| {fmt(med(runs, lambda r: r['server_cpu_s_per_s']), 3)} "
+                f"| {fmt(med(runs, lambda r: r['server_cpu_ms_per_mb']), 2)}{spread} "
+                f"| {fmt(med(runs, lambda r: r['latency_ms']['p50']), 2)} / "
+                f"{fmt(med(runs, lambda r: r['latency_ms']['p99']), 2)} "
+                f"| {lost} "
+                f"| {fmt(med(runs, lambda r: r['rss_mb']['idle_viewers']))} / "
+                f"{fmt(med(runs, lambda r: r['rss_mb']['peak']))} "
+                f"| {fmt(per_viewer / 1000 if per_viewer is not None else None)} "
+                f"| {fmt(med(runs, lambda r: r['generator']['cpu_s_per_s']), 3)} |"
+            )
+        out.append("")
+        out.append(
+            "| viewers | Mbit/s | CPU per MB, streamserver / nginx "
+            "| p99, streamserver - nginx, ms |"
+        )
+        out.append("|---|---|---|---|")
+        pairs: dict[tuple[int, float], dict[str, list[dict[str, Any]]]] = {}
+        for (_, server, viewers, kbps), runs in rows:
+            pairs.setdefault((viewers, kbps), {})[server] = runs
+        for (viewers, kbps), servers in sorted(pairs.items()):
+            ours, theirs = servers.get("streamserver"), servers.get("nginx-rtmp")
+            if not ours or not theirs:
+                continue
+            a = med(ours, lambda r: r["server_cpu_ms_per_mb"])
+            b = med(theirs, lambda r: r["server_cpu_ms_per_mb"])
+            p = med(ours, lambda r: r["latency_ms"]["p99"])
+            q = med(theirs, lambda r: r["latency_ms"]["p99"])
+            out.append(
+                f"| {viewers} | {kbps / 1000:g} | {fmt(a / b if a and b else None, 2)}x "
+                f"| {fmt(p - q if p is not None and q is not None else None, 2)} |"
+            )
+        out.append("")
+    return "\n".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, nargs="+", help="compare-*.json files")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the PNG")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write tables here")
+    parser.add_argument("--max-other", type=float, default=0.25)
     parser.add_argument("--title", default=None)
     options = parser.parse_args(argv)
     runs: list[dict[str, Any]] = []
@@ -89,17 +178,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = json.loads(path.read_text())
         if "runs" not in data:
             raise SystemExit(f"{path}: not a bench/compare.py result")
-        runs.extend(data["runs"])
         machine = machine or data.get("machine")
-    figure, (cpu_axes, latency_axes) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
-    draw(cpu_axes, series(runs, lambda r: r["server_cpu_ms_per_mb"]), "server CPU ms per MB")
-    draw(latency_axes, series(runs, lambda r: r["latency_ms"]["p99"]), "latency p99 (ms)")
-    latency_axes.set_xlabel("viewers")
+        for run in data["runs"]:
+            other = run["machine"].get("other_cpu_s_per_s")
+            if other is not None and other > options.max_other:
+                sys.stderr.write(
+                    f"left out {path.name}: {run['label']} ({mode(run)}): other load {other} s/s\n"
+                )
+                continue
+            runs.append(run)
+    cases = group(runs)
+    modes = [m for m in MODES if any(key[0] == m for key in cases)]
+    figure, axes = plt.subplots(
+        2, len(modes), figsize=(6 * len(modes), 8), sharex=True, squeeze=False
+    )
     viewers = sorted({run["viewers"] for run in runs})
-    latency_axes.set_xticks(viewers)
-    latency_axes.set_xticklabels([str(v) for v in viewers])
-    latency_axes.xaxis.set_minor_formatter(NullFormatter())
-    title = options.title or "Fan-out: streamserver vs nginx-rtmp, one publisher, loopback"
+    for column, which in enumerate(modes):
+        cpu_axes, latency_axes = axes[0][column], axes[1][column]
+        draw(cpu_axes, cases, which, lambda r: r["server_cpu_ms_per_mb"], "server CPU ms per MB")
+        draw(latency_axes, cases, which, lambda r: r["latency_ms"]["p99"], "latency p99 (ms)")
+        cpu_axes.set_title(f"{which} readers", fontsize=10)
+        latency_axes.set_xlabel("viewers")
+        latency_axes.set_xticks(viewers)
+        latency_axes.set_xticklabels([str(v) for v in viewers])
+        latency_axes.xaxis.set_minor_formatter(NullFormatter())
+    title = options.title or "Fan-out on loopback: streamserver vs nginx-rtmp, one publisher"
     if machine:
         title += (
             f"\n{machine.get('nproc')} CPUs ({machine.get('cpu')}), kernel {machine.get('kernel')}"
@@ -109,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(options.out, dpi=110)
     sys.stderr.write(f"wrote {options.out}\n")
+    if options.markdown is not None:
+        options.markdown.write_text(markdown(cases))
+        sys.stderr.write(f"wrote {options.markdown}\n")
     return 0
 
 

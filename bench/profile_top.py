@@ -5,7 +5,8 @@ line per distinct stack: ``frame;frame;…;leaf COUNT``, outermost frame first)
 and prints two markdown tables: *self* (samples where the function is the
 innermost Python frame: the time spent in its own code and in the C functions
 and system calls it makes) and *inclusive* (samples where it is anywhere on the
-stack), each as a share of all samples.  py-spy is run without ``--idle``, so
+stack, leaving out the frames on nearly every stack: the reactor loop), each as
+a share of all samples.  py-spy is run without ``--idle``, so
 the samples are the server's busy time and the shares are shares of its CPU.
 
 Example::
@@ -76,7 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"{options.profile}: no samples")
     print(f"{total} samples\n")
     print(table("self (innermost Python frame)", self_counts, total, options.top))
-    print(table("inclusive", inclusive, total, options.top))
+    # Frames on (nearly) every stack, the reactor's main loop and twistd's start-up,
+    # say nothing about where the time goes: leave them out.
+    below = Counter({f: c for f, c in inclusive.items() if c < 0.95 * total})
+    print(table("inclusive (frames on ≥ 95% of stacks left out)", below, total, options.top))
     return 0
 
 

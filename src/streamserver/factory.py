@@ -77,6 +77,8 @@ class ServerConfig:
         space after ~200 KB instead of ~3 MB (TWISTED-FACTS §4).
     :ivar send_buffer: ``SO_SNDBUF`` for every socket (0: kernel default).
     :ivar watchdog_interval: seconds between stall checks of every viewer.
+    :ivar eager_writes: send media straight to a plain TCP socket when its
+        transport holds nothing (see ``BackpressureMixin.write_media``).
     :ivar chat_max_length: longest chat message accepted, in characters (after
         control characters are stripped).
     :ivar chat_rate: chat messages one connection may send per
@@ -117,6 +119,7 @@ class ServerConfig:
     notsent_lowat: int = 16 * 1024
     send_buffer: int = 0
     watchdog_interval: float = 1.0
+    eager_writes: bool = True
     # 500 characters: a chat line, not a document; 5 per 10 s: a fast typist
     # keeps up, a script flooding a room of 200 viewers does not.
     chat_max_length: int = 500

@@ -286,9 +286,14 @@ async def test_twistd_console_names_the_slow_viewer_and_kicks_it(
         conn_id = int(_first_row(buffers).split()[0])
         assert "play live/heavy" in _first_row(buffers)
 
-        viewers = await console.run("viewers()")
-        row = next(line for line in viewers.splitlines() if stopped_address in line)
-        assert row.split()[-1] == "congested", viewers
+        # the stopped viewer's transport passes 64 KiB and pauses us: "congested"
+        while True:
+            viewers = await console.run("viewers()")
+            row = next(line for line in viewers.splitlines() if stopped_address in line)
+            if row.split()[-1] == "congested":
+                break
+            assert reactor.seconds() < deadline, viewers
+            await sleep(0.5)
         assert (
             await console.run(f"kick({conn_id})")
             == f"kicked connection {conn_id} ({stopped_address})"

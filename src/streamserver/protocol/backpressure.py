@@ -23,6 +23,7 @@ import socket
 from collections import deque
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.logger import Logger
 from typing_extensions import override
 
@@ -86,6 +87,14 @@ def configure_socket(transport: Any, notsent_lowat: int, send_buffer: int) -> bo
     return True
 
 
+def plain_tcp_socket(transport: Any) -> socket.socket | None:
+    """The socket under *transport* if it is a plain (not TLS) TCP connection."""
+    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
+        return None
+    handle = getattr(transport, "socket", None)
+    return handle if isinstance(handle, socket.socket) else None
+
+
 class BackpressureMixin(ProtocolRoot):
     """Keeps each viewer's queue bounded with the factory's drop policy.
 
@@ -109,12 +118,14 @@ class BackpressureMixin(ProtocolRoot):
     peak_queued = 0
     _queued_frames: deque[tuple[int, int, float]]
     _last_video_ts: int | None = None
+    _eager_socket: socket.socket | None = None
 
     @override
     def connectionMade(self) -> None:
         self._queued_frames = deque()
         config = self.factory.config
         configure_socket(self.transport, config.notsent_lowat, config.send_buffer)
+        self._eager_socket = plain_tcp_socket(self.transport) if config.eager_writes else None
         if getattr(self.transport, "producer", None) is None:
             self.transport.registerProducer(self, True)
         super().connectionMade()
@@ -228,10 +239,34 @@ class BackpressureMixin(ProtocolRoot):
             if cached.is_video and cached.message.timestamp > last:
                 data = cached.wire(chunk_size, stream_id)
                 self._record_written(cached, len(data))
-                self.transport.write(data)
+                self.write_media(data)
                 self.bytes_sent += len(data)
                 self.frames_sent += 1
                 self.viewer.frames_sent += 1
+
+    def write_media(self, data: bytes) -> None:
+        """Write media *data*: straight to the socket when nothing is queued before it.
+
+        Twisted's ``transport.write`` always buffers, then registers the socket
+        for writing with epoll and unregisters it once flushed: two ``epoll_ctl``
+        calls and a reactor turn per frame per viewer, which profiling showed to
+        cost more than the rest of the fan-out.  When the transport holds nothing,
+        sending at once keeps order and skips all of that (asyncio does the
+        same); whatever the kernel does not take goes through the transport as
+        before, so pause/resume and the policy's view of the queue are unchanged.
+        """
+        sock = self._eager_socket
+        if sock is not None and not transport_queued_bytes(self.transport):
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the transport meets the same error and closes cleanly
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.transport.write(data)
 
     def check_stalled(self, now: float) -> bool:
         """Disconnect this viewer if it made no write progress for the stall timeout."""

@@ -77,7 +77,7 @@ class SubscribeMixin(ProtocolRoot):
     def deliver_frame(self, frame: Frame, data: bytes) -> None:
         """Write *frame*'s bytes *data* if the chain admits it."""
         if self.admit_frame(frame, len(data)):
-            self.transport.write(data)
+            self.write_media(data)
             self.frames_sent += 1
             self.bytes_sent += len(data)
 
