@@ -30,8 +30,9 @@ chunk parser looks at chunk headers only (message boundaries, type, timestamp)
 and at the first bytes of each media message (the stamp), skipping payloads
 without copying them.  Only ``--probes`` viewers (spread evenly over the join
 order) read eagerly and time every frame; the other fast viewers set
-``SO_RCVLOWAT`` (``--rcvlowat``, default 32 KiB) so the kernel wakes them a few
-times a second instead of once per frame, with a 1 MiB ``SO_RCVBUF`` so that
+``SO_RCVLOWAT`` (``--rcvlowat``, default 32 KiB, spread over 0.5-1.5x so that
+they do not all wake in the same loop turn) so the kernel wakes them a few times
+a second instead of once per frame, with a 1 MiB ``SO_RCVBUF`` so that
 the bytes waiting for the wake-up never close the TCP window.  The server cannot
 tell: on loopback its writes never wait for such a reader.  All viewers count
 lost frames and delivered bytes (read + ``FIONREAD``); only probes give latency.
@@ -1198,7 +1199,12 @@ class Bench:
         if options.rcvlowat > 0:
             for viewer in playing:
                 if viewer.kind == "fast" and not viewer.probe:
-                    viewer.set_rcvlowat(options.rcvlowat)
+                    # Every viewer gets the same bytes at the same moment: with one
+                    # threshold they would all wake together, and one loop turn would
+                    # read them all while the probes wait.  Thresholds spread over
+                    # 0.5-1.5x (golden-ratio steps) make the wake-ups drift apart.
+                    spread = 0.5 + (viewer.index * 0.6180339887) % 1.0
+                    viewer.set_rcvlowat(int(options.rcvlowat * spread))
 
         publisher = await self.start_publisher()
         self.publisher = publisher

@@ -11,15 +11,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectError
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 
 from streamserver.client import RTMPClientProtocol
@@ -28,6 +24,8 @@ from tests.integration.support import (
     AAC_SEQUENCE_HEADER,
     AVC_SEQUENCE_HEADER,
     CollectingProcess,
+    accepts_connections,
+    free_port,
     get_reactor,
     run,
     sleep,
@@ -35,24 +33,6 @@ from tests.integration.support import (
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Interop, ProcessPool
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def accepts_connections(port: int) -> bool:
-    """Whether a TCP connection to 127.0.0.1:*port* can be made now."""
-    endpoint = TCP4ClientEndpoint(get_reactor(), "127.0.0.1", port, timeout=1)
-    try:
-        protocol = await connectProtocol(endpoint, Protocol())
-    except ConnectError:
-        return False
-    protocol.transport.abortConnection()
-    return True
 
 
 @dataclass

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet import defer, error, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.python.failure import Failure
 
 from streamserver.client import RTMPClientProtocol
@@ -392,3 +395,21 @@ def _ranges(views: list[FrameView]) -> str:
 def is_video_keyframe(view: FrameView) -> bool:
     """Whether *view* is an AVC coded keyframe (``17 01``)."""
     return view[0] == MessageType.VIDEO and view[2][:2] == b"\x17\x01"
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def accepts_connections(port: int) -> bool:
+    """Whether a TCP connection to 127.0.0.1:*port* can be made now."""
+    endpoint = TCP4ClientEndpoint(get_reactor(), "127.0.0.1", port, timeout=1)
+    try:
+        protocol = await connectProtocol(endpoint, Protocol())
+    except ConnectError:
+        return False
+    protocol.transport.abortConnection()
+    return True

@@ -18,9 +18,6 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectError
-from twisted.internet.protocol import Protocol
 
 from streamserver.client import RTMPClientProtocol, connect_client, pace_tags
 from streamserver.factory import RTMPServerFactory, ServerConfig
@@ -35,7 +32,9 @@ from tests.console_support import PROMPT, ClientKey, command_output, make_client
 from tests.integration.support import (
     CollectingProcess,
     ProcessResult,
+    accepts_connections,
     child_env,
+    free_port,
     get_reactor,
     run,
     sleep,
@@ -191,23 +190,6 @@ async def test_openssh_without_a_terminal_or_with_a_command_is_told_why(
 # --- twistd end to end ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def _accepts_connections(port: int) -> bool:
-    endpoint = TCP4ClientEndpoint(get_reactor(), "127.0.0.1", port, timeout=1)
-    try:
-        protocol = await connectProtocol(endpoint, Protocol())
-    except ConnectError:
-        return False
-    protocol.transport.abortConnection()
-    return True
-
-
 async def _player(port: int) -> RTMPClientProtocol:
     client = await within(
         connect_client(get_reactor(), f"rtmp://127.0.0.1:{port}/live", keep_media=False),
@@ -235,7 +217,7 @@ async def test_twistd_console_names_the_slow_viewer_and_kicks_it(
 
     key, keys_path = _keys(tmp_path)
     data_dir = tmp_path / "data"
-    rtmp_port, ssh_port = _free_port(), _free_port()
+    rtmp_port, ssh_port = free_port(), free_port()
     argv = [
         str(twistd), "-n", "--pidfile=", "--logfile=-", "streamserver",
         "--rtmp", f"tcp:{rtmp_port}:interface=127.0.0.1",
@@ -249,7 +231,7 @@ async def test_twistd_console_names_the_slow_viewer_and_kicks_it(
     reactor = get_reactor()
     for port in (rtmp_port, ssh_port):
         deadline = reactor.seconds() + 20
-        while not await _accepts_connections(port):
+        while not await accepts_connections(port):
             assert server.running, server.result.describe() if server.result else ""
             assert reactor.seconds() < deadline, f"twistd never listened on {port}"
             await sleep(0.1)

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import pytest_twisted
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectError
-from twisted.internet.protocol import Protocol
 
 from streamserver.client import connect_client
 from tests.integration.support import (
     CollectingProcess,
+    accepts_connections,
     ffprobe_codecs,
+    free_port,
     get_reactor,
     is_video_keyframe,
     received_views,
@@ -189,24 +187,6 @@ async def test_gstreamer_rtmp2src_records_h264_and_aac(
 # --- twistd -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def _accepts_connections(port: int) -> bool:
-    """Whether a TCP connection to 127.0.0.1:*port* can be made now."""
-    endpoint = TCP4ClientEndpoint(get_reactor(), "127.0.0.1", port, timeout=1)
-    try:
-        protocol = await connectProtocol(endpoint, Protocol())
-    except ConnectError:
-        return False
-    protocol.transport.abortConnection()
-    return True
-
-
 @pytest.mark.timeout(90)
 @pytest_twisted.ensureDeferred
 async def test_twistd_plugin_serves_ffmpeg_and_stops_on_sigterm(
@@ -227,7 +207,7 @@ async def test_twistd_plugin_serves_ffmpeg_and_stops_on_sigterm(
             "`pip install -e . --config-settings editable_mode=strict` (or `pip install .`)"
         )
 
-    port = _free_port()
+    port = free_port()
     argv = [
         str(twistd), "-n", "--pidfile=", "--logfile=-",
         "streamserver", "--rtmp", f"tcp:{port}:interface=127.0.0.1",
@@ -235,7 +215,7 @@ async def test_twistd_plugin_serves_ffmpeg_and_stops_on_sigterm(
     server = processes.spawn(argv, cwd=tmp_path)
     reactor = get_reactor()
     deadline = reactor.seconds() + 20
-    while not await _accepts_connections(port):
+    while not await accepts_connections(port):
         assert server.running, server.result.describe()
         assert reactor.seconds() < deadline, "twistd never accepted connections"
         await sleep(0.1)
