@@ -192,7 +192,8 @@ class BackpressureMixin(ProtocolRoot):
         queued = self.queued_bytes()
         if queued > self.peak_queued:
             self.peak_queued = queued
-        queued_ms = self.queue_delay_ms(queued, self.factory.seconds())
+        now = self.factory.seconds()
+        queued_ms = self.queue_delay_ms(queued, now)
         stream = self.play_stream
         verdict = self.factory.policy.decide(
             viewer,
@@ -205,7 +206,7 @@ class BackpressureMixin(ProtocolRoot):
         )
         if verdict is Verdict.SEND:
             if admitted:
-                self._record_written(frame, size)
+                self._record_written(frame, size, now)
             return admitted
         if verdict is Verdict.CATCH_UP and admitted and stream is not None:
             self._jump_to_live(stream)
@@ -213,12 +214,12 @@ class BackpressureMixin(ProtocolRoot):
             self.disconnect_viewer(viewer.disconnect_reason or "policy")
         return False
 
-    def _record_written(self, frame: Frame, size: int) -> None:
+    def _record_written(self, frame: Frame, size: int, now: float) -> None:
         if frame.kind in NEVER_DROPPED:
             # cached headers keep their old timestamps: they say nothing of lag
             return
         timestamp = frame.message.timestamp
-        self._queued_frames.append((self.bytes_sent + size, timestamp, self.factory.seconds()))
+        self._queued_frames.append((self.bytes_sent + size, timestamp, now))
         if frame.is_video:
             self._last_video_ts = timestamp
 
@@ -231,6 +232,7 @@ class BackpressureMixin(ProtocolRoot):
         from its keyframe.
         """
         chunk_size, stream_id = self.fanout_key
+        now = self.factory.seconds()
         gop = stream.gop
         last = self._last_video_ts
         if last is None or not gop or last < gop[0].message.timestamp:
@@ -238,7 +240,7 @@ class BackpressureMixin(ProtocolRoot):
         for cached in gop:
             if cached.is_video and cached.message.timestamp > last:
                 data = cached.wire(chunk_size, stream_id)
-                self._record_written(cached, len(data))
+                self._record_written(cached, len(data), now)
                 self.write_media(data)
                 self.bytes_sent += len(data)
                 self.frames_sent += 1
