@@ -13,7 +13,9 @@
 # Needs py-spy in the venv (.venv/bin/pip install py-spy) and ptrace rights on
 # the server (root, or kernel.yama.ptrace_scope=0).  Extra `twistd streamserver`
 # arguments go in $SERVER_ARGS.  Set SRC=DIR to run the server from another source
-# tree (put first on PYTHONPATH), as bench/compare.py --src does.
+# tree (put first on PYTHONPATH), as bench/compare.py --src does, and TWISTD=PATH to
+# start it with another twistd (a .py script runs with the venv's Python), e.g.
+# bench/experiments/twistd_direct_write.py.  STEM_SUFFIX is appended to the file names.
 set -euo pipefail
 
 VIEWERS=${1:-400}
@@ -31,11 +33,14 @@ if [[ -n "${SRC:-}" ]]; then
 fi
 
 mkdir -p "$OUTDIR"
-STEM=$OUTDIR/profile-$VIEWERS-$KBPS
+STEM=$OUTDIR/profile-$VIEWERS-$KBPS${STEM_SUFFIX:-}
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
+TWISTD=${TWISTD:-$VENV/bin/twistd}
+LAUNCH=("$TWISTD")
+[[ "$TWISTD" == *.py ]] && LAUNCH=("$PY" "$TWISTD")
 # shellcheck disable=SC2086
-"$VENV/bin/twistd" -n --pidfile= --logfile="$STEM.server.log" streamserver \
+"${LAUNCH[@]}" -n --pidfile= --logfile="$STEM.server.log" streamserver \
     --rtmp "tcp:$PORT:interface=127.0.0.1" ${SERVER_ARGS:-} >"$STEM.server.stdio" 2>&1 &
 SERVER=$!
 FANOUT=
