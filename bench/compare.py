@@ -159,8 +159,10 @@ class StreamServer(Server):
     def start(self, port: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.logfile.unlink()
+        # a Python script (an instrumented twistd) runs with this interpreter
+        launcher = [sys.executable, self.twistd] if self.twistd.endswith(".py") else [self.twistd]
         self.argv = [
-            self.twistd,
+            *launcher,
             "-n",
             "--pidfile=",
             f"--logfile={self.logfile}",
@@ -427,7 +429,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--server-arg", action="append", default=[], help="passed to 'twistd streamserver'"
     )
-    parser.add_argument("--twistd", default=str(Path(sys.executable).parent / "twistd"))
+    parser.add_argument(
+        "--twistd",
+        default=str(Path(sys.executable).parent / "twistd"),
+        help="the twistd to run streamserver with (a .py script runs with this Python)",
+    )
     parser.add_argument(
         "--src",
         type=Path,
