@@ -136,6 +136,12 @@ class ChatTooManyRoomsError(ChatError):
     code = "Chat.TooManyRooms"
 
 
+class ChatUnauthorizedError(ChatError):
+    """``joinChat`` was refused by the play authorizers (a chat join is authorized as a play)."""
+
+    code = "Chat.Unauthorized"
+
+
 class ChatRejectedError(ChatError):
     """``joinChat`` would create a stream past the server's stream limit."""
 

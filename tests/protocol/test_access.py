@@ -233,3 +233,21 @@ def test_a_pending_play_is_replaced_by_the_next_play() -> None:
     assert factory.find_stream("live", "one") is None
     viewer.transport.loseConnection()
     assert factory.registries == {}
+
+
+def test_join_chat_is_authorized_like_a_play() -> None:
+    """With --play-token-secret, joinChat needs the play token too (Chat.Unauthorized)."""
+    factory = _factory(play_token_secret="p")
+    client, sid = _connected(factory, REMOTE)
+    txn = client.call("joinChat", None, "cam", stream_id=sid)
+    reply = client.result_of(txn)
+    assert reply.name == "_error"
+    assert reply.args[0]["code"] == "Chat.Unauthorized"
+    stream = factory.find_stream("live", "cam")
+    assert stream is None or not stream.chat.participants
+    expires = int(factory.seconds()) + 60
+    query = tokens.signed_query("p", "play", "live", "cam", expires)
+    txn = client.call("joinChat", None, f"cam?{query}", stream_id=sid)
+    reply = client.result_of(txn)
+    assert reply.name == "_result"
+    assert reply.args[0]["code"] == "Chat.Joined"

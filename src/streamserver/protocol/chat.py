@@ -32,9 +32,12 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from typing_extensions import override
 
+from streamserver.auth import AccessRequest, authorize
 from streamserver.codec import messages
 from streamserver.codec.messages import Command
 from streamserver.errors import (
@@ -46,6 +49,7 @@ from streamserver.errors import (
     ChatRejectedError,
     ChatTooLongError,
     ChatTooManyRoomsError,
+    ChatUnauthorizedError,
     StreamError,
 )
 from streamserver.policy import DisconnectReason
@@ -250,14 +254,53 @@ class ChatMixin(ProtocolRoot):
     def command_joinChat(self, command: Command) -> None:
         """``joinChat``: sit in a stream's room without media, on the command's message stream.
 
+        The join is authorized as a ``play`` of that stream (the same authorizers,
+        tokens and callbacks), so a room is never open to whom the stream is not.
+
         :raises ChatBadNameError: no valid stream name.
-        :raises ChatTooManyRoomsError: the connection sits in too many rooms.
-        :raises ChatRejectedError: the server holds as many streams as it may.
         """
         try:
             name, params = split_name(command.args[0] if command.args else None)
         except StreamError as error:
             raise ChatBadNameError(error.description) from error
+        request = AccessRequest(
+            "play",
+            self.app or "",
+            name,
+            params,
+            self.transport.getPeer(),
+            self.conn_id,
+            self.connect_params,
+        )
+        pending = authorize(self.factory.authorizer, request)
+        pending.addCallback(self._join_authorized, command, name, params)
+        pending.addErrback(self._join_refused, command)
+
+    def _join_refused(self, failure: Failure, command: Command) -> None:
+        if self.closing or failure.check(defer.CancelledError):
+            return
+        if isinstance(failure.value, StreamError):
+            self.refuse(command, ChatUnauthorizedError(failure.value.description))
+        else:
+            self.log.failure("joinChat by {peer} failed", failure, peer=self.peer)
+
+    def _join_authorized(
+        self, _: None, command: Command, name: str, params: dict[str, str]
+    ) -> None:
+        """Join the room the authorizers allowed (unless the connection went meanwhile)."""
+        if self.closing:
+            return
+        try:
+            self._join_room(command, name, params)
+        except StreamError as error:
+            self.refuse(command, error)
+
+    def _join_room(self, command: Command, name: str, params: dict[str, str]) -> None:
+        """Take a chat seat in *name*'s room on the command's message stream.
+
+        :raises ChatTooManyRoomsError: the connection sits in too many rooms.
+        :raises ChatRejectedError: the server holds as many streams as it may.
+        """
         stream_id = command.stream_id
         seat = self.chat_seats.get(stream_id)
         joined = sum(ROLE_CHAT in s.roles for s in self.chat_seats.values())
