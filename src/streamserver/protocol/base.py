@@ -36,6 +36,10 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from twisted.internet.defer import Deferred
+
     from streamserver.codec.messages import Command, Message
     from streamserver.errors import StreamError
     from streamserver.factory import RTMPServerFactory
@@ -105,6 +109,9 @@ class ProtocolRoot(Protocol):
         def reply(self, command: Command, *values: Any) -> None: ...
         def refuse(self, command: Command, error: StreamError) -> None: ...
         def set_outgoing_chunk_size(self, size: int) -> None: ...
+        def authorize_access(
+            self, action: str, name: str, args: Mapping[str, str]
+        ) -> Deferred[None]: ...
         def write_media(self, data: bytes) -> None: ...
         def disconnect_viewer(self, reason: str) -> None: ...
 

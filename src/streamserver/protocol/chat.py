@@ -37,7 +37,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 
-from streamserver.auth import AccessRequest, authorize
 from streamserver.codec import messages
 from streamserver.codec.messages import Command
 from streamserver.errors import (
@@ -263,16 +262,7 @@ class ChatMixin(ProtocolRoot):
             name, params = split_name(command.args[0] if command.args else None)
         except StreamError as error:
             raise ChatBadNameError(error.description) from error
-        request = AccessRequest(
-            "play",
-            self.app or "",
-            name,
-            params,
-            self.transport.getPeer(),
-            self.conn_id,
-            self.connect_params,
-        )
-        pending = authorize(self.factory.authorizer, request)
+        pending = self.authorize_access("play", name, params)
         pending.addCallback(self._join_authorized, command, name, params)
         pending.addErrback(self._join_refused, command)
 

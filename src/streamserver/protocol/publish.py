@@ -17,7 +17,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 
-from streamserver.auth import AccessRequest, authorize
 from streamserver.codec import messages
 from streamserver.codec.messages import Command, Message, MessageType
 from streamserver.errors import BadNameError, StreamError
@@ -121,16 +120,7 @@ class PublishMixin(ProtocolRoot):
         stream_id = command.stream_id
         if stream_id in self.publishing or stream_id in self.publish_pending:
             raise BadNameError("this message stream is already publishing")
-        request = AccessRequest(
-            "publish",
-            self.app or "",
-            name,
-            args,
-            self.transport.getPeer(),
-            self.conn_id,
-            self.connect_params,
-        )
-        pending = authorize(self.factory.authorizer, request)
+        pending = self.authorize_access("publish", name, args)
         self.publish_pending[stream_id] = pending
         pending.addCallback(self._publish_authorized, command, name, args)
         pending.addErrback(self._publish_failed, command)

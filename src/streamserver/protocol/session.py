@@ -17,13 +17,16 @@ and is never decoded or looked up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 
+from streamserver.auth import AccessRequest, authorize
 from streamserver.codec import messages
 from streamserver.codec.messages import Command, Message, MessageType, UserControlEvent
 from streamserver.errors import ConnectRejectedError, ProtocolError, StreamError
@@ -178,6 +181,25 @@ class SessionMixin(ProtocolRoot):
             )
         if isinstance(error, ConnectRejectedError):
             self.drop_connection()
+
+    def authorize_access(
+        self, action: str, name: str, args: Mapping[str, str]
+    ) -> defer.Deferred[None]:
+        """Ask the factory's authorizers whether this peer may *action* (publish/play) *name*.
+
+        :returns: a Deferred that fires when allowed and fails with
+            :class:`~streamserver.errors.UnauthorizedError` when refused.
+        """
+        request = AccessRequest(
+            action,
+            self.app or "",
+            name,
+            args,
+            self.transport.getPeer(),
+            self.conn_id,
+            self.connect_params,
+        )
+        return authorize(self.factory.authorizer, request)
 
     def reply(self, command: Command, *values: Any) -> None:
         """Send ``_result`` for *command* (nothing for transaction id 0)."""

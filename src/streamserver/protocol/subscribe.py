@@ -26,7 +26,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 
-from streamserver.auth import AccessRequest, authorize
 from streamserver.codec import messages
 from streamserver.codec.messages import Command
 from streamserver.errors import StreamError
@@ -129,17 +128,8 @@ class SubscribeMixin(ProtocolRoot):
         on; a ``play`` sent meanwhile replaces the pending one.
         """
         name, args = split_name(command.args[0] if command.args else None)
-        request = AccessRequest(
-            "play",
-            self.app or "",
-            name,
-            args,
-            self.transport.getPeer(),
-            self.conn_id,
-            self.connect_params,
-        )
         self._cancel_pending_play()
-        pending = authorize(self.factory.authorizer, request)
+        pending = self.authorize_access("play", name, args)
         self._play_pending = pending
         self._play_pending_id = command.stream_id
         pending.addCallback(self._play_authorized, command, name, args)
