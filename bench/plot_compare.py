@@ -35,7 +35,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
-COLORS = {"streamserver": "tab:blue", "nginx-rtmp": "tab:orange"}
+DIRECT_WRITE = "streamserver, direct write (experiment)"
+COLORS = {"streamserver": "tab:blue", "nginx-rtmp": "tab:orange", DIRECT_WRITE: "tab:green"}
 MODES = ("batched", "eager")
 
 Case = tuple[str, str, int, float]  # mode, server, viewers, kbit/s
@@ -45,10 +46,17 @@ def mode(run: dict[str, Any]) -> str:
     return "eager" if run["generator"].get("rcvlowat") == 0 else "batched"
 
 
+def server(run: dict[str, Any]) -> str:
+    """The server's name; streamserver started by bench/experiments/ gets its own."""
+    if "twistd_direct_write" in run.get("server_command", ""):
+        return DIRECT_WRITE
+    return str(run["server"])
+
+
 def group(runs: list[dict[str, Any]]) -> dict[Case, list[dict[str, Any]]]:
     cases: dict[Case, list[dict[str, Any]]] = {}
     for run in runs:
-        key = (mode(run), run["server"], run["viewers"], round(run["bitrate_kbps"], -1))
+        key = (mode(run), server(run), run["viewers"], round(run["bitrate_kbps"], -1))
         cases.setdefault(key, []).append(run)
     return cases
 
@@ -66,17 +74,17 @@ def draw(
     ylabel: str,
 ) -> None:
     lines: dict[tuple[str, float], list[tuple[int, list[float]]]] = {}
-    for (run_mode, server, viewers, kbps), runs in sorted(cases.items()):
+    for (run_mode, name, viewers, kbps), runs in sorted(cases.items()):
         if run_mode != which:
             continue
         values = [v for v in map(get, runs) if v is not None]
         if values:
-            lines.setdefault((server, kbps), []).append((viewers, values))
+            lines.setdefault((name, kbps), []).append((viewers, values))
     bitrates = sorted({kbps for _, kbps in lines}, reverse=True)
-    for (server, kbps), points in sorted(lines.items()):
+    for (name, kbps), points in sorted(lines.items()):
         xs = [n for n, _ in points]
         ys = [statistics.median(values) for _, values in points]
-        color = COLORS.get(server)
+        color = COLORS.get(name)
         main = kbps == bitrates[0]
         axes.plot(
             xs,
@@ -84,7 +92,7 @@ def draw(
             marker="o" if main else "s",
             linestyle="-" if main else "--",
             color=color,
-            label=f"{server}, {kbps / 1000:g} Mbit/s",
+            label=f"{name}, {kbps / 1000:g} Mbit/s",
         )
         for n, values in points:
             if len(values) > 1:
@@ -122,13 +130,13 @@ def markdown(cases: dict[Case, list[dict[str, Any]]]) -> str:
             "RSS per idle viewer KB | generator CPU s/s |"
         )
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-        for (_, server, viewers, kbps), runs in rows:
+        for (_, name, viewers, kbps), runs in rows:
             per_mb = [r["server_cpu_ms_per_mb"] for r in runs]
             lost = sum((r["frames_lost_per_viewer"] or {}).get("total") or 0 for r in runs)
             spread = f" ({min(per_mb):.2f}-{max(per_mb):.2f})" if len(runs) > 1 else ""
             per_viewer = med(runs, lambda r: r["rss_bytes_per_idle_viewer"])
             out.append(
-                f"| {server} | {viewers} | {kbps / 1000:g} | {len(runs)} "
+                f"| {name} | {viewers} | {kbps / 1000:g} | {len(runs)} "
                 f"| {fmt(med(runs, lambda r: r['server_cpu_s_per_s']), 3)} "
                 f"| {fmt(med(runs, lambda r: r['server_cpu_ms_per_mb']), 2)}{spread} "
                 f"| {fmt(med(runs, lambda r: r['latency_ms']['p50']), 2)} / "
@@ -141,25 +149,28 @@ def markdown(cases: dict[Case, list[dict[str, Any]]]) -> str:
             )
         out.append("")
         out.append(
-            "| viewers | Mbit/s | CPU per MB, streamserver / nginx "
-            "| p99, streamserver - nginx, ms |"
+            "| server | viewers | Mbit/s | CPU per MB, server / nginx-rtmp "
+            "| p99, server - nginx-rtmp, ms |"
         )
-        out.append("|---|---|---|---|")
+        out.append("|---|---|---|---|---|")
         pairs: dict[tuple[int, float], dict[str, list[dict[str, Any]]]] = {}
-        for (_, server, viewers, kbps), runs in rows:
-            pairs.setdefault((viewers, kbps), {})[server] = runs
+        for (_, name, viewers, kbps), runs in rows:
+            pairs.setdefault((viewers, kbps), {})[name] = runs
         for (viewers, kbps), servers in sorted(pairs.items()):
-            ours, theirs = servers.get("streamserver"), servers.get("nginx-rtmp")
-            if not ours or not theirs:
-                continue
-            a = med(ours, lambda r: r["server_cpu_ms_per_mb"])
-            b = med(theirs, lambda r: r["server_cpu_ms_per_mb"])
-            p = med(ours, lambda r: r["latency_ms"]["p99"])
-            q = med(theirs, lambda r: r["latency_ms"]["p99"])
-            out.append(
-                f"| {viewers} | {kbps / 1000:g} | {fmt(a / b if a and b else None, 2)}x "
-                f"| {fmt(p - q if p is not None and q is not None else None, 2)} |"
-            )
+            theirs = servers.get("nginx-rtmp")
+            for name in ("streamserver", DIRECT_WRITE):
+                ours = servers.get(name)
+                if not ours or not theirs:
+                    continue
+                a = med(ours, lambda r: r["server_cpu_ms_per_mb"])
+                b = med(theirs, lambda r: r["server_cpu_ms_per_mb"])
+                p = med(ours, lambda r: r["latency_ms"]["p99"])
+                q = med(theirs, lambda r: r["latency_ms"]["p99"])
+                out.append(
+                    f"| {name} | {viewers} | {kbps / 1000:g} "
+                    f"| {fmt(a / b if a and b else None, 2)}x "
+                    f"| {fmt(p - q if p is not None and q is not None else None, 2)} |"
+                )
         out.append("")
     return "\n".join(out)
 

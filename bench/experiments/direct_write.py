@@ -17,8 +17,10 @@ unchanged in meaning.  ``twistd_direct_write.py`` runs twistd with it::
     .venv/bin/python bench/compare.py --case 400@1000 --servers streamserver \\
         --twistd bench/experiments/twistd_direct_write.py --tag direct-write
 
-This lives in ``bench/`` to measure the lever; the change itself belongs in the
-server (a transport or protocol that sends directly), with tests.
+This lives in ``bench/`` to measure the lever on a commit without it (4abb8af;
+results in ``bench/data/fanout-2026-11-27/``).  The server does it itself since
+4f8debc (``BackpressureMixin.write_media``, only for media and with the policy's
+accounting); patching on top of that changes little.
 """
 
 from __future__ import annotations
