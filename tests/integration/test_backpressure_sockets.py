@@ -53,7 +53,8 @@ def heavy_tags(seconds: float) -> list[FLVTag]:
     return tags
 
 
-async def _viewer(port: int) -> RTMPClientProtocol:
+async def heavy_viewer(port: int) -> RTMPClientProtocol:
+    """Our client playing live/heavy on 127.0.0.1:*port*, keeping no media."""
     client = await within(
         connect_client(get_reactor(), f"rtmp://127.0.0.1:{port}/live", keep_media=False),
         10,
@@ -82,8 +83,8 @@ async def test_stopped_viewer_is_dropped_then_disconnected_and_others_lose_nothi
         publish_id = await within(publisher.create_stream(), 10, "createStream")
         await within(publisher.publish("heavy", publish_id), 10, "publish")
 
-        normal = [await _viewer(port) for _ in range(3)]
-        stopped = await _viewer(port)
+        normal = [await heavy_viewer(port) for _ in range(3)]
+        stopped = await heavy_viewer(port)
         clients.extend([*normal, stopped])
         handle = stopped.transport.getHandle()
         handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

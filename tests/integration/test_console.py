@@ -41,7 +41,7 @@ from tests.integration.support import (
     wait_until,
     within,
 )
-from tests.integration.test_backpressure_sockets import heavy_tags
+from tests.integration.test_backpressure_sockets import heavy_tags, heavy_viewer
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Interop, ProcessPool
@@ -190,17 +190,6 @@ async def test_openssh_without_a_terminal_or_with_a_command_is_told_why(
 # --- twistd end to end ---------------------------------------------------------------------
 
 
-async def _player(port: int) -> RTMPClientProtocol:
-    client = await within(
-        connect_client(get_reactor(), f"rtmp://127.0.0.1:{port}/live", keep_media=False),
-        10,
-        "connect a viewer",
-    )
-    stream_id = await within(client.create_stream(), 10, "createStream")
-    await within(client.play("heavy", stream_id), 10, "play live/heavy")
-    return client
-
-
 @pytest.mark.timeout(120)
 @pytest_twisted.ensureDeferred
 async def test_twistd_console_names_the_slow_viewer_and_kicks_it(
@@ -249,8 +238,8 @@ async def test_twistd_console_names_the_slow_viewer_and_kicks_it(
         publish_id = await within(publisher.create_stream(), 10, "createStream")
         await within(publisher.publish("heavy", publish_id), 10, "publish")
         pace_tags(reactor, publisher, heavy_tags(10.0), publish_id, loops=6)
-        normal = await _player(rtmp_port)
-        stopped = await _player(rtmp_port)
+        normal = await heavy_viewer(rtmp_port)
+        stopped = await heavy_viewer(rtmp_port)
         clients += [normal, stopped]
         stopped.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stopped.transport.pauseProducing()  # stop reading

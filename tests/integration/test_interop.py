@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,16 +16,14 @@ import pytest
 import pytest_twisted
 
 from streamserver.client import connect_client
+from tests.integration.hardening_support import start_twistd
 from tests.integration.support import (
     CollectingProcess,
-    accepts_connections,
     ffprobe_codecs,
-    free_port,
     get_reactor,
     is_video_keyframe,
     received_views,
     run,
-    sleep,
     wait_until,
     within,
 )
@@ -197,30 +194,11 @@ async def test_twistd_plugin_serves_ffmpeg_and_stops_on_sigterm(
 ) -> None:
     """``twistd -n streamserver`` relays ffmpeg to ffmpeg and exits cleanly on SIGTERM."""
     ffmpeg = interop.tools("ffmpeg")["ffmpeg"]
-    twistd = Path(sys.executable).parent / "twistd"
-    if not twistd.exists():
-        interop.unavailable(f"no twistd next to {sys.executable}")
-    listing = await run([str(twistd), "--help"], 60, cwd=tmp_path)
-    if b"streamserver" not in listing.stdout:
-        interop.unavailable(
-            "twistd does not list the streamserver plugin; install the package with "
-            "`pip install -e . --config-settings editable_mode=strict` (or `pip install .`)"
-        )
-
-    port = free_port()
-    argv = [
-        str(twistd), "-n", "--pidfile=", "--logfile=-",
-        "streamserver", "--rtmp", f"tcp:{port}:interface=127.0.0.1",
-    ]  # fmt: skip
-    server = processes.spawn(argv, cwd=tmp_path)
+    twistd = await start_twistd(processes, interop, tmp_path)
+    server = twistd.process
     reactor = get_reactor()
-    deadline = reactor.seconds() + 20
-    while not await accepts_connections(port):
-        assert server.running, server.result.describe()
-        assert reactor.seconds() < deadline, "twistd never accepted connections"
-        await sleep(0.1)
 
-    url = f"rtmp://127.0.0.1:{port}/live/x"
+    url = twistd.url("live/x")
     processes.spawn(_publish_argv(ffmpeg, sample_flv, url))
     # Our own client as a probe: once it got a keyframe, the stream is live.
     probe = await within(connect_client(reactor, url), 10, "connect to twistd")
