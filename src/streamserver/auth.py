@@ -48,6 +48,8 @@ from zope.interface import Attribute, Interface, implementer
 from streamserver import tokens
 from streamserver.errors import UnauthorizedError
 
+_log = Logger()
+
 #: Status codes of a refused publish and a refused play.  There is no standard
 #: play counterpart of ``NetStream.Publish.Unauthorized``; players treat any
 #: ``error``-level status as a failure and show its description, and the name
@@ -144,7 +146,7 @@ def authorize(authorizer: IAuthorizer, request: AccessRequest) -> defer.Deferred
             return Failure(UnauthorizedError(error.description, code=code))
         if isinstance(error, defer.CancelledError):
             return failure
-        AllOf.log.failure(
+        _log.failure(
             "authorizer {authorizer} failed on {action} of {stream} by {peer}",
             failure,
             authorizer=authorizer.name,
@@ -168,7 +170,6 @@ class AllOf:
     :ivar authorizers: the authorizers, in the order they are asked.
     """
 
-    log = Logger()
     name = "all-of"
 
     def __init__(self, *authorizers: IAuthorizer) -> None:
@@ -291,7 +292,6 @@ class PublishKeyAuthorizer:
     :ivar keys: stream name (or ``app/name``, or ``*``) -> secret.
     """
 
-    log = Logger()
     name = "publish-keys"
 
     def __init__(self, keys: Mapping[str, str] | None = None, *, path: str | None = None) -> None:
@@ -315,13 +315,13 @@ class PublishKeyAuthorizer:
             self._mtime = mtime
             self.keys = load_publish_keys(self.path)
         except (OSError, ValueError) as error:
-            self.log.error(
+            _log.error(
                 "publish keys {path} not reloaded, the previous keys stay in force: {error}",
                 path=self.path,
                 error=str(error),
             )
             return
-        self.log.info("publish keys reloaded from {path}", path=self.path)
+        _log.info("publish keys reloaded from {path}", path=self.path)
 
     def secret_for(self, app: str, name: str) -> str | None:
         """The secret that publishes *app*/*name*, or ``None``."""
@@ -471,8 +471,6 @@ class HTTPCallbackAuthorizer:
     :ivar timeout: seconds for connecting, sending and the response headers.
     """
 
-    log = Logger()
-
     def __init__(
         self,
         url: str,
@@ -530,7 +528,7 @@ class HTTPCallbackAuthorizer:
             return Failure(defer.CancelledError())  # the publish or play was abandoned
         else:
             reason = f"{self.name} callback failed"
-        self.log.warn(
+        _log.warn(
             "{callback} for {stream} by {peer}: {reason}: {error}",
             callback=self.name,
             stream=request.stream,

@@ -24,7 +24,6 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamserver.codec import messages
@@ -108,7 +107,6 @@ class RTMPClientProtocol(Protocol):
     :ivar on_chat: if set, called with each chat message as it arrives.
     """
 
-    log = Logger()
     transport: Any
 
     def __init__(

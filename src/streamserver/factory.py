@@ -35,6 +35,8 @@ from streamserver.streams import (
     StreamRegistry,
 )
 
+_log = Logger()
+
 if TYPE_CHECKING:
     from streamserver.protocol.base import ProtocolRoot
     from streamserver.protocol.server import RTMPServerProtocol
@@ -143,8 +145,6 @@ class RTMPServerFactory(ServerFactory):
     :ivar shutting_down: :meth:`shutdown` has begun.
     """
 
-    log = Logger()
-
     #: The protocol class to build; ``None`` means ``RTMPServerProtocol``.
     protocol_class: type[RTMPServerProtocol] | None = None
 
@@ -173,7 +173,7 @@ class RTMPServerFactory(ServerFactory):
     def startFactory(self) -> None:
         """Start the stall watchdog; warn loudly if dropping is disabled."""
         if not self.config.limits.enabled:
-            self.log.warn(
+            _log.warn(
                 "DROP POLICY DISABLED (--no-drop): slow viewers will make memory grow "
                 "without bound; use only to demonstrate the failure"
             )
@@ -185,10 +185,10 @@ class RTMPServerFactory(ServerFactory):
         """Say at start who may publish and play, and the connection limits."""
         config = self.config
         publish, play = config.access.describe()
-        self.log.info(
+        _log.info(
             "publishing allowed {publish}; playing allowed {play}", publish=publish, play=play
         )
-        self.log.info(
+        _log.info(
             "limits: {max_connections} connections, {per_ip} per remote address, "
             "{max_streams} streams, messages up to {max_message} bytes",
             max_connections=config.max_connections or "unlimited",
@@ -199,7 +199,7 @@ class RTMPServerFactory(ServerFactory):
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         wanted = config.max_connections + 64
         if config.max_connections and soft != resource.RLIM_INFINITY and soft < wanted:
-            self.log.warn(
+            _log.warn(
                 "the open file limit ({soft}) is below --max-connections + 64 ({wanted}); "
                 "connections past it are refused by the kernel, not by us",
                 soft=soft,
@@ -244,7 +244,7 @@ class RTMPServerFactory(ServerFactory):
         protocol = self.connections.get(conn_id)
         if protocol is None:
             return False
-        self.log.info("kicking {peer}: {reason}", peer=protocol.peer, reason=reason)
+        _log.info("kicking {peer}: {reason}", peer=protocol.peer, reason=reason)
         protocol.drop_connection()
         return True
 
@@ -265,7 +265,7 @@ class RTMPServerFactory(ServerFactory):
         room = self.chat_room(stream)
         if room is None or not room.mute(nick):
             return False
-        self.log.info("muted {nick} in {stream}", nick=nick, stream=stream)
+        _log.info("muted {nick} in {stream}", nick=nick, stream=stream)
         return True
 
     def unmute(self, stream: str, nick: str) -> bool:
@@ -273,7 +273,7 @@ class RTMPServerFactory(ServerFactory):
         room = self.chat_room(stream)
         if room is None or not room.unmute(nick):
             return False
-        self.log.info("unmuted {nick} in {stream}", nick=nick, stream=stream)
+        _log.info("unmuted {nick} in {stream}", nick=nick, stream=stream)
         return True
 
     def clear_history(self, stream: str) -> int:
@@ -282,7 +282,7 @@ class RTMPServerFactory(ServerFactory):
         if room is None:
             return 0
         count = room.clear_history()
-        self.log.info("cleared {count} chat messages of {stream}", count=count, stream=stream)
+        _log.info("cleared {count} chat messages of {stream}", count=count, stream=stream)
         return count
 
     def bytes_queued_total(self) -> int:
@@ -376,7 +376,7 @@ class RTMPServerFactory(ServerFactory):
             self._refusal_log[kind] = (last, skipped + 1)
             return
         self._refusal_log[kind] = (now, 0)
-        self.log.info(
+        _log.info(
             "closing {peer}: {reason}{also}",
             peer=protocol.peer,
             reason=reason,
@@ -434,7 +434,7 @@ class RTMPServerFactory(ServerFactory):
             self._drained = defer.Deferred()
             protocols = list(self.connections.values())
             if protocols:
-                self.log.info("shutting down: closing {count} connections", count=len(protocols))
+                _log.info("shutting down: closing {count} connections", count=len(protocols))
             for protocol in protocols:
                 for stream_id in list(getattr(protocol, "publishing", ())):
                     protocol.message_stream_deleted(stream_id)
@@ -453,7 +453,7 @@ class RTMPServerFactory(ServerFactory):
     def _abort_remaining(self) -> None:
         self._grace_call = None
         if self.connections:
-            self.log.info(
+            _log.info(
                 "shutdown grace over: aborting {count} connections", count=len(self.connections)
             )
         for protocol in list(self.connections.values()):

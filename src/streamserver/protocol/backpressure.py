@@ -31,6 +31,8 @@ from streamserver.policy import NEVER_DROPPED, Verdict, ViewerQueue
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.streams import Frame, Stream
 
+_log = Logger()
+
 #: Linux's TCP_NOTSENT_LOWAT (include/uapi/linux/tcp.h); not in the socket module.
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
@@ -110,8 +112,6 @@ class BackpressureMixin(ProtocolRoot):
     the chain decided, so stall detection keeps working even if the chain in
     front of this mixin is broken.
     """
-
-    log = Logger()
 
     congested = False
     pauses = 0
@@ -288,7 +288,7 @@ class BackpressureMixin(ProtocolRoot):
         viewer: ViewerQueue = self.viewer
         viewer.disconnect_reason = reason
         stream = self.play_stream
-        self.log.warn(
+        _log.warn(
             "disconnecting viewer {peer} of {stream}: {reason} (queued {queued} bytes, "
             "peak {peak}, lag {lag_ms} ms, sent {sent}, dropped {dropped})",
             peer=self.peer,

@@ -57,6 +57,8 @@ from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
 from streamserver.streams import Stream
 
+_log = Logger()
+
 #: Longest nick, in characters, after trimming.
 MAX_NICK_LENGTH = 32
 
@@ -135,8 +137,6 @@ class ChatMixin(ProtocolRoot):
     :ivar chat_delivered: chat messages written to this connection.
     :ivar _chat_times: when the accepted messages inside the rate window were sent.
     """
-
-    log = Logger()
 
     chat_seats: dict[int, ChatSeat]
     chat_sent = 0
@@ -272,7 +272,7 @@ class ChatMixin(ProtocolRoot):
         if isinstance(failure.value, StreamError):
             self.refuse(command, ChatUnauthorizedError(failure.value.description))
         else:
-            self.log.failure("joinChat by {peer} failed", failure, peer=self.peer)
+            _log.failure("joinChat by {peer} failed", failure, peer=self.peer)
 
     def _join_authorized(
         self, _: None, command: Command, name: str, params: dict[str, str]
@@ -310,7 +310,7 @@ class ChatMixin(ProtocolRoot):
                 "Chat.Joined", f"Joined {room}.", room=room, nick=seat.nick if seat else ""
             ),
         )
-        self.log.info("{peer} joined the chat of {room}", peer=self.peer, room=room)
+        _log.info("{peer} joined the chat of {room}", peer=self.peer, room=room)
 
     def command_sendChatMessage(self, command: Command) -> None:
         """``sendChatMessage``: post a message to the room of the command's message stream.
@@ -345,7 +345,7 @@ class ChatMixin(ProtocolRoot):
         times.append(now)
         message = stream.post_chat(seat.nick, text, int(now * 1000))
         self.chat_sent += 1
-        self.log.debug(
+        _log.debug(
             "chat {id} from {nick} ({peer}) in {app}/{name}",
             id=message.id,
             nick=seat.nick,

@@ -24,6 +24,8 @@ from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
 from streamserver.streams import Stream
 
+_log = Logger()
+
 _MEDIA_TYPES = frozenset(
     {MessageType.AUDIO, MessageType.VIDEO, MessageType.DATA_AMF0, MessageType.DATA_AMF3}
 )
@@ -69,8 +71,6 @@ class PublishMixin(ProtocolRoot):
     :ivar publishing: the streams this connection publishes, by message stream id.
     :ivar publish_pending: authorizations in progress, by message stream id.
     """
-
-    log = Logger()
 
     publishing: dict[int, Stream]
     publish_pending: dict[int, defer.Deferred[None]]
@@ -138,7 +138,7 @@ class PublishMixin(ProtocolRoot):
         if isinstance(failure.value, StreamError):
             self.refuse(command, failure.value)
         else:
-            self.log.failure("publish by {peer} failed", failure, peer=self.peer)
+            _log.failure("publish by {peer} failed", failure, peer=self.peer)
 
     def _publish_authorized(
         self, _: None, command: Command, name: str, args: dict[str, str]
@@ -161,7 +161,7 @@ class PublishMixin(ProtocolRoot):
         self.publishing[stream_id] = stream
         self.send_message(messages.stream_begin(stream_id))
         self.send_status(stream_id, "NetStream.Publish.Start", f"{name} is now published.")
-        self.log.info("{app}/{name} published by {peer}", app=self.app, name=name, peer=self.peer)
+        _log.info("{app}/{name} published by {peer}", app=self.app, name=name, peer=self.peer)
         self.stream_joined(stream, stream_id, "publisher", self.publish_args)
 
     def _stop_publishing(self, stream_id: int) -> None:
@@ -171,6 +171,6 @@ class PublishMixin(ProtocolRoot):
         stream.unpublish(self)
         self.stream_left(stream, stream_id, "publisher")
         self.factory.release_stream(stream)
-        self.log.info(
+        _log.info(
             "{app}/{name} unpublished by {peer}", app=stream.app, name=stream.name, peer=self.peer
         )

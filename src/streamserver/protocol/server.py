@@ -32,6 +32,8 @@ from streamserver.protocol.publish import PublishMixin
 from streamserver.protocol.session import SessionMixin
 from streamserver.protocol.subscribe import SubscribeMixin
 
+_log = Logger()
+
 
 class RTMPServerProtocol(
     HandshakeMixin,
@@ -45,14 +47,12 @@ class RTMPServerProtocol(
 ):
     """The server side of one RTMP connection."""
 
-    log = Logger()
-
     @override
     def dataReceived(self, data: bytes) -> None:
         try:
             super().dataReceived(data)
         except ProtocolError as error:
-            self.log.warn(
+            _log.warn(
                 "dropping {peer}: {error_type}: {error}",
                 peer=self.peer,
                 error_type=type(error).__name__,
@@ -60,7 +60,7 @@ class RTMPServerProtocol(
             )
             self.drop_connection()
         except Exception:
-            self.log.failure("dropping {peer}: unexpected error", peer=self.peer)
+            _log.failure("dropping {peer}: unexpected error", peer=self.peer)
             self.drop_connection()
 
 

@@ -32,6 +32,8 @@ from streamserver.codec.messages import Command, Message, MessageType, UserContr
 from streamserver.errors import ConnectRejectedError, ProtocolError, StreamError
 from streamserver.protocol.base import ProtocolRoot
 
+_log = Logger()
+
 #: Longest command name accepted, in UTF-8 bytes: every command we know is under
 #: 20; a longer name is a broken or hostile peer, and its connection is dropped.
 MAX_COMMAND_NAME = 64
@@ -69,8 +71,6 @@ class SessionMixin(ProtocolRoot):
     :ivar connect_params: the ``connect`` command object.
     :ivar connected_at: when the connection was made (factory clock).
     """
-
-    log = Logger()
 
     conn_id = 0
     peer = "?"
@@ -112,7 +112,7 @@ class SessionMixin(ProtocolRoot):
             self._session_open = False
             self.session_closed()
             self.factory.connection_closed(self)
-            self.log.info(
+            _log.info(
                 "{peer} disconnected after {seconds:.1f} s",
                 peer=self.peer,
                 seconds=self.factory.seconds() - self.connected_at,
@@ -146,9 +146,7 @@ class SessionMixin(ProtocolRoot):
             handler = getattr(self, "command_" + name, None)
         try:
             if handler is None:
-                self.log.debug(
-                    "unknown command {command!r} from {peer}", command=name, peer=self.peer
-                )
+                _log.debug("unknown command {command!r} from {peer}", command=name, peer=self.peer)
                 raise StreamError(f"unknown command {name!r}", code="NetConnection.Call.Failed")
             if self.app is None and name != "connect":
                 raise StreamError(f"{name!r} before connect", code="NetConnection.Call.Failed")
@@ -165,7 +163,7 @@ class SessionMixin(ProtocolRoot):
         ``transaction_reply`` is set (chat) gets ``_error`` whenever the command
         has a transaction id, on a message stream too.
         """
-        self.log.info(
+        _log.info(
             "refused {command} from {peer}: {code} {reason}",
             command=command.name,
             peer=self.peer,
@@ -241,7 +239,7 @@ class SessionMixin(ProtocolRoot):
                 objectEncoding=encoding if encoding in (0, 3) else 0,
             ),
         )
-        self.log.info("{peer} connected to {app}", peer=self.peer, app=app)
+        _log.info("{peer} connected to {app}", peer=self.peer, app=app)
 
     def command_createStream(self, command: Command) -> None:
         """``createStream``: allocate a message stream id."""
@@ -298,4 +296,4 @@ class SessionMixin(ProtocolRoot):
 
     def command__error(self, command: Command) -> None:
         """Error replies to calls we made are logged."""
-        self.log.info("{peer} answered with _error: {args!r}", peer=self.peer, args=command.args)
+        _log.info("{peer} answered with _error: {args!r}", peer=self.peer, args=command.args)

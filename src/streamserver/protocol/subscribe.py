@@ -34,6 +34,8 @@ from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
 from streamserver.streams import Frame, Stream
 
+_log = Logger()
+
 
 class SubscribeMixin(ProtocolRoot):
     """Plays one stream per connection, on the message stream ``play`` came on.
@@ -47,8 +49,6 @@ class SubscribeMixin(ProtocolRoot):
     :ivar _play_pending: the authorization of a ``play`` in progress, or ``None``.
     :ivar _play_pending_id: the message stream id of that ``play``.
     """
-
-    log = Logger()
 
     play_stream: Stream | None = None
     play_stream_id = 0
@@ -151,7 +151,7 @@ class SubscribeMixin(ProtocolRoot):
         if isinstance(failure.value, StreamError):
             self.refuse(command, failure.value)
         else:
-            self.log.failure("play by {peer} failed", failure, peer=self.peer)
+            _log.failure("play by {peer} failed", failure, peer=self.peer)
 
     def _play_authorized(self, _: None, command: Command, name: str, args: dict[str, str]) -> None:
         """Start the play the authorizer allowed, unless it was cancelled meanwhile.
@@ -178,7 +178,7 @@ class SubscribeMixin(ProtocolRoot):
         catch_up = stream.subscribe(self)
         if stream.publisher is not None:
             self.send_catch_up(catch_up)
-        self.log.info("{app}/{name} played by {peer}", app=stream.app, name=name, peer=self.peer)
+        _log.info("{app}/{name} played by {peer}", app=stream.app, name=name, peer=self.peer)
         self.stream_joined(stream, stream_id, "viewer", self.play_args)
 
     def send_catch_up(self, frames: list[Frame]) -> None:
