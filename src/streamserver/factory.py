@@ -25,7 +25,6 @@ from streamserver.auth import AccessConfig, IAuthorizer, build_authorizer, is_lo
 from streamserver.codec.chunk import DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_CHUNK_STREAMS
 from streamserver.errors import StreamError
 from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
-from streamserver.protocol.backpressure import transport_queued_bytes
 from streamserver.streams import (
     DEFAULT_CHAT_HISTORY,
     DEFAULT_CHAT_HISTORY_BYTES,
@@ -287,7 +286,7 @@ class RTMPServerFactory(ServerFactory):
 
     def bytes_queued_total(self) -> int:
         """Bytes held in every connection's transport write buffer."""
-        return sum(transport_queued_bytes(p.transport) for p in self.connections.values())
+        return sum(p.link.queued() for p in self.connections.values())
 
     def buildProtocol(self, addr: IAddress | None) -> RTMPServerProtocol:  # type: ignore[override]
         from streamserver.protocol.server import RTMPServerProtocol
@@ -329,12 +328,12 @@ class RTMPServerFactory(ServerFactory):
     def connection_opened(self, protocol: ProtocolRoot) -> None:
         """Track *protocol* (called by the session mixin)."""
         self.connections[protocol.conn_id] = cast("RTMPServerProtocol", protocol)
-        self._hosts[_limited_host(protocol.transport.getPeer())] += 1
+        self._hosts[_limited_host(protocol.link.peer)] += 1
 
     def connection_closed(self, protocol: ProtocolRoot) -> None:
         """Forget *protocol* (called by the session mixin)."""
         if self.connections.pop(protocol.conn_id, None) is not None:
-            host = _limited_host(protocol.transport.getPeer())
+            host = _limited_host(protocol.link.peer)
             self._hosts[host] -= 1
             if self._hosts[host] <= 0:
                 del self._hosts[host]
@@ -356,7 +355,7 @@ class RTMPServerFactory(ServerFactory):
             return "the server is shutting down"
         if config.max_connections and len(self.connections) > config.max_connections:
             return f"server connection limit ({config.max_connections}) reached"
-        host = _limited_host(protocol.transport.getPeer())
+        host = _limited_host(protocol.link.peer)
         limit = config.max_connections_per_ip
         if limit and host and self._hosts[host] > limit:
             return f"connection limit per address ({limit}) reached for {host}"
@@ -440,7 +439,7 @@ class RTMPServerFactory(ServerFactory):
                     protocol.message_stream_deleted(stream_id)
             for protocol in protocols:
                 protocol.closing = True
-                protocol.transport.loseConnection()
+                protocol.link.close()
             if self.connections:
                 delay = self.config.shutdown_grace if grace is None else grace
                 self._grace_call = self.reactor.callLater(delay, self._abort_remaining)
@@ -457,7 +456,7 @@ class RTMPServerFactory(ServerFactory):
                 "shutdown grace over: aborting {count} connections", count=len(self.connections)
             )
         for protocol in list(self.connections.values()):
-            protocol.transport.abortConnection()
+            protocol.link.abort()
         # Aborted transports report connectionLost on the next reactor turn; the
         # wait is over now, whatever they do.
         if self._drained is not None and not self._drained.called:

@@ -85,7 +85,6 @@ from zope.interface import implementer
 
 from streamserver.errors import StreamServerError
 from streamserver.policy import Level
-from streamserver.protocol.backpressure import transport_queued_bytes
 from streamserver.protocol.base import ProtocolRoot, chain_problem, hook_path
 
 #: File name of the host key inside the data directory (the public half gets ``.pub``).
@@ -719,7 +718,7 @@ class Console:
         stream = protocol.play_stream
         dropped = dict(getattr(viewer, "dropped", {}))
         lag = getattr(protocol, "lag_ms", None)
-        queued = transport_queued_bytes(protocol.transport)
+        queued = protocol.link.queued()
         return {
             "id": protocol.conn_id,
             "address": protocol.peer,
@@ -791,7 +790,7 @@ class Console:
         the rows.
         """
         connections = list(self.factory.connections.values())
-        queued = [(transport_queued_bytes(p.transport), p) for p in connections]
+        queued = [(p.link.queued(), p) for p in connections]
         holding = sorted(
             ((count, p) for count, p in queued if count > 0),
             key=lambda item: (-item[0], item[1].conn_id),
@@ -843,7 +842,7 @@ class Console:
         """
         rss, rss_peak, rss_source = _resident_memory()
         connections = list(self.factory.connections.values())
-        queued = [transport_queued_bytes(p.transport) for p in connections]
+        queued = [p.link.queued() for p in connections]
         streams = self.factory.streams()
         gop_bytes = sum(s.gop_bytes for s in streams)
         gop_frames = sum(len(s.gop) for s in streams)

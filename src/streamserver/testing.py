@@ -8,9 +8,9 @@ Public so users can test their own mixins the way streamserver tests its own.
   registered streaming producer is paused (on every write, as
   ``tcp.Connection`` does), and :meth:`FakeTransport.drain`, which hands queued
   bytes to a pretend kernel and resumes the producer once the queue is empty.
-  It carries the same attribute names a real transport has (``dataBuffer``,
-  ``offset``, ``_tempDataLen``) so code that reads a transport's queue through
-  one helper reads both the same way.
+  It provides :class:`~streamserver.transport.IWriteQueue`, so the
+  :class:`~streamserver.transport.TransportAdapter` reads its queue the way it
+  reads a real transport's, without any of Twisted's private names.
 - :class:`FakePeer` connects a protocol built by a factory to a
   :class:`FakeTransport`, performs the client side of the handshake, sends
   messages (optionally cut into pieces of a given size) and decodes everything
@@ -36,11 +36,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from streamserver.codec import messages
 from streamserver.codec.chunk import ChunkDecoder, ChunkEncoder
 from streamserver.codec.handshake import ClientHandshake
 from streamserver.codec.messages import Command, Message, MessageType
+from streamserver.transport import IWriteQueue
 
 _peer_ports = iter(range(40000, 10**9))
 _SAMPLE_ACCESS = b"\x02\x00\x11|RtmpSampleAccess"
@@ -52,6 +54,7 @@ _CSID_BY_TYPE: dict[int, int] = {
 }
 
 
+@implementer(IWriteQueue)
 class FakeTransport(StringTransport):
     """A StringTransport with a real transport's write-buffer accounting.
 
@@ -86,9 +89,6 @@ class FakeTransport(StringTransport):
             peer = IPv4Address("TCP", "127.0.0.1", next(_peer_ports))
         super().__init__(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 1935))
         self.protocol: Any = None
-        self.dataBuffer = b""
-        self.offset = 0
-        self._tempDataLen = 0
         self.queued = 0
         self.peak_queued = 0
         self.total_written = 0
@@ -111,11 +111,18 @@ class FakeTransport(StringTransport):
         if self.auto_drain:
             return
         self.queued += len(data)
-        self._tempDataLen = self.queued
         if self.queued > self.peak_queued:
             self.peak_queued = self.queued
         if self.producer is not None and self.streaming and self.queued > self.bufferSize:
             self.producer.pauseProducing()
+
+    def queued_bytes(self) -> int:
+        """Bytes written and not drained yet (:class:`IWriteQueue`)."""
+        return self.queued
+
+    def kernel_queued_bytes(self) -> int:
+        """The pretend kernel passes everything on at once (:class:`IWriteQueue`)."""
+        return 0
 
     def writeSequence(self, data: Any) -> None:
         """Write each piece of *data* (a list, as with a real transport)."""
@@ -133,7 +140,6 @@ class FakeTransport(StringTransport):
         if nbytes is None or nbytes >= self.queued:
             nbytes = self.queued
         self.queued -= nbytes
-        self._tempDataLen = self.queued
         if (
             nbytes
             and not self.queued
@@ -158,7 +164,6 @@ class FakeTransport(StringTransport):
             return
         self.disconnecting = True
         self.queued = 0
-        self._tempDataLen = 0
         self._connection_lost(ConnectionAborted())
 
     def _connection_lost(self, error: Exception) -> None:

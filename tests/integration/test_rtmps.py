@@ -9,7 +9,6 @@ producer and a readable queue size.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,53 +20,12 @@ from twisted.internet.endpoints import serverFromString
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 from streamserver.factory import RTMPServerFactory, ServerConfig
-from streamserver.protocol.backpressure import configure_socket, transport_queued_bytes
-from tests.integration.support import ffprobe_codecs, get_reactor, wait_until
+from tests.integration.support import ffprobe_codecs, get_reactor, make_self_signed, wait_until
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Interop, ProcessPool
 
 pytestmark = pytest.mark.integration
-
-
-def make_self_signed(directory: Path) -> tuple[Path, Path]:
-    """Write a self-signed certificate for 127.0.0.1/localhost and its key (PEM)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
 
 
 class TLSServer:
@@ -152,8 +110,8 @@ async def test_ffmpeg_publishes_and_plays_over_rtmps(
     assert viewer is not None, player.result.describe() if player.result else "no viewer"
     transport = viewer.transport
     assert isinstance(transport, TLSMemoryBIOProtocol)
-    assert configure_socket(transport, 16 * 1024, 0), "socket options failed on TLS"
-    assert isinstance(transport_queued_bytes(transport), int)
+    assert viewer.link.configure_socket(16 * 1024, 0), "socket options failed on TLS"
+    assert isinstance(viewer.link.queued(), int)
     assert transport._producer is not None, "the backpressure producer is not registered"
     result = await player.wait(30)
     assert result.exit_code == 0, result.describe()

@@ -7,8 +7,8 @@ the factory's :class:`~streamserver.policy.IDropPolicy` about every media frame,
 after the rest of the chain), ``session_closed``.
 
 The queue the policy sees is the transport's user-space write buffer, read
-through :func:`transport_queued_bytes` only.  Without ``TCP_NOTSENT_LOWAT`` the
-kernel would take ~3 MB per socket before user space saw anything
+through the connection's :class:`~streamserver.transport.TransportAdapter`.
+Without ``TCP_NOTSENT_LOWAT`` the kernel would take ~3 MB per socket before user space saw anything
 (TWISTED-FACTS §4), and the policy would act 50 s late at 0.5 Mbit/s.
 
 This is the check the story's bug silenced: when a mixin in front of this one
@@ -19,11 +19,8 @@ rebuilds exactly that).
 
 from __future__ import annotations
 
-import socket
 from collections import deque
-from typing import Any
 
-from twisted.internet import tcp
 from twisted.logger import Logger
 from typing_extensions import override
 
@@ -33,69 +30,6 @@ from streamserver.streams import Frame, Stream
 
 _log = Logger()
 
-#: Linux's TCP_NOTSENT_LOWAT (include/uapi/linux/tcp.h); not in the socket module.
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
-
-
-def transport_queued_bytes(transport: Any) -> int:
-    """Bytes written to *transport* and not yet handed to the kernel.
-
-    Reads the private buffer of ``twisted.internet.abstract.FileDescriptor``
-    (``len(dataBuffer) - offset + _tempDataLen``), with defaults so that any
-    transport without them (``StringTransport``) reads as empty.  Over TLS the
-    wrapper forwards these names to the TCP transport, so this counts ciphertext.
-    The one place that touches those names.
-    """
-    return (
-        len(getattr(transport, "dataBuffer", b""))
-        - getattr(transport, "offset", 0)
-        + getattr(transport, "_tempDataLen", 0)
-    )
-
-
-def _socket_of(transport: Any) -> socket.socket | None:
-    """The socket under *transport*, looking through protocol wrappers such as TLS.
-
-    Over TLS ``getHandle()`` is the OpenSSL connection, not the socket; the TCP
-    transport is the wrapper's own ``transport``.
-    """
-    for _ in range(4):  # TLS over TCP is two levels; a few more cost nothing
-        get_handle = getattr(transport, "getHandle", None)
-        handle = get_handle() if get_handle is not None else None
-        if isinstance(handle, socket.socket):
-            return handle
-        inner = getattr(transport, "transport", None)
-        if inner is None or inner is transport:
-            return None
-        transport = inner
-    return None
-
-
-def configure_socket(transport: Any, notsent_lowat: int, send_buffer: int) -> bool:
-    """Set TCP_NOTSENT_LOWAT and SO_SNDBUF on *transport*'s socket, where it has one.
-
-    :returns: whether a socket was configured.
-    """
-    try:
-        handle = _socket_of(transport)
-        if handle is None or handle.family == socket.AF_UNIX:
-            return False
-        if notsent_lowat:
-            handle.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, notsent_lowat)
-        if send_buffer:
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
-def plain_tcp_socket(transport: Any) -> socket.socket | None:
-    """The socket under *transport* if it is a plain (not TLS) TCP connection."""
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
-        return None
-    handle = getattr(transport, "socket", None)
-    return handle if isinstance(handle, socket.socket) else None
-
 
 class BackpressureMixin(ProtocolRoot):
     """Keeps each viewer's queue bounded with the factory's drop policy.
@@ -104,13 +38,12 @@ class BackpressureMixin(ProtocolRoot):
         not resumed us yet.
     :ivar pauses: how many times the transport paused us.
     :ivar peak_queued: the most bytes seen queued in the transport.
-    :ivar _queued_frames: ``(bytes_sent after the frame, timestamp)`` of the
+    :ivar _queued_frames: ``(link.written after the frame, timestamp, written at)`` of the
         frames written and possibly still queued, oldest first.
 
-    Bytes handed to the kernel so far are ``bytes_sent - queued``: ``bytes_sent``
-    is counted by :meth:`SubscribeMixin.deliver_frame` for every write, whatever
-    the chain decided, so stall detection keeps working even if the chain in
-    front of this mixin is broken.
+    Bytes handed to the kernel so far are ``link.written - queued``: the adapter
+    counts every byte written, whatever the chain decided, so stall detection
+    keeps working even if the chain in front of this mixin is broken.
     """
 
     congested = False
@@ -118,16 +51,15 @@ class BackpressureMixin(ProtocolRoot):
     peak_queued = 0
     _queued_frames: deque[tuple[int, int, float]]
     _last_video_ts: int | None = None
-    _eager_socket: socket.socket | None = None
 
     @override
     def connectionMade(self) -> None:
         self._queued_frames = deque()
         config = self.factory.config
-        configure_socket(self.transport, config.notsent_lowat, config.send_buffer)
-        self._eager_socket = plain_tcp_socket(self.transport) if config.eager_writes else None
-        if getattr(self.transport, "producer", None) is None:
-            self.transport.registerProducer(self, True)
+        self.link.configure_socket(config.notsent_lowat, config.send_buffer)
+        if not config.eager_writes:
+            self.link.disable_eager_writes()
+        self.link.register_producer(self)
         super().connectionMade()
 
     @override
@@ -146,16 +78,16 @@ class BackpressureMixin(ProtocolRoot):
 
     def queued_bytes(self) -> int:
         """Bytes queued in our transport now."""
-        return transport_queued_bytes(self.transport)
+        return self.link.queued()
 
     def _oldest_queued(self, queued: int) -> tuple[int, int, float] | None:
-        """``(bytes_sent after it, timestamp, written at)`` of the oldest queued frame.
+        """``(link.written after it, timestamp, written at)`` of the oldest queued frame.
 
         Non-media bytes (commands) in the queue are counted as media, so the
         oldest frame is found a little early: the estimate errs towards lag.
         """
         frames = self._queued_frames
-        drained = self.bytes_sent - queued
+        drained = self.link.written - queued
         while frames and frames[0][0] <= drained:
             frames.popleft()
         return frames[0] if frames else None
@@ -219,7 +151,7 @@ class BackpressureMixin(ProtocolRoot):
             # cached headers keep their old timestamps: they say nothing of lag
             return
         timestamp = frame.message.timestamp
-        self._queued_frames.append((self.bytes_sent + size, timestamp, now))
+        self._queued_frames.append((self.link.written + size, timestamp, now))
         if frame.is_video:
             self._last_video_ts = timestamp
 
@@ -247,28 +179,8 @@ class BackpressureMixin(ProtocolRoot):
                 self.viewer.frames_sent += 1
 
     def write_media(self, data: bytes) -> None:
-        """Write media *data*: straight to the socket when nothing is queued before it.
-
-        Twisted's ``transport.write`` always buffers, then registers the socket
-        for writing with epoll and unregisters it once flushed: two ``epoll_ctl``
-        calls and a reactor turn per frame per viewer, which profiling showed to
-        cost more than the rest of the fan-out.  When the transport holds nothing,
-        sending at once keeps order and skips all of that (asyncio does the
-        same); whatever the kernel does not take goes through the transport as
-        before, so pause/resume and the policy's view of the queue are unchanged.
-        """
-        sock = self._eager_socket
-        if sock is not None and not transport_queued_bytes(self.transport):
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the transport meets the same error and closes cleanly
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self.transport.write(data)
+        """Write media *data* through the adapter (eagerly if nothing is queued)."""
+        self.link.write_media(data, self.link.queued())
 
     def check_stalled(self, now: float) -> bool:
         """Disconnect this viewer if it made no write progress for the stall timeout."""
@@ -276,7 +188,7 @@ class BackpressureMixin(ProtocolRoot):
         if self.play_stream is None or self.closing:
             return False
         queued = self.queued_bytes()
-        if self.factory.policy.stalled(viewer, queued, self.bytes_sent - queued, now):
+        if self.factory.policy.stalled(viewer, queued, self.link.written - queued, now):
             self.disconnect_viewer(viewer.disconnect_reason or "stalled")
             return True
         return False

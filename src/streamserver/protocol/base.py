@@ -32,8 +32,13 @@ import textwrap
 import types
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from typing_extensions import override
+from zope.interface import implementer
+
+from streamserver.transport import TransportAdapter
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -75,6 +80,7 @@ CHAINED_HOOKS: tuple[str, ...] = (
 )
 
 
+@implementer(IPushProducer)
 class ProtocolRoot(Protocol):
     """End of every hook chain; defines every chained hook as a no-op.
 
@@ -85,10 +91,13 @@ class ProtocolRoot(Protocol):
     #: True once :meth:`drop_connection` was called: stop processing input.
     closing = False
 
+    #: The connection's transport as backpressure sees it; every byte sent goes
+    #: through it (set by :meth:`makeConnection`, before ``connectionMade``).
+    link: TransportAdapter
+
     if TYPE_CHECKING:
         # What the mixins offer each other, declared once for the type checker.
         factory: RTMPServerFactory
-        transport: Any
         conn_id: int
         peer: str
         app: str | None
@@ -129,14 +138,14 @@ class ProtocolRoot(Protocol):
         if self.closing:
             return
         self.closing = True
-        transport = self.transport
-        if transport is None:
-            return
-        abort = getattr(transport, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            transport.loseConnection()
+        if self.transport is not None:
+            self.link.abort()
+
+    @override
+    def makeConnection(self, transport: ITransport) -> None:
+        """Wrap *transport* in the :class:`TransportAdapter`, then connect as usual."""
+        self.link = TransportAdapter(transport)
+        super().makeConnection(transport)
 
     # --- Twisted IProtocol ---------------------------------------------------
 

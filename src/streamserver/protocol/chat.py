@@ -52,7 +52,6 @@ from streamserver.errors import (
     StreamError,
 )
 from streamserver.policy import DisconnectReason
-from streamserver.protocol.backpressure import transport_queued_bytes
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
 from streamserver.streams import Stream
@@ -238,13 +237,14 @@ class ChatMixin(ProtocolRoot):
         Bytes written are counted in ``bytes_sent`` like media, so the
         backpressure mixin's drain accounting sees them.
         """
-        if self.closing or self.transport is None:
+        if self.closing:
             return
         limits = self.factory.policy.limits
-        if limits.enabled and transport_queued_bytes(self.transport) + len(data) > limits.max_queue:
+        queued = self.link.queued()
+        if limits.enabled and queued + len(data) > limits.max_queue:
             self.disconnect_viewer(DisconnectReason.MAX_QUEUE)
             return
-        self.transport.write(data)
+        self.link.write_media(data, queued)
         self.bytes_sent += len(data)
         self.chat_delivered += 1
 

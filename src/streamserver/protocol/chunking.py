@@ -91,7 +91,7 @@ class ChunkingMixin(ProtocolRoot):
                 csid = CSID_CONTROL
             else:
                 csid = _CSID_FOR_TYPE.get(message.type_id, CSID_COMMAND)
-        self.transport.write(self._chunk_encoder.encode(message, csid))
+        self.link.write(self._chunk_encoder.encode(message, csid))
 
     def set_outgoing_chunk_size(self, size: int) -> None:
         """Announce *size* with Set Chunk Size and use it for everything after."""

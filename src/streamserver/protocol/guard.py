@@ -58,8 +58,6 @@ class GuardMixin(ProtocolRoot):
         @property
         def handshake_done(self) -> bool: ...
 
-        def queued_bytes(self) -> int: ...
-
     alive_at = 0.0
     ping_sent_at: float | None = None
     media_at: float | None = None
@@ -131,7 +129,8 @@ class GuardMixin(ProtocolRoot):
             )
 
     def _check_ping(self, now: float, interval: float, timeout: float) -> None:
-        delivered = self.bytes_sent - self.queued_bytes()
+        # what the peer took of the stream's bytes (not of our own pings and replies)
+        delivered = self.link.media_written - self.link.queued()
         if delivered > self._delivered:
             self.alive_at = max(self.alive_at, now)
         self._delivered = max(self._delivered, delivered)

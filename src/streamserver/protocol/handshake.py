@@ -36,7 +36,7 @@ class HandshakeMixin(ProtocolRoot):
         """Feed *data* to the handshake; return the bytes that follow it, if done."""
         reply = handshake.receive_data(data)
         if reply:
-            self.transport.write(reply)
+            self.link.write(reply)
         if not handshake.complete:
             return b""
         self._handshake = None

@@ -84,7 +84,7 @@ class SessionMixin(ProtocolRoot):
     def connectionMade(self) -> None:
         self.connect_params = {}
         self.connected_at = self.factory.seconds()
-        peer = self.transport.getPeer()
+        peer = self.link.peer
         self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         self._session_open = True
         self.factory.connection_opened(self)
@@ -193,7 +193,7 @@ class SessionMixin(ProtocolRoot):
             self.app or "",
             name,
             args,
-            self.transport.getPeer(),
+            self.link.peer,
             self.conn_id,
             self.connect_params,
         )

@@ -1,0 +1,241 @@
+"""The one adapter over Twisted's transport internals.
+
+Backpressure needs three things Twisted's public transport API does not give:
+how many bytes a transport holds in user space, how many the kernel holds for
+its socket, and a way to hand a frame to the kernel without Twisted's write
+path when nothing is queued before it.  :class:`TransportAdapter` provides them
+for one connection, and this module is the only place in streamserver that
+touches Twisted's private names:
+
+- the user-space write queue of ``twisted.internet.abstract.FileDescriptor``
+  (``len(dataBuffer) - offset + _tempDataLen``, TWISTED-FACTS §4);
+- the socket under a transport, looking through protocol wrappers such as TLS
+  (``ProtocolWrapper.transport``; over TLS ``getHandle()`` is the OpenSSL
+  connection, not the socket);
+- the eager ``send()`` to a plain TCP socket.
+
+What the kernel holds is read with ``ioctl(TIOCOUTQ)`` (Linux's ``SIOCOUTQ``:
+bytes written to the socket and not yet acknowledged by the peer, sent or not),
+which sees what ``TCP_NOTSENT_LOWAT`` cannot: the bytes in flight and in a
+qdisc on a thin link.  One syscall; callers read it only for viewers they
+suspect of being slow.
+
+A transport that is none of Twisted's (a test double, a future in-memory
+transport) provides :class:`IWriteQueue` instead, and the adapter asks it;
+:class:`streamserver.testing.FakeTransport` does.  Anything else reads as an
+empty queue with no kernel.
+
+Over TLS the queue counted is the TCP transport's: ciphertext.  The TLS layer
+also gathers plaintext writes for up to one reactor turn before encrypting
+them; those bytes are not counted (they are gone by the next frame's turn).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+import termios
+from typing import Any
+
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.protocols.policies import ProtocolWrapper
+from zope.interface import Interface
+
+#: Linux's TCP_NOTSENT_LOWAT (include/uapi/linux/tcp.h); not in every socket module.
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+#: ``SIOCOUTQ`` is ``TIOCOUTQ`` on Linux (include/uapi/linux/sockios.h): for TCP
+#: ``write_seq - snd_una``, every byte the peer has not acknowledged yet.
+_OUTQ = termios.TIOCOUTQ
+
+#: Protocol wrappers (TLS) are one level deep in practice; a few more cost nothing.
+_MAX_WRAPPERS = 4
+
+
+class IWriteQueue(Interface):
+    """What a non-Twisted transport tells the adapter about the bytes it holds."""
+
+    def queued_bytes() -> int:
+        """Bytes written and not yet handed to the kernel (or the peer)."""
+
+    def kernel_queued_bytes() -> int:
+        """Bytes handed on and not yet acknowledged by the peer (0 if unknown)."""
+
+
+def _unwrap(transport: Any) -> Any:
+    """The transport under any protocol wrappers (TLS) of *transport*."""
+    for _ in range(_MAX_WRAPPERS):
+        if not isinstance(transport, ProtocolWrapper):
+            break
+        transport = transport.transport
+    return transport
+
+
+def socket_of(transport: Any) -> socket.socket | None:
+    """The socket under *transport*, looking through protocol wrappers such as TLS."""
+    handle = _unwrap(transport)
+    get_handle = getattr(handle, "getHandle", None)
+    found = get_handle() if get_handle is not None else None
+    return found if isinstance(found, socket.socket) else None
+
+
+class TransportAdapter:
+    """One connection's transport, as backpressure sees it.
+
+    Every byte the connection sends goes through :meth:`write` or
+    :meth:`write_media`, so :attr:`written` minus :meth:`queued` is exactly the
+    bytes handed to the kernel, and minus :meth:`kernel_queued` too, the bytes
+    the peer has acknowledged.
+
+    :ivar transport: the Twisted transport.
+    :ivar written: every byte written through the adapter.
+    :ivar media_written: the bytes of those written by :meth:`write_media`: what
+        a stream sends the peer (media and chat), as opposed to protocol bytes
+        (handshake, control, commands) that answer the peer or keep it alive.
+    """
+
+    __slots__ = ("_buffer", "_eager", "_queue", "_socket", "media_written", "transport", "written")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.written = 0
+        self.media_written = 0
+        self._queue: Any = transport if IWriteQueue.providedBy(transport) else None
+        below = _unwrap(transport)
+        #: the FileDescriptor whose private write buffer holds our bytes
+        self._buffer: FileDescriptor | None = (
+            below if isinstance(below, FileDescriptor) and self._queue is None else None
+        )
+        self._socket = socket_of(transport)
+        #: the socket an empty transport's media may be sent to at once: plain
+        #: TCP (or UNIX) only; over TLS the bytes must go through the TLS layer.
+        plain = below is transport and not getattr(transport, "TLS", False)
+        self._eager = self._socket if plain and self._buffer is not None else None
+
+    def __repr__(self) -> str:
+        return f"<TransportAdapter written={self.written} queued={self.queued()}>"
+
+    # --- readings -----------------------------------------------------------------
+
+    def queued(self) -> int:
+        """Bytes written and not yet handed to the kernel (Twisted's user-space buffer)."""
+        buffer = self._buffer
+        if buffer is not None:
+            return len(buffer.dataBuffer) - buffer.offset + buffer._tempDataLen
+        if self._queue is not None:
+            return int(self._queue.queued_bytes())
+        return 0
+
+    def kernel_queued(self) -> int:
+        """Bytes handed to the kernel that the peer has not acknowledged (0 if unknown).
+
+        One ``ioctl``: read it for the viewers that need it, not for every frame
+        of every viewer.
+        """
+        if self._queue is not None:
+            return int(self._queue.kernel_queued_bytes())
+        sock = self._socket
+        if sock is None:
+            return 0
+        try:
+            raw = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0  # closed meanwhile (fileno -1), or not a socket the kernel counts
+        return int(struct.unpack("i", raw)[0])
+
+    @property
+    def has_kernel_view(self) -> bool:
+        """Whether :meth:`kernel_queued` can see anything for this transport."""
+        return self._socket is not None or self._queue is not None
+
+    @property
+    def peer(self) -> IAddress:
+        """The peer's address."""
+        address: IAddress = self.transport.getPeer()
+        return address
+
+    # --- writing ------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Write protocol bytes *data* through the transport (handshake, control, commands)."""
+        self.written += len(data)
+        self.transport.write(data)
+
+    def write_media(self, data: bytes, queued: int) -> None:
+        """Write a stream's bytes *data* (media, chat): straight to the socket when
+        nothing is queued before it.
+
+        Twisted's ``transport.write`` always buffers, then registers the socket
+        for writing with epoll and unregisters it once flushed: two ``epoll_ctl``
+        calls and a reactor turn per frame per viewer, which profiling showed to
+        cost more than the rest of the fan-out (``docs/benchmarks.md``).  When
+        the transport holds nothing, sending at once keeps order and skips all
+        of that (asyncio does the same); whatever the kernel does not take goes
+        through the transport as before, so pause/resume and the policy's view
+        of the queue are unchanged.
+
+        :param queued: :meth:`queued` as read just before, by the caller (who
+            needed it anyway); 0 allows the eager send.
+        """
+        self.written += len(data)
+        self.media_written += len(data)
+        sock = self._eager
+        if sock is not None and not queued:
+            try:
+                sent = sock.send(data)
+            except OSError:
+                # EAGAIN or EINTR: nothing taken; any other error: the transport
+                # meets the same error on its next write and closes cleanly.
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.transport.write(data)
+
+    # --- set-up and teardown ------------------------------------------------------
+
+    def disable_eager_writes(self) -> None:
+        """Always write through the transport (``eager_writes`` off)."""
+        self._eager = None
+
+    def configure_socket(self, notsent_lowat: int, send_buffer: int) -> bool:
+        """Set ``TCP_NOTSENT_LOWAT`` and ``SO_SNDBUF`` on the TCP socket, where there is one.
+
+        :returns: whether a socket was configured.
+        """
+        sock = self._socket
+        try:
+            if sock is None or sock.family == socket.AF_UNIX:
+                return False
+            if notsent_lowat:
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, notsent_lowat)
+            if send_buffer:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        except OSError:
+            return False
+        return True
+
+    def register_producer(self, producer: IPushProducer) -> bool:
+        """Register *producer* as the transport's streaming producer.
+
+        :returns: ``False`` if the transport has a producer already (and keeps it).
+        """
+        try:
+            self.transport.registerProducer(producer, True)
+        except RuntimeError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close once what is queued has been sent."""
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Close now, discarding what is queued."""
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.loseConnection()
