@@ -1,4 +1,5 @@
-"""Helpers of the console tests: client keys, a blocking paramiko session, ANSI stripping.
+"""Helpers of the console tests: client keys, a blocking paramiko session, ANSI stripping,
+a keys file, and a stream with viewers on fake peers for the helpers to look at.
 
 The paramiko session is blocking; tests run it with ``threads.deferToThread``
 while the server runs on the reactor (TWISTED-FACTS §3).  Every socket
@@ -15,6 +16,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from twisted.internet import task
+
+from streamserver.factory import RTMPServerFactory
+from streamserver.testing import FakePeer
+from tests.protocol import media
 
 #: What a terminal session adds around text: CSI sequences, charset selection,
 #: save/restore cursor, reset and the other two-byte escapes insults writes.
@@ -164,3 +170,58 @@ def password_attempt(port: int, username: str = "admin", password: str = "secret
         raise AssertionError("the console accepted a password")
     finally:
         transport.close()
+
+
+def write_keys_file(tmp_path: Path) -> tuple[ClientKey, Path]:
+    """A new client key and an ``authorized_keys`` file in *tmp_path* listing it."""
+    key = make_client_key(tmp_path)
+    path = tmp_path / "authorized_keys"
+    path.write_text(f"# admins\n{key.public_line}\n")
+    return key, path
+
+
+# --- a stream with viewers, on fake peers ----------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """A publisher of live/cam, viewers that read everything, and one that stopped reading."""
+
+    factory: RTMPServerFactory
+    clock: task.Clock
+    publisher: FakePeer
+    stream_id: int
+    normal: list[FakePeer]
+    stopped: FakePeer
+    timestamp: int = 0
+
+    def publish(self, gops: int = 1, size: int = 200) -> None:
+        """Send *gops* two-second GOPs of 30 fps video with audio."""
+        for _ in range(gops):
+            for index in range(60):
+                ts = self.timestamp + index * 1000 // 30
+                self.publisher.send(media.video(self.stream_id, ts, key=index == 0, size=size))
+                self.publisher.send(media.audio(self.stream_id, ts))
+            self.timestamp += 2000
+
+
+def play_viewer(factory: RTMPServerFactory, *, auto_drain: bool) -> FakePeer:
+    """A fake peer playing live/cam on *factory*; it stops reading unless *auto_drain*."""
+    viewer = FakePeer(factory, auto_drain=auto_drain)
+    viewer.connect("live")
+    viewer.play("cam", viewer.create_stream())
+    return viewer
+
+
+def make_scenario(factory: RTMPServerFactory, clock: task.Clock) -> Scenario:
+    """The :class:`Scenario` on *factory*: a publisher, three reading viewers, one stopped."""
+    publisher = FakePeer(factory)
+    publisher.connect("live")
+    stream_id = publisher.create_stream()
+    publisher.publish("cam", stream_id)
+    for message in media.headers(stream_id):
+        publisher.send(message)
+    normal = [play_viewer(factory, auto_drain=True) for _ in range(2)]
+    stopped = play_viewer(factory, auto_drain=False)
+    normal.append(play_viewer(factory, auto_drain=True))  # a later id than the stopped one
+    return Scenario(factory, clock, publisher, stream_id, normal, stopped)

@@ -195,7 +195,7 @@ class Options(SecurityOptions):
 
     def _check_manhole(self) -> None:
         """--manhole needs a keys file with a usable key; default the data directory."""
-        from streamserver.manhole import ConsoleError, check_keys_file, default_data_dir
+        from streamserver.console import ConsoleError, check_keys_file, default_data_dir
 
         if not self["manhole-keys"]:
             raise usage.UsageError(
@@ -267,7 +267,7 @@ def makeService(options: Options) -> IService:
         service.setName(f"rtmp:{endpoint}")
         service.setServiceParent(top)
     if options["manhole"]:
-        from streamserver.manhole import ConsoleService
+        from streamserver.console import ConsoleService
 
         console = ConsoleService(
             options["manhole"],

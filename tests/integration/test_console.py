@@ -20,14 +20,14 @@ import pytest_twisted
 from twisted.internet import defer
 
 from streamserver.client import RTMPClientProtocol, connect_client, pace_tags
-from streamserver.factory import RTMPServerFactory, ServerConfig
-from streamserver.manhole import (
+from streamserver.console import (
     HOST_KEY_NAME,
     AuthorizedKeysFile,
     console_factory,
     fingerprint,
     load_or_create_host_key,
 )
+from streamserver.factory import RTMPServerFactory, ServerConfig
 from tests.console_support import PROMPT, ClientKey, command_output, make_client_key
 from tests.integration.support import (
     CollectingProcess,
