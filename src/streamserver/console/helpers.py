@@ -49,6 +49,8 @@ from streamserver.console.tables import (
 from streamserver.policy import Level
 from streamserver.protocol.base import ProtocolRoot, chain_problem, hook_path
 
+_log = Logger()
+
 #: Seconds between samples of the byte counters the bit rates are computed from.
 RATE_SAMPLE_INTERVAL = 2.0
 
@@ -142,8 +144,6 @@ class Console:
     :ivar sampler: the shared :class:`RateSampler`.
     """
 
-    log = Logger()
-
     #: The helpers put in the namespace, in the order ``help()`` lists them.
     HELPERS = (
         "streams",
@@ -227,7 +227,7 @@ class Console:
     def audit(self, action: str, **fields: Any) -> None:
         """Log a state-changing *action* with who did it."""
         details = ", ".join(f"{key}={value!r}" for key, value in fields.items())
-        self.log.info(
+        _log.info(
             "console {user} ({fingerprint}): {action}({details})",
             user=self.login.username,
             fingerprint=self.login.fingerprint,
@@ -239,7 +239,7 @@ class Console:
 
     def input_received(self, source: str) -> None:
         """Log a line typed at the prompt."""
-        self.log.info(
+        _log.info(
             "console {user} ({fingerprint}) >>> {source}",
             user=self.login.username,
             fingerprint=self.login.fingerprint,

@@ -38,6 +38,8 @@ from zope.interface import implementer
 
 from streamserver.console.errors import ConsoleError
 
+_log = Logger()
+
 #: File name of the host key inside the data directory (the public half gets ``.pub``).
 HOST_KEY_NAME = "ssh_host_ed25519_key"
 
@@ -178,8 +180,6 @@ class AuthorizedKeysFile:
     :ivar path: the file.
     """
 
-    log = Logger()
-
     def __init__(self, path: Path) -> None:
         self.path = path
         self._stamp: tuple[int, int, int] | None = None
@@ -206,15 +206,15 @@ class AuthorizedKeysFile:
             status = self.path.stat()
             if (status.st_mtime_ns, status.st_size, status.st_ino) != self._stamp:
                 found, skipped = self.load()
-                self.log.info(
+                _log.info(
                     "console keys reloaded from {path}: {count} usable",
                     path=str(self.path),
                     count=len(found),
                 )
                 for message in skipped:
-                    self.log.warn("{path} {message}", path=str(self.path), message=message)
+                    _log.warn("{path} {message}", path=str(self.path), message=message)
         except OSError as error:
-            self.log.error(
+            _log.error(
                 "console keys file {path} unreadable, refusing every key: {error}",
                 path=str(self.path),
                 error=str(error),
@@ -264,7 +264,6 @@ class ConsoleLogin:
 class AuthorizedKeysChecker:
     """Accepts a signed public-key login whose key is listed in the keys file."""
 
-    log = Logger()
     credentialInterfaces = (ISSHPrivateKey,)
 
     def __init__(self, keys_file: AuthorizedKeysFile) -> None:
@@ -278,7 +277,7 @@ class AuthorizedKeysChecker:
         username = credentials.username.decode("utf-8", "replace")
         entry = self._keys_file.find(credentials.blob)
         if entry is None:
-            self.log.info(
+            _log.info(
                 "console refused an unlisted key for {user}: {fingerprint}",
                 user=username,
                 fingerprint=_blob_fingerprint(credentials.blob),
@@ -288,7 +287,7 @@ class AuthorizedKeysChecker:
             # The client asks whether this key would do; it signs next.
             raise ValidPublicKey()
         if not entry.key.verify(credentials.signature, credentials.sigData):
-            self.log.warn(
+            _log.warn(
                 "console refused a bad signature for {user} with {fingerprint}",
                 user=username,
                 fingerprint=entry.fingerprint,

@@ -52,6 +52,8 @@ from streamserver.console.keys import (
     load_or_create_host_key,
 )
 
+_log = Logger()
+
 
 class ConsoleManhole(manhole.ColoredManhole):
     """The coloured Python prompt, with our banner, namespace and input log."""
@@ -129,8 +131,6 @@ class ConsoleSession(TerminalSession):
     closes on EOF instead of raising ``NotImplementedError``.
     """
 
-    log = Logger()
-
     login: ConsoleLogin
     terminal_factory: Callable[[], Any]
     width = 0
@@ -148,11 +148,11 @@ class ConsoleSession(TerminalSession):
     def openShell(self, proto: Any) -> None:
         peer = _address(proto)
         if not self._pty:
-            self.log.info("console shell refused to {peer}: no pty requested", peer=peer)
+            _log.info("console shell refused to {peer}: no pty requested", peer=peer)
             _refuse(proto, "The console needs a terminal: connect with ssh -t.")
             return
         self._terminal = _ConsoleTerminal(proto, self.terminal_factory(), self.width, self.height)
-        self.log.info(
+        _log.info(
             "console session for {user} ({fingerprint}) from {peer}",
             user=self.login.username,
             fingerprint=self.login.fingerprint,
@@ -161,7 +161,7 @@ class ConsoleSession(TerminalSession):
 
     @override
     def execCommand(self, proto: Any, cmd: bytes) -> None:
-        self.log.info(
+        _log.info(
             "console command refused to {peer}: {command!r}", peer=_address(proto), command=cmd
         )
         _refuse(proto, "The console runs no commands: connect without one, with ssh -t.")
@@ -203,8 +203,6 @@ def _address(proto: Any) -> str:
 class ConsoleRealm:
     """Gives each login an SSH user whose shell is a :class:`Console` session."""
 
-    log = Logger()
-
     def __init__(self, factory: Any, sampler: RateSampler, reactor: Any = None) -> None:
         self.factory = factory
         self.sampler = sampler
@@ -225,7 +223,7 @@ class ConsoleRealm:
         )
         components.setComponent(IConchUser, user)
         components.setComponent(ISession, session)
-        self.log.info(
+        _log.info(
             "console login: {user} with {key_type} key {fingerprint} ({comment})",
             user=login.username,
             key_type=login.key_type,
@@ -234,7 +232,7 @@ class ConsoleRealm:
         )
 
         def logout() -> None:
-            self.log.info(
+            _log.info(
                 "console logout: {user} ({fingerprint})",
                 user=login.username,
                 fingerprint=login.fingerprint,
@@ -290,8 +288,6 @@ class ConsoleService(MultiService):
     :ivar ssh_factory: the :class:`ConsoleSSHFactory`.
     """
 
-    log = Logger()
-
     def __init__(
         self,
         endpoint: str,
@@ -324,15 +320,15 @@ class ConsoleService(MultiService):
     @override
     def startService(self) -> None:
         if not loopback_only(self.endpoint):
-            self.log.warn(
+            _log.warn(
                 "the console listens beyond loopback ({endpoint}): anyone who can reach it "
                 "may try keys; prefer tcp:PORT:interface=127.0.0.1 and an SSH tunnel",
                 endpoint=self.endpoint,
             )
         found, skipped = self.keys_file.load()
         for message in skipped:
-            self.log.warn("{path} {message}", path=str(self.keys_file.path), message=message)
-        self.log.info(
+            _log.warn("{path} {message}", path=str(self.keys_file.path), message=message)
+        _log.info(
             "console on {endpoint}: {count} authorized keys in {keys}; host key {fingerprint} "
             "({state} {path})",
             endpoint=self.endpoint,
