@@ -46,7 +46,7 @@ from streamserver.console.tables import (
     show_duration,
     show_value,
 )
-from streamserver.policy import Level
+from streamserver.policy import DropReason, Level
 from streamserver.protocol.base import ProtocolRoot, chain_problem, hook_path
 
 _log = Logger()
@@ -315,10 +315,10 @@ class Console:
             ),
             "frames_sent": getattr(protocol, "frames_sent", 0),
             "dropped": dropped,
-            "drop_inter": dropped.get("inter", 0),
-            "drop_keyframe": dropped.get("keyframe", 0),
-            "drop_audio": dropped.get("audio", 0),
-            "drop_catch_up": dropped.get("catch-up", 0),
+            "drop_inter": dropped.get(DropReason.INTER, 0),
+            "drop_keyframe": dropped.get(DropReason.KEYFRAME, 0),
+            "drop_audio": dropped.get(DropReason.AUDIO, 0),
+            "drop_catch_up": dropped.get(DropReason.CATCH_UP, 0),
             "lag_ms": lag() if callable(lag) else None,
             "state": viewer_state(protocol),
         }
