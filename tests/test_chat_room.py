@@ -5,7 +5,8 @@ from __future__ import annotations
 from streamserver.codec import amf0
 from streamserver.codec.chunk import ChunkDecoder
 from streamserver.codec.messages import MessageType
-from streamserver.streams import ChatMessage, ChatRoom, Stream, StreamRegistry
+from streamserver.media.rooms import ChatMessage, ChatRoom
+from streamserver.media.stream import Stream, StreamRegistry
 
 
 class Seat:

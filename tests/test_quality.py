@@ -42,10 +42,12 @@ def test_no_init_in_twistd_plugins() -> None:
     assert not (ROOT / "twistd_plugins" / "__init__.py").exists()
 
 
-def test_codecs_never_import_twisted() -> None:
-    """The sans-I/O codec package imports no Twisted."""
-    for path in (ROOT / "src" / "streamserver" / "codec").glob("*.py"):
-        assert "twisted" not in path.read_text(), path.name
+def test_codecs_and_media_never_import_twisted() -> None:
+    """The sans-I/O codecs and the wire-independent media package import no Twisted."""
+    package = ROOT / "src" / "streamserver"
+    for path in [*(package / "codec").glob("*.py"), *(package / "media").glob("*.py")]:
+        assert "import twisted" not in path.read_text(), path.name
+        assert "from twisted" not in path.read_text(), path.name
 
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:

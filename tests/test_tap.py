@@ -11,7 +11,7 @@ import pytest
 from twisted.python import usage
 
 from streamserver import tap
-from streamserver.streams import DEFAULT_GOP_CACHE_BYTES
+from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES
 
 
 def _parse(*argv: str) -> tap.Options:

@@ -24,15 +24,9 @@ from twisted.logger import Logger
 from streamserver.auth import AccessConfig, IAuthorizer, build_authorizer, is_loopback
 from streamserver.codec.chunk import DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_CHUNK_STREAMS
 from streamserver.errors import StreamError
+from streamserver.media.rooms import DEFAULT_CHAT_HISTORY, DEFAULT_CHAT_HISTORY_BYTES, ChatRoom
+from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES, Stream, StreamRegistry
 from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
-from streamserver.streams import (
-    DEFAULT_CHAT_HISTORY,
-    DEFAULT_CHAT_HISTORY_BYTES,
-    DEFAULT_GOP_CACHE_BYTES,
-    ChatRoom,
-    Stream,
-    StreamRegistry,
-)
 
 _log = Logger()
 

@@ -15,9 +15,9 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from streamserver.factory import RTMPServerFactory, ServerConfig
+from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES
 from streamserver.policy import PolicyLimits
 from streamserver.security import SecurityOptions, StreamServerService
-from streamserver.streams import DEFAULT_GOP_CACHE_BYTES
 
 _LIMITS = PolicyLimits()
 _CONFIG = ServerConfig()

@@ -18,8 +18,8 @@ from twisted.internet import task
 from streamserver.codec.flv import FrameKind
 from streamserver.codec.messages import Message, MessageType
 from streamserver.factory import RTMPServerFactory, ServerConfig
+from streamserver.media.stream import Frame, Stream
 from streamserver.policy import NEVER_DROPPED, PolicyLimits
-from streamserver.streams import Frame, Stream
 from streamserver.testing import FakePeer, FakeTransport
 from tests.protocol import media
 

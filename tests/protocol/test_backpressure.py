@@ -12,10 +12,10 @@ from streamserver.codec import messages
 from streamserver.codec.flv import FrameKind, classify
 from streamserver.codec.messages import MessageType
 from streamserver.factory import RTMPServerFactory, ServerConfig
+from streamserver.media.stream import Frame
 from streamserver.policy import PolicyLimits
 from streamserver.protocol.base import ChainError, ProtocolRoot, check_class
 from streamserver.protocol.server import RTMPServerProtocol
-from streamserver.streams import Frame
 from streamserver.testing import FakePeer
 from tests.protocol import media, simulation
 

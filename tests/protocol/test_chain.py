@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 
 from streamserver.codec.flv import FrameKind
 from streamserver.codec.messages import Message, MessageType, acknowledgement
+from streamserver.media.stream import Frame, Stream
 from streamserver.protocol import base
 from streamserver.protocol.base import (
     CHAINED_HOOKS,
@@ -20,7 +21,6 @@ from streamserver.protocol.base import (
     hook_path,
 )
 from streamserver.protocol.server import RTMPServerProtocol
-from streamserver.streams import Frame, Stream
 from streamserver.testing import FakePeer
 
 

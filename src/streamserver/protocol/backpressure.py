@@ -24,9 +24,9 @@ from collections import deque
 from twisted.logger import Logger
 from typing_extensions import override
 
+from streamserver.media.stream import Frame, Stream
 from streamserver.policy import NEVER_DROPPED, Verdict, ViewerQueue
 from streamserver.protocol.base import ProtocolRoot
-from streamserver.streams import Frame, Stream
 
 _log = Logger()
 

@@ -48,8 +48,8 @@ if TYPE_CHECKING:
     from streamserver.codec.messages import Command, Message
     from streamserver.errors import StreamError
     from streamserver.factory import RTMPServerFactory
+    from streamserver.media.stream import Frame, Stream
     from streamserver.policy import ViewerQueue
-    from streamserver.streams import Frame, Stream
 
 
 class ChainError(TypeError):

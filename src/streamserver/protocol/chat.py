@@ -51,10 +51,10 @@ from streamserver.errors import (
     ChatUnauthorizedError,
     StreamError,
 )
+from streamserver.media.stream import Stream
 from streamserver.policy import DisconnectReason
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
-from streamserver.streams import Stream
 
 _log = Logger()
 

@@ -34,7 +34,7 @@ from streamserver.codec.messages import Message, MessageType
 from streamserver.protocol.base import ProtocolRoot
 
 if TYPE_CHECKING:
-    from streamserver.streams import Stream
+    from streamserver.media.stream import Stream
 
 #: Message types that show a publisher is alive: audio, video and aggregates of them.
 _MEDIA_TYPES = frozenset({MessageType.AUDIO, MessageType.VIDEO, MessageType.AGGREGATE})

@@ -20,9 +20,9 @@ from typing_extensions import override
 from streamserver.codec import messages
 from streamserver.codec.messages import Command, Message, MessageType
 from streamserver.errors import BadNameError, StreamError
+from streamserver.media.stream import Stream
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
-from streamserver.streams import Stream
 
 _log = Logger()
 

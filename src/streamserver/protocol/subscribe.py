@@ -29,10 +29,10 @@ from typing_extensions import override
 from streamserver.codec import messages
 from streamserver.codec.messages import Command
 from streamserver.errors import StreamError
+from streamserver.media.stream import Frame, Stream
 from streamserver.policy import ViewerQueue
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
-from streamserver.streams import Frame, Stream
 
 _log = Logger()
 

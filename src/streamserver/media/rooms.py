@@ -1,0 +1,189 @@
+"""Chat rooms: one per stream, with participants, a bounded history and muted nicks.
+
+Plain Python, no Twisted.  A :class:`ChatRoom` is ``Stream.chat``: its
+participants, a history bounded by count and bytes, the next message id and
+the muted nicks.  A chat message is encoded once; each broadcast serializes it
+once per group of participants sharing (chunk size, message stream id), like
+media.  The wire contract is in ``docs/chat.md``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+from streamserver.codec import amf0
+from streamserver.codec.chunk import encode_message
+from streamserver.codec.messages import CSID_DATA, Message, MessageType
+
+#: Default number of chat messages a room keeps for late joiners.
+DEFAULT_CHAT_HISTORY = 50
+
+#: Default bound on the encoded size of a room's history.  A joiner gets the
+#: whole history in one burst; 64 KiB stays far below the default drop_low
+#: watermark (192 KiB), so joining a room never tips a new viewer into dropping
+#: frames, and still holds 50 messages of the default 500 characters unless they
+#: are mostly multi-byte characters.
+DEFAULT_CHAT_HISTORY_BYTES = 64 * 1024
+
+
+class ChatMessage:
+    """One chat message of a room, encoded once as its ``onChatMessage`` payload.
+
+    :ivar id: the message's id, increasing per room from 1.
+    :ivar nick: the sender's nick.
+    :ivar text: the text, already cleaned.
+    :ivar time: when it was sent, in milliseconds since the Unix epoch.
+    :ivar payload: the AMF0 body: ``"onChatMessage"`` and one object with the
+        four fields above.
+    """
+
+    __slots__ = ("id", "nick", "payload", "text", "time")
+
+    def __init__(self, id: int, nick: str, text: str, time: int) -> None:
+        self.id = id
+        self.nick = nick
+        self.text = text
+        self.time = time
+        self.payload = amf0.encode(
+            "onChatMessage",
+            {"id": float(id), "nick": nick, "text": text, "time": float(time)},
+        )
+
+    def __repr__(self) -> str:
+        return f"<ChatMessage {self.id} {self.nick}: {self.text!r:.40}>"
+
+    @property
+    def size(self) -> int:
+        """The payload's size in bytes (what the history's byte bound counts)."""
+        return len(self.payload)
+
+    def wire(self, chunk_size: int, stream_id: int, timestamp: int) -> bytes:
+        """The message as a data message (type 18) in chunk bytes, fmt 0 first header.
+
+        Sent on the data chunk stream, like relayed metadata: every write is a
+        whole message with a full header, so it never shares header state with
+        the connection's command chunk streams.
+        """
+        message = Message(MessageType.DATA_AMF0, stream_id, timestamp, self.payload)
+        return encode_message(message, CSID_DATA, chunk_size)
+
+
+class ChatParticipant(Protocol):
+    """What a :class:`ChatRoom` needs of a participant (a seat of a connection)."""
+
+    @property
+    def fanout_key(self) -> tuple[int, int]:
+        """(outgoing chunk size, message stream id the room's messages go out on)."""
+        ...
+
+    def deliver_chat(self, data: bytes) -> None:
+        """Write one chat message's chunk bytes *data*."""
+        ...
+
+
+class ChatRoom:
+    """A stream's chat room: participants, bounded history, muted nicks.
+
+    :ivar participants: the participants, in joining order.
+    :ivar history: the last messages, oldest first, bounded by
+        :attr:`history_count` messages and :attr:`history_max_bytes` bytes.
+    :ivar history_bytes: payload bytes held in :attr:`history`.
+    :ivar next_id: the id the next message gets.
+    :ivar muted: the muted nicks, casefolded.
+    :ivar messages_posted: messages posted since the room was created.
+    """
+
+    def __init__(
+        self,
+        *,
+        history_count: int = DEFAULT_CHAT_HISTORY,
+        history_bytes: int = DEFAULT_CHAT_HISTORY_BYTES,
+    ) -> None:
+        self.history_count = history_count
+        self.history_max_bytes = history_bytes
+        self.participants: dict[ChatParticipant, None] = {}
+        self.history: deque[ChatMessage] = deque()
+        self.history_bytes = 0
+        self.next_id = 1
+        self.muted: set[str] = set()
+        self.messages_posted = 0
+
+    def __repr__(self) -> str:
+        return f"<ChatRoom participants={len(self.participants)} history={len(self.history)}>"
+
+    # --- membership ------------------------------------------------------------
+
+    def join(self, participant: ChatParticipant) -> list[ChatMessage]:
+        """Add *participant*; return the history it should get first, oldest first."""
+        self.participants[participant] = None
+        return list(self.history)
+
+    def leave(self, participant: ChatParticipant) -> None:
+        """Remove *participant* (no error if it is not in the room)."""
+        self.participants.pop(participant, None)
+
+    # --- moderation --------------------------------------------------------------
+
+    def is_muted(self, nick: str) -> bool:
+        """Whether *nick* is muted (nicks compare casefolded)."""
+        return nick.casefold() in self.muted
+
+    def mute(self, nick: str) -> bool:
+        """Mute *nick*; return whether it was not muted before."""
+        key = nick.casefold()
+        if key in self.muted:
+            return False
+        self.muted.add(key)
+        return True
+
+    def unmute(self, nick: str) -> bool:
+        """Unmute *nick*; return whether it was muted."""
+        key = nick.casefold()
+        if key not in self.muted:
+            return False
+        self.muted.discard(key)
+        return True
+
+    def clear_history(self) -> int:
+        """Forget the history; return how many messages were dropped.
+
+        Ids keep increasing: a message id is never reused in a room.
+        """
+        count = len(self.history)
+        self.history.clear()
+        self.history_bytes = 0
+        return count
+
+    # --- messages ----------------------------------------------------------------
+
+    def post(self, nick: str, text: str, time_ms: int) -> ChatMessage:
+        """Record a message from *nick*, keep it in the history, and return it."""
+        message = ChatMessage(self.next_id, nick, text, time_ms)
+        self.next_id += 1
+        self.messages_posted += 1
+        if self.history_count > 0 and message.size <= self.history_max_bytes:
+            self.history.append(message)
+            self.history_bytes += message.size
+            while (
+                len(self.history) > self.history_count
+                or self.history_bytes > self.history_max_bytes
+            ):
+                self.history_bytes -= self.history.popleft().size
+        return message
+
+    def broadcast(self, message: ChatMessage, timestamp: int) -> int:
+        """Send *message* to every participant; return how many it was written to.
+
+        The message is serialized once per group of participants sharing
+        (chunk size, message stream id), and the same ``bytes`` object is handed
+        to each participant of the group.
+        """
+        groups: dict[tuple[int, int], list[ChatParticipant]] = {}
+        for participant in tuple(self.participants):
+            groups.setdefault(participant.fanout_key, []).append(participant)
+        for (chunk_size, stream_id), group in groups.items():
+            data = message.wire(chunk_size, stream_id, timestamp)
+            for participant in group:
+                participant.deliver_chat(data)
+        return sum(len(group) for group in groups.values())
