@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import resource
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
@@ -21,11 +20,11 @@ from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from streamserver.auth import AccessConfig, IAuthorizer, build_authorizer, is_loopback
-from streamserver.codec.chunk import DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_CHUNK_STREAMS
+from streamserver.auth import IAuthorizer, build_authorizer, is_loopback
+from streamserver.config import ServerConfig
 from streamserver.errors import StreamError
-from streamserver.media.rooms import DEFAULT_CHAT_HISTORY, DEFAULT_CHAT_HISTORY_BYTES, ChatRoom
-from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES, Stream, StreamRegistry
+from streamserver.media.rooms import ChatRoom
+from streamserver.media.stream import Stream, StreamRegistry
 from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
 
 _log = Logger()
@@ -33,95 +32,6 @@ _log = Logger()
 if TYPE_CHECKING:
     from streamserver.protocol.base import ProtocolRoot
     from streamserver.protocol.server import RTMPServerProtocol
-
-
-@dataclass
-class ServerConfig:
-    """Settings of a server; the twistd options map onto these fields.
-
-    :ivar chunk_size: outgoing chunk size announced with Set Chunk Size.  4096
-        (as nginx-rtmp) cuts per-chunk header overhead to 0.03% and keeps a
-        typical inter frame in one chunk.
-    :ivar gop_cache_bytes: per-stream GOP cache bound, 0 disables it.
-    :ivar window_ack_size: the Window Acknowledgement Size we announce; peers
-        acknowledge every this many bytes (2.5 MB, as FMS, nginx-rtmp and ffmpeg).
-    :ivar peer_bandwidth: the Set Peer Bandwidth value we announce.
-    :ivar max_message_bytes: largest inbound message accepted.  16 MiB lets 4K
-        keyframes through; nginx-rtmp's 1 MiB default breaks them.
-    :ivar min_peer_chunk_size: smallest Set Chunk Size accepted from a peer.
-    :ivar max_peer_chunk_size: largest Set Chunk Size accepted from a peer.
-    :ivar max_chunk_streams: chunk streams one peer may open.
-    :ivar max_command_bytes: largest command message (AMF) decoded.
-    :ivar handshake_timeout: seconds a connection has to complete the handshake.
-    :ivar connect_timeout: seconds after the handshake to send ``connect``.
-    :ivar publisher_idle_timeout: seconds a publisher may send no media.
-    :ivar ping_interval: seconds of silence from a peer before we ping it.
-    :ivar ping_timeout: seconds after a ping with neither a byte from the peer
-        nor progress in what we send it before it is dropped.
-    :ivar shutdown_grace: seconds connections get to close on shutdown.
-    :ivar max_connections: connections the server holds at once.
-    :ivar max_connections_per_ip: connections one remote address may hold
-        (loopback is exempt: a local proxy or load generator shares one address).
-    :ivar max_streams: streams (published or played names) the server holds.
-    :ivar access: who may publish and play (:class:`~streamserver.auth.AccessConfig`).
-    Every limit and timeout is explained in ``docs/security.md``; 0 disables a
-    timeout or a connection/stream limit.
-    :ivar limits: the drop-frames policy's watermarks.
-    :ivar notsent_lowat: ``TCP_NOTSENT_LOWAT`` for every connection's socket (0:
-        leave the kernel default).  16 KiB makes a stalled viewer show up in user
-        space after ~200 KB instead of ~3 MB (TWISTED-FACTS §4).
-    :ivar send_buffer: ``SO_SNDBUF`` for every socket (0: kernel default).
-    :ivar watchdog_interval: seconds between stall checks of every viewer.
-    :ivar eager_writes: send media straight to a plain TCP socket when its
-        transport holds nothing (see ``BackpressureMixin.write_media``).
-    :ivar chat_max_length: longest chat message accepted, in characters (after
-        control characters are stripped).
-    :ivar chat_rate: chat messages one connection may send per
-        :attr:`chat_rate_window` seconds.
-    :ivar chat_rate_window: the sliding window of the chat rate limit, seconds.
-    :ivar chat_history: messages a room keeps for late joiners (0: none).
-    :ivar chat_history_bytes: bound on the encoded size of a room's history.
-    """
-
-    chunk_size: int = 4096
-    gop_cache_bytes: int = DEFAULT_GOP_CACHE_BYTES
-    window_ack_size: int = 2_500_000
-    peer_bandwidth: int = 2_500_000
-    max_message_bytes: int = 16 * 1024 * 1024
-    # 128: the spec's initial size and the least any encoder sets; smaller sizes
-    # only multiply our per-chunk work (codec/chunk.py DEFAULT_MIN_CHUNK_SIZE).
-    min_peer_chunk_size: int = 128
-    max_peer_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE
-    max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS
-    # A connect object is a few hundred bytes; 64 KiB bounds what one AMF decode
-    # can allocate (decoded values take ~10-50x their encoded size).
-    max_command_bytes: int = 64 * 1024
-    # A real client handshakes and connects within a round trip or two; 10 s
-    # covers a slow mobile link and frees a port scanner's socket soon.
-    handshake_timeout: float = 10.0
-    connect_timeout: float = 10.0
-    # Encoders send audio or video many times a second; 30 s of nothing is a hung
-    # encoder holding the stream name (nginx-rtmp drop_idle_publisher).
-    publisher_idle_timeout: float = 30.0
-    ping_interval: float = 30.0
-    ping_timeout: float = 30.0
-    shutdown_grace: float = 3.0
-    max_connections: int = 10_000
-    max_connections_per_ip: int = 100
-    max_streams: int = 1000
-    access: AccessConfig = field(default_factory=AccessConfig)
-    limits: PolicyLimits = field(default_factory=PolicyLimits)
-    notsent_lowat: int = 16 * 1024
-    send_buffer: int = 0
-    watchdog_interval: float = 1.0
-    eager_writes: bool = True
-    # 500 characters: a chat line, not a document; 5 per 10 s: a fast typist
-    # keeps up, a script flooding a room of 200 viewers does not.
-    chat_max_length: int = 500
-    chat_rate: int = 5
-    chat_rate_window: float = 10.0
-    chat_history: int = DEFAULT_CHAT_HISTORY
-    chat_history_bytes: int = DEFAULT_CHAT_HISTORY_BYTES
 
 
 class RTMPServerFactory(ServerFactory):

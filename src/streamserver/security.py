@@ -5,7 +5,7 @@
 these options appear in ``twistd streamserver --help`` with the others, and
 ``tap.Options`` only calls :meth:`SecurityOptions.check_security` from its
 ``postOptions`` and passes :meth:`SecurityOptions.security_config` to
-:class:`~streamserver.factory.ServerConfig`.  ``docs/security.md`` explains
+:class:`~streamserver.config.ServerConfig`.  ``docs/security.md`` explains
 every option.
 
 :class:`StreamServerService` is the top service; its ``stopService`` waits for
@@ -30,13 +30,10 @@ from streamserver.auth import (
     load_publish_keys,
 )
 from streamserver.codec.chunk import MAX_ENCODABLE_CHUNK_SIZE
-from streamserver.factory import RTMPServerFactory, ServerConfig
+from streamserver.config import MAX_MESSAGE_BYTES, ServerConfig
+from streamserver.factory import RTMPServerFactory
 
 _DEFAULTS = ServerConfig()
-
-#: ``--max-message-bytes`` above 16 MiB would mean nothing: the 24-bit length
-#: field of a chunk header carries at most 16 MiB - 1.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def _count(value: str) -> int:
@@ -293,7 +290,7 @@ class SecurityOptions(usage.Options):
         return found
 
     def security_config(self) -> dict[str, Any]:
-        """The :class:`~streamserver.factory.ServerConfig` fields these options set."""
+        """The :class:`~streamserver.config.ServerConfig` fields these options set."""
         return {
             "max_message_bytes": self["max-message-bytes"],
             "min_peer_chunk_size": self["min-peer-chunk-size"],

@@ -14,7 +14,8 @@ from twisted.application import strports
 from twisted.application.service import IService
 from twisted.python import usage
 
-from streamserver.factory import RTMPServerFactory, ServerConfig
+from streamserver.config import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ServerConfig
+from streamserver.factory import RTMPServerFactory
 from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES
 from streamserver.policy import PolicyLimits
 from streamserver.security import SecurityOptions, StreamServerService
@@ -23,11 +24,6 @@ _LIMITS = PolicyLimits()
 _CONFIG = ServerConfig()
 
 DEFAULT_RTMP_ENDPOINT = "tcp:1935"
-
-#: Outgoing chunk sizes we accept: the spec's minimum 128, and the largest value
-#: every common player handles (ffmpeg, librtmp and Flash take up to 65536).
-MIN_CHUNK_SIZE = 128
-MAX_CHUNK_SIZE = 65536
 
 
 def _positive_int(value: str) -> int:

@@ -1,0 +1,266 @@
+"""ServerConfig: every setting of a server, with its default and its range.
+
+One field per setting, one :meth:`ServerConfig.validate` (the shape of
+mediamtx's ``internal/conf/conf.go``).  A ``ServerConfig`` checks itself when it
+is built, so ``ServerConfig(chunk_size=64)`` and ``dataclasses.replace(config,
+chunk_size=64)`` raise :class:`ConfigError` naming ``chunk_size``; a field
+assigned afterwards (tests and the console tune a live factory's config this
+way) is checked only by an explicit :meth:`~ServerConfig.validate`.
+
+The defaults stated here are the only ones: the twistd options read them, and
+so do ``--help`` and the README's options table.  The nested settings are
+:class:`~streamserver.policy.PolicyLimits` (which validates itself) and
+:class:`~streamserver.auth.AccessConfig`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from streamserver.auth import AccessConfig
+from streamserver.codec.chunk import (
+    DEFAULT_MAX_CHUNK_SIZE,
+    DEFAULT_MAX_CHUNK_STREAMS,
+    MAX_ENCODABLE_CHUNK_SIZE,
+)
+from streamserver.errors import StreamServerError
+from streamserver.media.rooms import DEFAULT_CHAT_HISTORY, DEFAULT_CHAT_HISTORY_BYTES
+from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES
+from streamserver.policy import PolicyLimits
+
+__all__ = [
+    "MAX_CHUNK_SIZE",
+    "MAX_MESSAGE_BYTES",
+    "MIN_CHUNK_SIZE",
+    "ConfigError",
+    "ServerConfig",
+]
+
+#: Outgoing chunk sizes we accept: the spec's minimum 128, and the largest value
+#: every common player handles (ffmpeg, librtmp and Flash take up to 65536).
+MIN_CHUNK_SIZE = 128
+MAX_CHUNK_SIZE = 65536
+
+#: A largest message above 16 MiB would mean nothing: the 24-bit length field of
+#: a chunk header carries at most 16 MiB - 1.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: Counts and durations where 0 means "none" or "no limit"; only a negative
+#: value (or NaN) is wrong.
+_NON_NEGATIVE = (
+    "gop_cache_bytes",
+    "max_command_bytes",
+    "handshake_timeout",
+    "connect_timeout",
+    "publisher_idle_timeout",
+    "ping_interval",
+    "ping_timeout",
+    "shutdown_grace",
+    "max_connections",
+    "max_connections_per_ip",
+    "max_streams",
+    "notsent_lowat",
+    "send_buffer",
+    "chat_history",
+    "chat_history_bytes",
+)
+
+#: Settings where 0 would make the server useless rather than unlimited: no
+#: chunk stream, no chat character, no chat message, a window never acknowledged.
+_AT_LEAST_ONE = (
+    "window_ack_size",
+    "peer_bandwidth",
+    "max_chunk_streams",
+    "chat_max_length",
+    "chat_rate",
+)
+
+
+class ConfigError(StreamServerError, ValueError):
+    """A setting is out of its range.
+
+    The message names the fields by their names (``chunk_size``, ``drop_low``),
+    so :mod:`streamserver.options` can say which ``--flag`` is wrong.
+
+    :ivar fields: the offending fields as paths from :class:`ServerConfig`
+        (``"chunk_size"``, ``"limits.drop_low"``); several when the rule relates them.
+    """
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+@dataclass
+class ServerConfig:
+    """Settings of a server; the twistd options map onto these fields.
+
+    Every limit and timeout is explained in ``docs/security.md``; 0 disables a
+    timeout or a connection/stream limit.
+
+    :ivar chunk_size: outgoing chunk size announced with Set Chunk Size.  4096
+        (as nginx-rtmp) cuts per-chunk header overhead to 0.03% and keeps a
+        typical inter frame in one chunk.
+    :ivar gop_cache_bytes: per-stream GOP cache bound, 0 disables it.
+    :ivar window_ack_size: the Window Acknowledgement Size we announce; peers
+        acknowledge every this many bytes (2.5 MB, as FMS, nginx-rtmp and ffmpeg).
+    :ivar peer_bandwidth: the Set Peer Bandwidth value we announce.
+    :ivar max_message_bytes: largest inbound message accepted.  16 MiB lets 4K
+        keyframes through; nginx-rtmp's 1 MiB default breaks them.
+    :ivar min_peer_chunk_size: smallest Set Chunk Size accepted from a peer.
+    :ivar max_peer_chunk_size: largest Set Chunk Size accepted from a peer.
+    :ivar max_chunk_streams: chunk streams one peer may open.
+    :ivar max_command_bytes: largest command message (AMF) decoded.
+    :ivar handshake_timeout: seconds a connection has to complete the handshake.
+    :ivar connect_timeout: seconds after the handshake to send ``connect``.
+    :ivar publisher_idle_timeout: seconds a publisher may send no media.
+    :ivar ping_interval: seconds of silence from a peer before we ping it.
+    :ivar ping_timeout: seconds after a ping with neither a byte from the peer
+        nor progress in what we send it before it is dropped.
+    :ivar shutdown_grace: seconds connections get to close on shutdown.
+    :ivar max_connections: connections the server holds at once.
+    :ivar max_connections_per_ip: connections one remote address may hold
+        (loopback is exempt: a local proxy or load generator shares one address).
+    :ivar max_streams: streams (published or played names) the server holds.
+    :ivar access: who may publish and play (:class:`~streamserver.auth.AccessConfig`).
+    :ivar limits: the drop-frames policy's watermarks.
+    :ivar notsent_lowat: ``TCP_NOTSENT_LOWAT`` for every connection's socket (0:
+        leave the kernel default).  16 KiB makes a stalled viewer show up in user
+        space after ~200 KB instead of ~3 MB (TWISTED-FACTS §4).
+    :ivar send_buffer: ``SO_SNDBUF`` for every socket (0: kernel default).
+    :ivar watchdog_interval: seconds between stall checks of every viewer.
+    :ivar eager_writes: send media straight to a plain TCP socket when its
+        transport holds nothing (see ``BackpressureMixin.write_media``).
+    :ivar chat_max_length: longest chat message accepted, in characters (after
+        control characters are stripped).
+    :ivar chat_rate: chat messages one connection may send per
+        :attr:`chat_rate_window` seconds.
+    :ivar chat_rate_window: the sliding window of the chat rate limit, seconds.
+    :ivar chat_history: messages a room keeps for late joiners (0: none).
+    :ivar chat_history_bytes: bound on the encoded size of a room's history.
+    """
+
+    chunk_size: int = 4096
+    gop_cache_bytes: int = DEFAULT_GOP_CACHE_BYTES
+    window_ack_size: int = 2_500_000
+    peer_bandwidth: int = 2_500_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    # 128: the spec's initial size and the least any encoder sets; smaller sizes
+    # only multiply our per-chunk work (codec/chunk.py DEFAULT_MIN_CHUNK_SIZE).
+    min_peer_chunk_size: int = 128
+    max_peer_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE
+    max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS
+    # A connect object is a few hundred bytes; 64 KiB bounds what one AMF decode
+    # can allocate (decoded values take ~10-50x their encoded size).
+    max_command_bytes: int = 64 * 1024
+    # A real client handshakes and connects within a round trip or two; 10 s
+    # covers a slow mobile link and frees a port scanner's socket soon.
+    handshake_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    # Encoders send audio or video many times a second; 30 s of nothing is a hung
+    # encoder holding the stream name (nginx-rtmp drop_idle_publisher).
+    publisher_idle_timeout: float = 30.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 30.0
+    shutdown_grace: float = 3.0
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 100
+    max_streams: int = 1000
+    access: AccessConfig = field(default_factory=AccessConfig)
+    limits: PolicyLimits = field(default_factory=PolicyLimits)
+    notsent_lowat: int = 16 * 1024
+    send_buffer: int = 0
+    watchdog_interval: float = 1.0
+    eager_writes: bool = True
+    # 500 characters: a chat line, not a document; 5 per 10 s: a fast typist
+    # keeps up, a script flooding a room of 200 viewers does not.
+    chat_max_length: int = 500
+    chat_rate: int = 5
+    chat_rate_window: float = 10.0
+    chat_history: int = DEFAULT_CHAT_HISTORY
+    chat_history_bytes: int = DEFAULT_CHAT_HISTORY_BYTES
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ServerConfig:
+        """The default configuration with *settings* applied, validated.
+
+        :param settings: values by field path: ``"chunk_size"`` for a field of
+            this class, ``"limits.drop_low"`` for a field of a nested one.
+        :raises ConfigError: a value is out of its range.
+        :raises TypeError: a path names no field.
+        """
+        top: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        for path, value in settings.items():
+            head, dot, rest = path.partition(".")
+            if dot:
+                nested.setdefault(head, {})[rest] = value
+            else:
+                top[head] = value
+        defaults = cls()
+        for head, changes in nested.items():
+            current = getattr(defaults, head)
+            try:
+                top[head] = replace(current, **changes)
+            except ValueError as error:
+                raise nested_error(head, current, error) from error
+        return cls(**top)
+
+    def validate(self) -> None:
+        """Check every setting against its range, the nested ones included.
+
+        :raises ConfigError: naming the offending field(s).
+        """
+        if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:
+            raise ConfigError(
+                f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}", "chunk_size"
+            )
+        if not 0 < self.max_message_bytes <= MAX_MESSAGE_BYTES:
+            raise ConfigError(
+                f"max_message_bytes must be 1..{MAX_MESSAGE_BYTES}", "max_message_bytes"
+            )
+        if (
+            not 1
+            <= self.min_peer_chunk_size
+            <= self.max_peer_chunk_size
+            <= MAX_ENCODABLE_CHUNK_SIZE
+        ):
+            raise ConfigError(
+                "need 1 <= min_peer_chunk_size <= max_peer_chunk_size <= "
+                f"{MAX_ENCODABLE_CHUNK_SIZE}",
+                "min_peer_chunk_size",
+                "max_peer_chunk_size",
+            )
+        for name in _AT_LEAST_ONE:
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"{name} must be at least 1", name)
+        for name in _NON_NEGATIVE:
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must not be negative", name)
+        for name in ("chat_rate_window", "watchdog_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive", name)
+        if not self.access.callback_timeout >= 0:
+            raise ConfigError("callback_timeout must not be negative", "access.callback_timeout")
+        try:
+            self.limits.validate()
+        except ValueError as error:
+            raise nested_error("limits", self.limits, error) from error
+
+
+def nested_error(prefix: str, settings: Any, error: ValueError) -> ConfigError:
+    """The :class:`ConfigError` for *error*, raised by the nested *settings* at *prefix*.
+
+    A nested dataclass (:class:`~streamserver.policy.PolicyLimits`) raises a plain
+    ``ValueError`` that names its fields in words; the fields named are the
+    offending ones, or all of them when it names none.
+    """
+    names = [f.name for f in fields(settings)]
+    named = [name for name in names if re.search(rf"\b{name}\b", str(error))]
+    return ConfigError(str(error), *(f"{prefix}.{name}" for name in named or names))
