@@ -96,7 +96,7 @@ class ConfigError(StreamServerError, ValueError):
 
 @dataclass
 class ServerConfig:
-    """Settings of a server; the twistd options map onto these fields.
+    """Settings of a server; :mod:`streamserver.options` maps the twistd options onto them.
 
     Every limit and timeout is explained in ``docs/security.md``; 0 disables a
     timeout or a connection/stream limit.

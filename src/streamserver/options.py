@@ -1,0 +1,659 @@
+"""Every ``twistd streamserver`` option, declared once.
+
+:data:`OPTIONS` is the table: one :class:`Option` row per option with its flag,
+the :class:`~streamserver.config.ServerConfig` field it sets, its parser, its
+placeholder and its help.  A row never states a default: it is the field's own
+default in :class:`~streamserver.config.ServerConfig` (or in the nested
+:class:`~streamserver.policy.PolicyLimits` and
+:class:`~streamserver.auth.AccessConfig`); the row only says how to show it.
+Options that are no ``ServerConfig`` field (the listeners and the console, which
+:func:`streamserver.tap.makeService` reads itself) state their default as text.
+
+From the table follow :class:`streamserver.tap.Options` (:func:`opt_parameters`,
+:func:`opt_flags`, :func:`add_repeatable_handlers`, :func:`initial_values`), the
+mapping from parsed options to a ``ServerConfig`` (:func:`config_from`, which
+turns a :class:`~streamserver.config.ConfigError` into a ``usage.UsageError``
+naming the ``--flag``), and the defaults ``--help`` shows (:meth:`Option.default_text`).
+
+A parser turns one argument into the field's value.  The parsers of options that
+name something outside the process (a publish keys file, a secret given as
+``env:NAME`` or ``file:PATH``, a Python name, a URL, a network) load or check it
+here, at parse time, so that a server that cannot use it does not start; every
+parser failure is a usage error naming the flag.  Ranges are not checked here:
+:meth:`ServerConfig.validate <streamserver.config.ServerConfig.validate>` does.
+
+A new option is a field (default, range and why) in ``config.py``, a row here,
+and a row in the README's options table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, TypeVar
+
+from twisted.python import reflect, usage
+
+from streamserver.auth import AddressAuthorizer, IAuthorizer, load_publish_keys
+from streamserver.config import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ConfigError, ServerConfig
+
+__all__ = [
+    "DEFAULT_RTMP_ENDPOINT",
+    "OPTIONS",
+    "Option",
+    "add_repeatable_handlers",
+    "config_from",
+    "initial_values",
+    "load_authorizer",
+    "opt_flags",
+    "opt_parameters",
+    "parse_chat_rate",
+    "read_secret",
+    "show_value",
+    "usage_error",
+]
+
+#: The listener without ``--rtmp``: RTMP's registered port on every interface.
+DEFAULT_RTMP_ENDPOINT = "tcp:1935"
+
+_DEFAULTS = ServerConfig()
+
+_OptionsT = TypeVar("_OptionsT", bound=usage.Options)
+
+
+def show_value(value: Any) -> str:
+    """A default as ``--help`` and the README show it: ``off`` for none, ``10`` for 10.0."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "on"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _show_rate(value: tuple[int, float]) -> str:
+    rate, window = value
+    return f"{rate}/{show_value(window)}"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option.
+
+    :ivar flag: the long name, without ``--``.
+    :ivar field: the :class:`~streamserver.config.ServerConfig` field it sets, as a
+        path (``"chunk_size"``, ``"limits.drop_low"``); a tuple of paths for an
+        option whose parser returns one value per field; ``None`` for an option
+        that is no ``ServerConfig`` field.
+    :ivar parse: turns the argument into the field's value (raising ``ValueError``
+        or ``OSError``); ``None`` for a flag, which takes no argument.
+    :ivar metavar: the argument's placeholder (``N``, ``BYTES``, ``SECONDS``), as the
+        README's options table writes it; empty for a flag.
+    :ivar help: the ``--help`` text, without the default.
+    :ivar shown: how the default is shown: a function of the default, or the text
+        itself when the default is no value (``"loopback only"``).
+    :ivar repeatable: may be given more than once; the values are kept in order.
+    :ivar negates: a flag that sets its boolean field to ``False`` (``--no-drop``).
+    """
+
+    flag: str
+    field: str | tuple[str, ...] | None
+    parse: Callable[[str], Any] | None
+    metavar: str
+    help: str
+    shown: str | Callable[[Any], str] = show_value
+    repeatable: bool = False
+    negates: bool = False
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The field paths this option sets (none for a console option)."""
+        if self.field is None:
+            return ()
+        return self.field if isinstance(self.field, tuple) else (self.field,)
+
+    @property
+    def default(self) -> Any:
+        """The parsed value before any argument, read from the config's defaults."""
+        if self.field is None:
+            return [] if self.repeatable else None
+        values = tuple(reduce(getattr, path.split("."), _DEFAULTS) for path in self.paths)
+        value: Any = values if isinstance(self.field, tuple) else values[0]
+        if self.negates:
+            value = not value
+        if self.repeatable:
+            value = list(value)
+        return value
+
+    def default_text(self) -> str:
+        """The default as ``--help`` and the README's options table show it."""
+        if isinstance(self.shown, str):
+            return self.shown
+        return self.shown(self.default)
+
+    def help_text(self) -> str:
+        """The ``--help`` text; with the default, except for a flag (always off)."""
+        if self.parse is None:
+            return self.help
+        return f"{self.help} [default: {self.default_text()}]"
+
+    def coerce(self, text: str) -> Any:
+        """The parsed argument.
+
+        :raises usage.UsageError: naming the flag, when the parser refuses *text*.
+        """
+        if self.parse is None:
+            raise TypeError(f"--{self.flag} is a flag: it takes no argument")
+        try:
+            return self.parse(text)
+        except (ValueError, OSError) as error:
+            raise usage.UsageError(f"--{self.flag}: {error}") from error
+
+    def settings(self, value: Any) -> dict[str, Any]:
+        """The config settings, by field path, that the parsed *value* makes."""
+        if self.negates:
+            value = not value
+        if self.repeatable:
+            value = tuple(value)
+        if isinstance(self.field, tuple):
+            return dict(zip(self.field, value, strict=True))
+        return {} if self.field is None else {self.field: value}
+
+
+# --- parsers of values that name something outside the process
+
+
+def read_secret(value: str) -> str:
+    """A secret given as ``env:NAME`` (environment), ``file:PATH`` (first line) or itself.
+
+    A secret on the command line shows in ``ps`` to every local user; the two
+    indirections keep it out of the process list.
+
+    :raises ValueError: the variable is unset or the file unreadable or empty.
+    """
+    if value.startswith("env:"):
+        secret = os.environ.get(value[4:], "")
+        if not secret:
+            raise ValueError(f"environment variable {value[4:]} is not set")
+        return secret
+    if value.startswith("file:"):
+        try:
+            with open(value[5:], encoding="utf-8") as secret_file:
+                secret = secret_file.readline().strip()
+        except OSError as error:
+            raise ValueError(f"cannot read {value[5:]}: {error}") from error
+        if not secret:
+            raise ValueError(f"{value[5:]} is empty")
+        return secret
+    return value
+
+
+def _publish_keys_file(path: str) -> str:
+    """*path*, once its keys load (the server re-reads the file when it changes).
+
+    :raises OSError, ValueError: the file cannot be read or parsed.
+    """
+    load_publish_keys(path)
+    return path
+
+
+def _network(value: str) -> str:
+    """*value*, once it parses as a network (CIDR) or an address.
+
+    :raises ValueError: it does not.
+    """
+    AddressAuthorizer([value])
+    return value
+
+
+def _http_url(value: str) -> str:
+    """*value*, if it is an ``http://`` or ``https://`` URL.
+
+    :raises ValueError: it is not.
+    """
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def load_authorizer(name: str) -> IAuthorizer:
+    """The :class:`~streamserver.auth.IAuthorizer` at the Python *name*: an object
+    providing it, or a callable returning one (a class is instantiated).
+
+    :raises ValueError: nothing importable is there, or it does not provide IAuthorizer.
+    """
+    try:
+        found = reflect.namedAny(name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"cannot load {name}: {error}") from error
+    if not IAuthorizer.providedBy(found) and callable(found):
+        found = found()
+    if not IAuthorizer.providedBy(found):
+        raise ValueError(f"{name} does not provide IAuthorizer")
+    return found
+
+
+def parse_chat_rate(value: str) -> tuple[int, float]:
+    """``N/SECONDS`` (N messages per SECONDS seconds) as ``(N, SECONDS)``.
+
+    :raises ValueError: not two numbers separated by a slash.
+    """
+    count, slash, window = value.partition("/")
+    if not slash:
+        raise ValueError(f"expected N/SECONDS, got {value!r}")
+    return int(count), float(window)
+
+
+#: Every option, in the order of the README's table.
+OPTIONS: tuple[Option, ...] = (
+    # --- listeners and the console: read by makeService, not ServerConfig fields
+    Option(
+        "rtmp",
+        None,
+        str,
+        "ENDPOINT",
+        "Listen for RTMP on ENDPOINT, a Twisted endpoint string (e.g. "
+        "tcp:1935:interface=127.0.0.1, tcp6:1935, ssl:1936:privateKey=k.pem:certKey=c.pem).  "
+        "May be given more than once.",
+        shown=DEFAULT_RTMP_ENDPOINT,
+        repeatable=True,
+    ),
+    Option(
+        "manhole",
+        None,
+        str,
+        "ENDPOINT",
+        "Serve the SSH Python console (docs/console.md) on ENDPOINT, e.g. "
+        "tcp:2222:interface=127.0.0.1 (a bare port means loopback); needs --manhole-keys.",
+        shown="off",
+    ),
+    Option(
+        "manhole-keys",
+        None,
+        str,
+        "FILE",
+        "OpenSSH authorized_keys FILE: the public keys allowed into the console "
+        "(no passwords; re-read when it changes).  Required with --manhole.",
+        shown="none",
+    ),
+    Option(
+        "data-dir",
+        None,
+        str,
+        "DIR",
+        "Directory for the console's SSH host key (Ed25519, created mode 0600 on first "
+        "start); $XDG_DATA_HOME/streamserver unless given.",
+        shown="~/.local/share/streamserver",
+    ),
+    # --- the relay
+    Option(
+        "chunk-size",
+        "chunk_size",
+        int,
+        "N",
+        f"Outgoing RTMP chunk size in bytes ({MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}).",
+    ),
+    Option(
+        "gop-cache-bytes",
+        "gop_cache_bytes",
+        int,
+        "N",
+        "Per-stream GOP cache bound in bytes, so new viewers start at the last "
+        "keyframe at once; 0 disables the cache.",
+    ),
+    # --- the drop-frames policy
+    Option(
+        "drop-low",
+        "limits.drop_low",
+        int,
+        "BYTES",
+        "Bytes queued for a viewer above which its inter frames are dropped "
+        "(video resumes at a keyframe).",
+    ),
+    Option(
+        "drop-high",
+        "limits.drop_high",
+        int,
+        "BYTES",
+        "Bytes queued for a viewer above which its audio and keyframes are dropped too.",
+    ),
+    Option(
+        "max-queue",
+        "limits.max_queue",
+        int,
+        "BYTES",
+        "Hard limit: a viewer with more bytes queued is disconnected.",
+    ),
+    Option(
+        "stall-timeout",
+        "limits.stall_timeout",
+        float,
+        "SECONDS",
+        "Seconds without write progress (with bytes queued) before a viewer is disconnected.",
+    ),
+    Option(
+        "max-lag-ms",
+        "limits.max_lag_ms",
+        int,
+        "MS",
+        "Lag behind live the policy keeps viewers under; inter frames are dropped "
+        "above a sixth of it queued, audio and keyframes above a third.",
+    ),
+    Option(
+        "no-drop",
+        "limits.enabled",
+        None,
+        "",
+        "Disable the drop-frames policy (never drop, never disconnect slow viewers). "
+        "Memory then grows without bound with slow viewers: for demonstrating the "
+        "failure only.",
+        negates=True,
+    ),
+    # --- sockets
+    Option(
+        "notsent-lowat",
+        "notsent_lowat",
+        int,
+        "BYTES",
+        "TCP_NOTSENT_LOWAT in bytes for every socket, so a stalled viewer shows up in "
+        "user space early; 0 leaves the kernel default.",
+    ),
+    Option(
+        "send-buffer",
+        "send_buffer",
+        int,
+        "BYTES",
+        "SO_SNDBUF in bytes for every socket; 0 leaves the kernel default.",
+    ),
+    # --- chat
+    Option(
+        "chat-max-length",
+        "chat_max_length",
+        int,
+        "N",
+        "Longest chat message accepted, in characters (Chat.TooLong above).",
+    ),
+    Option(
+        "chat-rate",
+        ("chat_rate", "chat_rate_window"),
+        parse_chat_rate,
+        "N/SECONDS",
+        "Chat messages one connection may send, as N/SECONDS (Chat.RateLimited above).",
+        shown=_show_rate,
+    ),
+    Option(
+        "chat-history",
+        "chat_history",
+        int,
+        "N",
+        "Chat messages a room keeps for late joiners; 0 keeps none.",
+    ),
+    # --- input limits (docs/security.md)
+    Option(
+        "max-message-bytes",
+        "max_message_bytes",
+        int,
+        "N",
+        "Largest RTMP message accepted from a peer, in bytes (up to 16 MiB). "
+        "The default lets 4K keyframes through.",
+    ),
+    Option(
+        "min-peer-chunk-size",
+        "min_peer_chunk_size",
+        int,
+        "N",
+        "Smallest Set Chunk Size accepted from a peer; a smaller one drops the peer.",
+    ),
+    Option(
+        "max-peer-chunk-size",
+        "max_peer_chunk_size",
+        int,
+        "N",
+        "Largest Set Chunk Size accepted from a peer; a larger one drops the peer.",
+    ),
+    Option(
+        "max-chunk-streams",
+        "max_chunk_streams",
+        int,
+        "N",
+        "Chunk streams one peer may open.",
+    ),
+    Option(
+        "max-command-bytes",
+        "max_command_bytes",
+        int,
+        "N",
+        "Largest AMF command message decoded, in bytes; a larger one drops the peer.",
+    ),
+    # --- timeouts
+    Option(
+        "handshake-timeout",
+        "handshake_timeout",
+        float,
+        "SECONDS",
+        "Seconds a connection has to complete the RTMP handshake (0: no limit).",
+    ),
+    Option(
+        "connect-timeout",
+        "connect_timeout",
+        float,
+        "SECONDS",
+        "Seconds after the handshake a client has to send connect (0: no limit).",
+    ),
+    Option(
+        "publisher-idle-timeout",
+        "publisher_idle_timeout",
+        float,
+        "SECONDS",
+        "Seconds a publisher may send no audio or video before it is disconnected (0: no limit).",
+    ),
+    Option(
+        "ping-interval",
+        "ping_interval",
+        float,
+        "SECONDS",
+        "Seconds of silence from a peer before the server sends it a ping (0: never).",
+    ),
+    Option(
+        "ping-timeout",
+        "ping_timeout",
+        float,
+        "SECONDS",
+        "Seconds after a ping within which a peer must send something or take the "
+        "media sent to it; otherwise it is dropped (0: never).",
+    ),
+    Option(
+        "shutdown-grace",
+        "shutdown_grace",
+        float,
+        "SECONDS",
+        "Seconds connections get to close cleanly when the server stops.",
+    ),
+    # --- connections and streams
+    Option(
+        "max-connections",
+        "max_connections",
+        int,
+        "N",
+        "Connections the server holds at once; more are closed at once (0: no limit).",
+    ),
+    Option(
+        "max-connections-per-ip",
+        "max_connections_per_ip",
+        int,
+        "N",
+        "Connections one remote address may hold; loopback is exempt (0: no limit).",
+    ),
+    Option(
+        "max-streams",
+        "max_streams",
+        int,
+        "N",
+        "Streams the server holds; publishing or playing a new name beyond it is "
+        "refused (NetStream.Publish.Rejected / NetStream.Play.Rejected; 0: no limit).",
+    ),
+    # --- access
+    Option(
+        "publish-from",
+        "access.publish_from",
+        _network,
+        "CIDR",
+        "Allow publishing from NETWORK (CIDR, e.g. 192.168.1.0/24, or an address); "
+        "repeatable.  Without it only loopback may publish, unless --publish-keys, "
+        "--publish-token-secret or --on-publish is given.",
+        shown="loopback only",
+        repeatable=True,
+    ),
+    Option(
+        "publish-keys",
+        "access.publish_keys_file",
+        _publish_keys_file,
+        "FILE",
+        "File of 'NAME SECRET' lines: publishing NAME needs rtmp://host/app/NAME?key=SECRET.",
+    ),
+    Option(
+        "publish-token-secret",
+        "access.publish_token_secret",
+        read_secret,
+        "SECRET",
+        "Secret of signed publish URLs (?expires=UNIX&token=HMAC); env:VAR or file:PATH "
+        "read it from there.",
+    ),
+    Option(
+        "play-token-secret",
+        "access.play_token_secret",
+        read_secret,
+        "SECRET",
+        "Secret of signed play URLs; without it anyone may play.",
+    ),
+    Option(
+        "on-publish",
+        "access.on_publish",
+        _http_url,
+        "URL",
+        "URL POSTed to (app, name, addr, args...) before a publish; 2xx allows it.",
+    ),
+    Option(
+        "on-play",
+        "access.on_play",
+        _http_url,
+        "URL",
+        "URL POSTed to before a play; 2xx allows it.",
+    ),
+    Option(
+        "callback-timeout",
+        "access.callback_timeout",
+        float,
+        "SECONDS",
+        "Seconds --on-publish / --on-play may take before the request is refused.",
+    ),
+    Option(
+        "authorizer",
+        "access.authorizers",
+        load_authorizer,
+        "NAME",
+        "Ask the IAuthorizer at NAME (a fully qualified Python name of an object or of "
+        "a callable returning one) about every publish and play; repeatable.  It does "
+        "not lift the loopback-only publishing default.",
+        shown="none",
+        repeatable=True,
+    ),
+)
+
+
+# --- what follows from the table
+
+
+def opt_parameters() -> list[list[Any]]:
+    """``usage.Options.optParameters``: every option taking one argument.
+
+    The default is left ``None`` here, so that Twisted does not print it as
+    ``str(value)`` (``10.0``); :meth:`Option.help_text` states it as the README
+    does, and :func:`initial_values` sets the value.
+    """
+    return [
+        [option.flag, None, None, option.help_text(), option.coerce]
+        for option in OPTIONS
+        if option.parse is not None and not option.repeatable
+    ]
+
+
+def opt_flags() -> list[list[str | None]]:
+    """``usage.Options.optFlags``: every option without an argument."""
+    return [[option.flag, None, option.help_text()] for option in OPTIONS if option.parse is None]
+
+
+def _appender(option: Option) -> Callable[[usage.Options, str], None]:
+    def handler(self: usage.Options, value: str) -> None:
+        self[option.flag].append(option.coerce(value))
+
+    handler.__name__ = "opt_" + option.flag.replace("-", "_")
+    handler.__doc__ = option.help_text()
+    return handler
+
+
+def add_repeatable_handlers(cls: type[_OptionsT]) -> type[_OptionsT]:
+    """Give *cls* an ``opt_<name>`` method per repeatable option, appending each value.
+
+    ``usage.Options`` keeps only the last value of a parameter; a handler method
+    is its way to collect them (its docstring is the help).
+    """
+    for option in OPTIONS:
+        if option.repeatable:
+            handler = _appender(option)
+            setattr(cls, handler.__name__, handler)
+    return cls
+
+
+def initial_values() -> dict[str, Any]:
+    """The parsed options before any argument: each option's default."""
+    return {option.flag: option.default for option in OPTIONS}
+
+
+def _options_setting(path: str) -> list[Option]:
+    """The options that set the field at *path*, or a field nested in it."""
+    return [o for o in OPTIONS if any(p == path or p.startswith(path + ".") for p in o.paths)]
+
+
+def usage_error(error: ConfigError) -> usage.UsageError:
+    """*error* as a usage error that names the ``--flag`` of every offending field.
+
+    Field names in the message become their flags (``chunk_size must be ...`` reads
+    ``--chunk-size must be ...``); a flag the message does not mention is put in front.
+    """
+    message = str(error)
+    named: list[Option] = []
+    for path in error.fields:
+        leaf = path.rpartition(".")[2]
+        for option in _options_setting(path):
+            if path in option.paths:
+                message = re.sub(rf"\b{re.escape(leaf)}\b", f"--{option.flag}", message)
+            if option not in named:
+                named.append(option)
+    missing = [
+        f"--{option.flag}"
+        for option in named
+        if not re.search(rf"--{re.escape(option.flag)}(?![\w-])", message)
+    ]
+    if missing:
+        message = f"{', '.join(missing)}: {message}"
+    return usage.UsageError(message)
+
+
+def config_from(values: Mapping[str, Any]) -> ServerConfig:
+    """The :class:`~streamserver.config.ServerConfig` that the parsed options describe.
+
+    :param values: parsed options by flag (a :class:`streamserver.tap.Options`).
+    :raises usage.UsageError: a value is out of its range; the message names the flag.
+    """
+    settings: dict[str, Any] = {}
+    for option in OPTIONS:
+        settings.update(option.settings(values[option.flag]))
+    try:
+        return ServerConfig.from_settings(settings)
+    except ConfigError as error:
+        raise usage_error(error) from error

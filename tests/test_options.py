@@ -1,0 +1,119 @@
+"""The options table: every option declared once, and what follows from it."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.python import usage
+
+from streamserver import tap
+from streamserver.config import ConfigError, ServerConfig
+from streamserver.options import OPTIONS, Option, usage_error
+from streamserver.policy import PolicyLimits
+
+
+def _parse(*argv: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_flags_are_unique() -> None:
+    """No two rows declare the same flag or set the same field."""
+    flags = [option.flag for option in OPTIONS]
+    paths = [path for option in OPTIONS for path in option.paths]
+    assert len(flags) == len(set(flags))
+    assert len(paths) == len(set(paths))
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.flag)
+def test_every_field_is_a_config_field(option: Option) -> None:
+    """Each row's field path names a ServerConfig field (or a nested one)."""
+    for path in option.paths:
+        ServerConfig.from_settings({path: option.settings(option.default)[path]})
+
+
+def test_no_arguments_describe_the_default_config() -> None:
+    """With no arguments the options build exactly ServerConfig()'s defaults."""
+    assert _parse().config() == ServerConfig()
+
+
+def test_policy_options_reach_the_limits() -> None:
+    """The drop-policy options and --no-drop set the fields of config.limits."""
+    config = _parse(
+        "--drop-low", "1000", "--drop-high", "2000", "--max-queue", "3000",
+        "--stall-timeout", "2.5", "--max-lag-ms", "1200", "--no-drop",
+    ).config()  # fmt: skip
+    assert config.limits == PolicyLimits(
+        drop_low=1000,
+        drop_high=2000,
+        max_queue=3000,
+        stall_timeout=2.5,
+        max_lag_ms=1200,
+        enabled=False,
+    )
+
+
+def test_socket_options_reach_the_config() -> None:
+    """--notsent-lowat and --send-buffer set their fields."""
+    config = _parse("--notsent-lowat", "0", "--send-buffer", "65536").config()
+    assert (config.notsent_lowat, config.send_buffer) == (0, 65536)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--chunk-size", "64"], "--chunk-size"),
+        (["--gop-cache-bytes", "-1"], "--gop-cache-bytes"),
+        (["--drop-low", "0"], "--drop-low"),
+        (["--stall-timeout", "0"], "--stall-timeout"),
+        (["--max-lag-ms", "-1"], "--max-lag-ms"),
+        (["--chat-rate", "0/10"], "--chat-rate"),
+        (["--chat-rate", "5/0"], "--chat-rate"),
+        (["--max-message-bytes", "0"], "--max-message-bytes"),
+        (["--min-peer-chunk-size", "0"], "--min-peer-chunk-size"),
+        (["--max-connections-per-ip", "-1"], "--max-connections-per-ip"),
+        (["--callback-timeout", "-1"], "--callback-timeout"),
+        (["--ping-interval", "nan"], "--ping-interval"),
+    ],
+)
+def test_a_value_out_of_range_names_its_flag(argv: list[str], flag: str) -> None:
+    """A value ServerConfig.validate refuses is a usage error that names the flag."""
+    with pytest.raises(usage.UsageError) as raised:
+        _parse(*argv)
+    assert flag in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--chunk-size", "big"], "--chunk-size"),
+        (["--chat-rate", "a/b"], "--chat-rate"),
+        (["--publish-from", "10.0.0.0/33"], "--publish-from"),
+        (["--on-play", "ftp://example.com/"], "--on-play"),
+        (["--play-token-secret", "file:/nonexistent/secret"], "--play-token-secret"),
+    ],
+)
+def test_an_unparsable_value_names_its_flag(argv: list[str], flag: str) -> None:
+    """An argument its parser refuses is a usage error that names the flag."""
+    with pytest.raises(usage.UsageError, match=f"^{flag}: "):
+        _parse(*argv)
+
+
+def test_an_error_on_a_nested_field_names_every_flag_under_it() -> None:
+    """A ConfigError naming only a nested config names all the flags that set it."""
+    message = str(usage_error(ConfigError("inconsistent", "limits")))
+    for flag in ("--drop-low", "--drop-high", "--max-queue", "--stall-timeout", "--no-drop"):
+        assert flag in message
+
+
+def test_repeatable_options_keep_their_order() -> None:
+    """Each --rtmp and --publish-from adds its value after the earlier ones."""
+    options = _parse("--rtmp", "tcp:1", "--rtmp", "tcp:2", "--publish-from", "10.0.0.0/8")
+    assert options["rtmp"] == ["tcp:1", "tcp:2"]
+    assert options.config().access.publish_from == ("10.0.0.0/8",)
+
+
+def test_options_do_not_share_their_lists() -> None:
+    """A repeatable option given to one Options object does not leak into the next."""
+    _parse("--rtmp", "tcp:1")
+    assert tap.Options()["rtmp"] == []
