@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from twisted.python import usage
 
@@ -9,6 +12,8 @@ from streamserver import tap
 from streamserver.config import ConfigError, ServerConfig
 from streamserver.options import OPTIONS, Option, usage_error
 from streamserver.policy import PolicyLimits
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _parse(*argv: str) -> tap.Options:
@@ -117,3 +122,62 @@ def test_options_do_not_share_their_lists() -> None:
     """A repeatable option given to one Options object does not leak into the next."""
     _parse("--rtmp", "tcp:1")
     assert tap.Options()["rtmp"] == []
+
+
+# --- the help and the README's options table follow the rows
+
+
+def _help_lines() -> dict[str, str]:
+    """Each option's line of ``--help``, by flag (wide enough that none wraps)."""
+    text = tap.Options().getUsage(width=10_000)
+    lines = {}
+    for line in text.splitlines():
+        found = re.match(r"\s+(?:-\w, )?--([\w-]+)=?\s+(.*)$", line)
+        if found:
+            lines[found[1]] = found[2]
+    return lines
+
+
+def _readme_rows() -> dict[str, tuple[str, str]]:
+    """The README's options table: flag -> (placeholder, default), backticks removed."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("| option | default | meaning |\n|---|---|---|\n", 1)[1]
+    rows = {}
+    for line in table.splitlines():
+        if not line.startswith("|"):
+            break
+        names, default = line.split("|", 3)[1:3]
+        for flag, placeholder in re.findall(r"`--([a-z0-9-]+) ?([^`]*)`", names):
+            rows[flag] = (placeholder, default.replace("`", "").strip())
+    return rows
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.flag)
+def test_help_shows_every_option_with_its_default(option: Option) -> None:
+    """twistd streamserver --help lists every row, with the default the row shows."""
+    line = _help_lines()[option.flag]
+    shown = re.search(r"\[default: (.*)\]$", line)
+    if option.parse is None:
+        assert shown is None and option.default_text() == "off"
+    else:
+        assert shown is not None and shown[1] == option.default_text()
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.flag)
+def test_the_readme_table_states_every_option_and_its_default(option: Option) -> None:
+    """The README's options table has a row per option, with its placeholder and default."""
+    assert _readme_rows()[option.flag] == (option.metavar, option.default_text())
+
+
+def test_the_readme_table_names_no_other_option() -> None:
+    """Every option in the README's table is a row of the options table."""
+    assert set(_readme_rows()) <= {option.flag for option in OPTIONS}
+
+
+def test_docs_security_names_only_declared_options() -> None:
+    """The option tables of docs/security.md name only options that exist."""
+    flags = {option.flag for option in OPTIONS}
+    for line in (ROOT / "docs" / "security.md").read_text().splitlines():
+        if line.startswith("| `--"):
+            for flag in re.findall(r"`--([a-z0-9-]+)", line.split("|", 2)[1]):
+                assert flag in flags, line

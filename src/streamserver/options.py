@@ -13,7 +13,8 @@ From the table follow :class:`streamserver.tap.Options` (:func:`opt_parameters`,
 :func:`opt_flags`, :func:`add_repeatable_handlers`, :func:`initial_values`), the
 mapping from parsed options to a ``ServerConfig`` (:func:`config_from`, which
 turns a :class:`~streamserver.config.ConfigError` into a ``usage.UsageError``
-naming the ``--flag``), and the defaults ``--help`` shows (:meth:`Option.default_text`).
+naming the ``--flag``), and the defaults ``--help`` shows (:meth:`Option.default_text`);
+``tests/test_options.py`` holds ``--help`` and the README's options table to the rows.
 
 A parser turns one argument into the field's value.  The parsers of options that
 name something outside the process (a publish keys file, a secret given as
