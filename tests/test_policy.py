@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -17,10 +20,33 @@ from streamserver.policy import (
     Level,
     PolicyLimits,
     Verdict,
-    ViewerQueue,
+    awaiting_after,
 )
 
 LIMITS = PolicyLimits(drop_low=1000, drop_high=5000, max_queue=20_000, max_lag_ms=6000)
+
+
+@dataclass
+class ViewerQueue:
+    """A viewer as the policy reads it, with the bookkeeping ``Viewer`` does around it."""
+
+    awaiting_keyframe: bool = True
+    drain_rate: float = 0.0
+    dropped: Counter[str] = field(default_factory=Counter)
+    catch_ups: int = 0
+    disconnect_reason: str | None = None
+
+    def carry_out(
+        self, kind: FrameKind, is_video: bool, verdict: Verdict, reason: str | None
+    ) -> None:
+        """Apply a decision as ``streamserver.media.viewer.Viewer`` does."""
+        self.awaiting_keyframe = awaiting_after(self.awaiting_keyframe, verdict, kind, is_video)
+        if verdict is Verdict.DROP:
+            self.dropped[reason or ""] += 1
+        elif verdict is Verdict.CATCH_UP:
+            self.catch_ups += 1
+        elif verdict is Verdict.DISCONNECT:
+            self.disconnect_reason = reason
 
 
 def _decide(
@@ -33,7 +59,9 @@ def _decide(
     catch_up: tuple[int, int] | None = None,
 ) -> Verdict:
     is_video = kind not in (FrameKind.AUDIO, FrameKind.AUDIO_SEQUENCE_HEADER, FrameKind.METADATA)
-    return policy.decide(viewer, kind, is_video, queued, queued_ms, size, catch_up)
+    decision = policy.decide(viewer, kind, is_video, queued, queued_ms, size, catch_up)
+    viewer.carry_out(kind, is_video, decision.verdict, decision.reason)
+    return decision.verdict
 
 
 def test_policy_provides_the_interface() -> None:
@@ -83,7 +111,7 @@ def test_above_high_audio_and_keyframes_drop() -> None:
     policy, viewer = DropFramesPolicy(LIMITS), ViewerQueue(awaiting_keyframe=False)
     assert _decide(policy, viewer, FrameKind.AUDIO, queued=6000) is Verdict.DROP
     assert _decide(policy, viewer, FrameKind.KEYFRAME, queued=6000) is Verdict.DROP
-    assert viewer.dropped == {"inter": 0, "keyframe": 1, "audio": 1, "catch-up": 0}
+    assert viewer.dropped == {"keyframe": 1, "audio": 1}
 
 
 @pytest.mark.parametrize("kind", sorted(NEVER_DROPPED))
@@ -137,15 +165,27 @@ def test_catch_up_jumps_to_live_when_the_viewer_can_take_the_gop_in_time() -> No
         assert state.awaiting_keyframe
 
 
-def test_drain_rate_is_measured_at_each_check() -> None:
-    """stalled() keeps a smoothed rate of bytes the viewer took per second."""
+def test_decisions_change_nothing() -> None:
+    """decide() only reads the viewer: the same question gets the same answer, twice."""
     policy = DropFramesPolicy(LIMITS)
-    viewer = ViewerQueue()
-    policy.stalled(viewer, 0, 0, 0.0)
-    policy.stalled(viewer, 0, 10_000, 1.0)
-    assert viewer.drain_rate == 10_000
-    policy.stalled(viewer, 0, 30_000, 2.0)
-    assert viewer.drain_rate == 15_000
+    viewer = ViewerQueue(awaiting_keyframe=True, drain_rate=10_000)
+    before = (viewer.awaiting_keyframe, viewer.drain_rate)
+    first = policy.decide(viewer, FrameKind.INTER, True, 0, 0, 100, (500, 3000))
+    second = policy.decide(viewer, FrameKind.INTER, True, 0, 0, 100, (500, 3000))
+    assert first == second and first.verdict is Verdict.CATCH_UP
+    assert (viewer.awaiting_keyframe, viewer.drain_rate) == before
+
+
+def test_keyframe_rule_after_each_verdict() -> None:
+    """A video frame not sent makes the viewer wait; a keyframe sent or a jump ends the wait."""
+    assert awaiting_after(False, Verdict.DROP, FrameKind.INTER, True)
+    assert awaiting_after(False, Verdict.DROP, FrameKind.KEYFRAME, True)
+    assert not awaiting_after(True, Verdict.SEND, FrameKind.KEYFRAME, True)
+    assert awaiting_after(True, Verdict.SEND, FrameKind.INTER, True)
+    assert not awaiting_after(True, Verdict.CATCH_UP, FrameKind.INTER, True)
+    assert not awaiting_after(False, Verdict.DROP, FrameKind.AUDIO, False)
+    assert awaiting_after(True, Verdict.DROP, FrameKind.VIDEO_SEQUENCE_HEADER, True)
+    assert not awaiting_after(False, Verdict.DROP, FrameKind.VIDEO_SEQUENCE_HEADER, True)
 
 
 def test_no_drop_never_drops_or_disconnects() -> None:
@@ -154,21 +194,15 @@ def test_no_drop_never_drops_or_disconnects() -> None:
     viewer = ViewerQueue(awaiting_keyframe=False)
     for kind in (FrameKind.INTER, FrameKind.AUDIO, FrameKind.KEYFRAME):
         assert _decide(policy, viewer, kind, queued=10**9, queued_ms=10**6) is Verdict.SEND
-    assert not policy.stalled(viewer, 10**9, 0, 10**6)
+    assert not policy.stalled(10**9, 10**6)
 
 
-def test_stall_needs_queued_bytes_and_no_progress() -> None:
+def test_stall_needs_queued_bytes_and_no_progress_for_the_timeout() -> None:
     """A viewer stalls only with bytes queued and no drain progress for the timeout."""
     policy = DropFramesPolicy(PolicyLimits(stall_timeout=10))
-    viewer = ViewerQueue()
-    assert not policy.stalled(viewer, 100, 0, 0.0)
-    assert not policy.stalled(viewer, 100, 0, 9.9)
-    assert not policy.stalled(viewer, 100, 50, 9.95)  # progress resets the timer
-    assert not policy.stalled(viewer, 100, 50, 19.9)
-    assert policy.stalled(viewer, 100, 50, 19.95)
-    assert viewer.disconnect_reason == DisconnectReason.STALLED
-    idle = ViewerQueue()
-    assert not policy.stalled(idle, 0, 0, 1000.0)
+    assert not policy.stalled(100, 9.9)
+    assert policy.stalled(100, 10.0)
+    assert not policy.stalled(0, 1000.0)
 
 
 def test_limits_validate_and_update() -> None:
@@ -249,11 +283,11 @@ def test_state_machine_catches_a_policy_that_forgets_the_keyframe_rule() -> None
 
     class Forgetful(DropFramesPolicy):
         def decide(self, viewer, kind, is_video, queued, queued_ms, size, catch_up):  # type: ignore[no-untyped-def]
-            verdict = super().decide(viewer, kind, is_video, queued, queued_ms, size, catch_up)
-            if kind is FrameKind.INTER and verdict is Verdict.DROP and queued < LIMITS.drop_low:
-                viewer.awaiting_keyframe = False
-                return Verdict.SEND
-            return verdict
+            decision = super().decide(viewer, kind, is_video, queued, queued_ms, size, catch_up)
+            forget = kind is FrameKind.INTER and decision.verdict is Verdict.DROP
+            if forget and queued < LIMITS.drop_low:
+                return decision._replace(verdict=Verdict.SEND, reason=None)
+            return decision
 
     class Machine(PolicyMachine):
         def __init__(self) -> None:

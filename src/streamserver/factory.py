@@ -30,6 +30,7 @@ from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
 _log = Logger()
 
 if TYPE_CHECKING:
+    from streamserver.media.viewer import Viewer
     from streamserver.protocol.base import ProtocolRoot
     from streamserver.protocol.server import RTMPServerProtocol
 
@@ -119,14 +120,16 @@ class RTMPServerFactory(ServerFactory):
         """Run each connection's timeouts, and disconnect stalled viewers.
 
         Every connection's :meth:`~streamserver.protocol.guard.GuardMixin.check_timeouts`
-        (handshake, connect, idle publisher, ping) runs first, then the stall
-        check of the drop policy.
+        (handshake, connect, idle publisher, ping) runs first, then every
+        viewer's :meth:`~streamserver.media.viewer.Viewer.check_progress` (drain
+        rate and the drop policy's stall check), whatever its wire protocol.
         """
         now = self.seconds()
         for protocol in list(self.connections.values()):
-            if protocol.check_timeouts(now):
-                continue
-            protocol.check_stalled(now)
+            protocol.check_timeouts(now)
+        for stream in self.streams():
+            for viewer in stream.subscribers:
+                viewer.check_progress(now)
 
     def set_policy(self, **limits: Any) -> PolicyLimits:
         """Change policy limits for every viewer at once; return the new limits.
@@ -138,8 +141,8 @@ class RTMPServerFactory(ServerFactory):
         self.config.limits = new
         return new
 
-    def viewer_disconnected(self, protocol: ProtocolRoot, reason: str) -> None:
-        """Count a policy disconnect (called by the backpressure mixin)."""
+    def viewer_disconnected(self, viewer: Viewer | None, reason: str) -> None:
+        """Count a disconnect the drop policy decided (for *viewer*, or a chat-only seat)."""
         self.disconnects[reason] += 1
 
     def kick(self, conn_id: int, reason: str = "kicked") -> bool:

@@ -39,15 +39,17 @@ Rules that hold at every level:
   write progress for ``stall_timeout`` seconds while bytes are queued:
   :meth:`DropFramesPolicy.stalled` says so and the caller disconnects.
 
-Nothing here does I/O or reads a clock; the state a decision depends on is a
-:class:`ViewerQueue` the caller keeps per viewer.
+Nothing here does I/O, reads a clock or changes anything: :meth:`DropFramesPolicy.decide`
+reads a viewer (:class:`PolicySubject`) and returns a shared :class:`Decision`, and
+the viewer carries it out -- writes, counts, and applies :func:`awaiting_after`,
+the keyframe rule -- in one place (``streamserver.media.viewer.Viewer``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
-from enum import IntEnum
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from enum import IntEnum, StrEnum
+from typing import Any, NamedTuple, Protocol
 
 from zope.interface import Attribute, Interface, implementer
 
@@ -86,22 +88,79 @@ class Verdict(IntEnum):
     DISCONNECT = 3
 
 
-class DropReason:
-    """Reasons counted per viewer (the keys of :attr:`ViewerQueue.dropped`)."""
+class DropReason(StrEnum):
+    """Why a frame was not sent to a viewer (the keys of ``Viewer.dropped``)."""
 
+    #: an inter frame while the viewer was congested
     INTER = "inter"
+    #: a keyframe while the viewer was badly congested
     KEYFRAME = "keyframe"
+    #: an audio frame while the viewer was badly congested
     AUDIO = "audio"
+    #: an inter frame while the viewer waited for a keyframe
     CATCH_UP = "catch-up"
+    #: the viewer paused the stream (not congestion: a chain refusal)
+    PAUSED = "paused"
 
-    ALL = (INTER, KEYFRAME, AUDIO, CATCH_UP)
 
-
-class DisconnectReason:
-    """Why a viewer was disconnected."""
+class DisconnectReason(StrEnum):
+    """Why a viewer was disconnected (the keys of ``factory.disconnects``)."""
 
     MAX_QUEUE = "max-queue"
     STALLED = "stalled"
+
+
+class Decision(NamedTuple):
+    """The answer for one frame and one viewer: what to do, why, at what level.
+
+    The policy returns shared instances and never mutates anything; the viewer
+    carries the decision out (writes, counts, changes its state) in one place.
+
+    :ivar verdict: send, drop, jump to live, or disconnect.
+    :ivar reason: a :class:`DropReason` for a drop, a :class:`DisconnectReason`
+        for a disconnect, else ``None``.
+    :ivar level: the congestion level the decision was taken at; ``None`` for
+        frames that never drop (their decision says nothing of congestion).
+    """
+
+    verdict: Verdict
+    reason: str | None
+    level: Level | None
+
+    @property
+    def admits(self) -> bool:
+        """Whether the frame (or a jump to live) goes out."""
+        return self.verdict is Verdict.SEND or self.verdict is Verdict.CATCH_UP
+
+
+#: What the end of a decision chain answers: no objection.
+ADMIT = Decision(Verdict.SEND, None, None)
+
+#: A paused viewer's frames: refused by the chain, not by congestion.
+PAUSED = Decision(Verdict.DROP, DropReason.PAUSED, None)
+
+_SEND = {level: Decision(Verdict.SEND, None, level) for level in Level}
+_DROP = {
+    (reason, level): Decision(Verdict.DROP, reason, level)
+    for reason in DropReason
+    for level in Level
+}
+_CATCH_UP = Decision(Verdict.CATCH_UP, None, Level.NORMAL)
+_DISCONNECT_MAX_QUEUE = Decision(Verdict.DISCONNECT, DisconnectReason.MAX_QUEUE, None)
+
+
+def awaiting_after(awaiting: bool, verdict: Verdict, kind: FrameKind, is_video: bool) -> bool:
+    """Whether video waits for a keyframe once *verdict* is carried out for a frame.
+
+    A video frame that is not sent breaks the decoder's reference chain; a sent
+    keyframe or a jump to live (the cached GOP from its keyframe) restores it.
+    Audio and the frames that are never dropped change nothing.
+    """
+    if not is_video or kind in NEVER_DROPPED:
+        return awaiting
+    if verdict is Verdict.SEND:
+        return False if kind is FrameKind.KEYFRAME else awaiting
+    return verdict is not Verdict.CATCH_UP
 
 
 @dataclass
@@ -167,60 +226,34 @@ class PolicyLimits:
         return asdict(self)
 
 
-@dataclass
-class ViewerQueue:
-    """Per-viewer policy state and accounting; the policy reads and updates it.
+class PolicySubject(Protocol):
+    """What a decision reads of a viewer (``streamserver.media.viewer.Viewer``)."""
 
-    :ivar awaiting_keyframe: video resumes only at a keyframe (or a catch-up).
-    :ivar level: the level of the last decision.
-    :ivar frames_sent: media frames admitted.
-    :ivar dropped: frames dropped, by :class:`DropReason`.
-    :ivar catch_ups: jumps to live.
-    :ivar disconnect_reason: set when the policy decided to disconnect.
-    :ivar last_progress: clock time of the last observed write progress.
-    :ivar drained_seen: the drained byte count at the last progress check.
-    :ivar drain_rate: bytes per second the viewer took, smoothed over the checks
-        (0 until measured); a lower bound on its link when it was not backlogged.
-    :ivar rate_checked_at: clock time of the last rate sample (``None``: none yet).
-    :ivar rate_drained: the drained byte count at that sample.
-    """
-
-    awaiting_keyframe: bool = True
-    level: Level = Level.NORMAL
-    frames_sent: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DropReason.ALL, 0))
-    catch_ups: int = 0
-    disconnect_reason: str | None = None
-    last_progress: float = 0.0
-    drained_seen: int = 0
-    drain_rate: float = 0.0
-    rate_checked_at: float | None = None
-    rate_drained: int = 0
-
-    @property
-    def frames_dropped(self) -> int:
-        """Frames dropped for any reason."""
-        return sum(self.dropped.values())
+    #: video resumes only at a keyframe (or a jump to live)
+    awaiting_keyframe: bool
+    #: bytes per second the viewer took, smoothed (0 until measured); a lower
+    #: bound on its link when it was not backlogged
+    drain_rate: float
 
 
 class IDropPolicy(Interface):
-    """A per-frame, per-viewer admission policy (replaceable)."""
+    """A per-frame, per-viewer admission policy (replaceable); pure, like the default."""
 
     limits = Attribute("The PolicyLimits in force")
 
     def decide(
-        viewer: ViewerQueue,
+        viewer: PolicySubject,
         kind: FrameKind,
         is_video: bool,
         queued_bytes: int,
         queued_ms: int,
         size: int,
         catch_up: tuple[int, int] | None,
-    ) -> Verdict:
-        """Decide for one frame of *size* bytes; update *viewer*'s state and counters."""
+    ) -> Decision:
+        """Decide for one frame of *size* bytes; change nothing."""
 
-    def stalled(viewer: ViewerQueue, queued_bytes: int, drained: int, now: float) -> bool:
-        """Whether the viewer made no write progress for too long (updates progress)."""
+    def stalled(queued_bytes: int, idle_seconds: float) -> bool:
+        """Whether a viewer holding *queued_bytes* without progress for *idle_seconds* stalled."""
 
 
 @implementer(IDropPolicy)
@@ -247,14 +280,14 @@ class DropFramesPolicy:
 
     def decide(
         self,
-        viewer: ViewerQueue,
+        viewer: PolicySubject,
         kind: FrameKind,
         is_video: bool,
         queued_bytes: int,
         queued_ms: int,
         size: int,
         catch_up: tuple[int, int] | None,
-    ) -> Verdict:
+    ) -> Decision:
         """Decide for one frame (see the module docstring for the rules).
 
         :param size: the frame's size on the wire.
@@ -267,26 +300,16 @@ class DropFramesPolicy:
         # (a 4K keyframe) still reaches a viewer with an empty queue.
         over = limits.enabled and queued_bytes > 0 and queued_bytes + size > limits.max_queue
         if kind in NEVER_DROPPED:
-            if over:
-                viewer.disconnect_reason = DisconnectReason.MAX_QUEUE
-                return Verdict.DISCONNECT
-            return Verdict.SEND
+            return _DISCONNECT_MAX_QUEUE if over else ADMIT
         level = Level.DROP_MEDIA if over else self.level(queued_bytes, queued_ms)
-        viewer.level = level
         if not is_video:
             if level is Level.DROP_MEDIA:
-                viewer.dropped[DropReason.AUDIO] += 1
-                return Verdict.DROP
-            viewer.frames_sent += 1
-            return Verdict.SEND
+                return _DROP[DropReason.AUDIO, level]
+            return _SEND[level]
         if kind is FrameKind.KEYFRAME:
             if level is Level.DROP_MEDIA:
-                viewer.awaiting_keyframe = True
-                viewer.dropped[DropReason.KEYFRAME] += 1
-                return Verdict.DROP
-            viewer.awaiting_keyframe = False
-            viewer.frames_sent += 1
-            return Verdict.SEND
+                return _DROP[DropReason.KEYFRAME, level]
+            return _SEND[level]
         # an inter, disposable or unrecognised video frame: needs what came before
         if viewer.awaiting_keyframe:
             if (
@@ -297,36 +320,17 @@ class DropFramesPolicy:
                 and catch_up[0] + 1000 * (queued_bytes + catch_up[1]) / viewer.drain_rate
                 <= limits.low_ms
             ):
-                viewer.awaiting_keyframe = False
-                viewer.catch_ups += 1
-                return Verdict.CATCH_UP
-            viewer.dropped[DropReason.CATCH_UP] += 1
-            return Verdict.DROP
+                return _CATCH_UP
+            return _DROP[DropReason.CATCH_UP, level]
         if level is not Level.NORMAL:
-            viewer.awaiting_keyframe = True
-            viewer.dropped[DropReason.INTER] += 1
-            return Verdict.DROP
-        viewer.frames_sent += 1
-        return Verdict.SEND
+            return _DROP[DropReason.INTER, level]
+        return _SEND[level]
 
-    def stalled(self, viewer: ViewerQueue, queued_bytes: int, drained: int, now: float) -> bool:
-        """Record write progress and the drain rate; say whether the viewer has stalled.
+    def stalled(self, queued_bytes: int, idle_seconds: float) -> bool:
+        """Whether a viewer stalled: bytes queued and no write progress for ``stall_timeout``.
 
-        Progress means *drained* (bytes handed to the kernel so far) grew, or the
-        queue is empty.  Called about once a second per viewer.
+        Progress (what the peer took, measured about once a second by the
+        caller) resets *idle_seconds*; an empty queue is never a stall.
         """
-        if viewer.rate_checked_at is not None and now > viewer.rate_checked_at:
-            rate = (drained - viewer.rate_drained) / (now - viewer.rate_checked_at)
-            viewer.drain_rate = rate if not viewer.drain_rate else (viewer.drain_rate + rate) / 2
-        viewer.rate_checked_at = now
-        viewer.rate_drained = drained
-        if queued_bytes == 0 or drained > viewer.drained_seen:
-            viewer.drained_seen = drained
-            viewer.last_progress = now
-            return False
-        if not self.limits.enabled:
-            return False
-        if now - viewer.last_progress >= self.limits.stall_timeout:
-            viewer.disconnect_reason = DisconnectReason.STALLED
-            return True
-        return False
+        limits = self.limits
+        return limits.enabled and queued_bytes > 0 and idle_seconds >= limits.stall_timeout

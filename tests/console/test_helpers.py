@@ -76,7 +76,7 @@ def test_viewers_shows_queue_drops_lag_and_state(clock: task.Clock) -> None:
         row = rows[peer.protocol.conn_id]
         assert row["queued"] == 0
         assert sum(row["dropped"].values()) == 0
-        assert row["frames_sent"] == peer.protocol.frames_sent > 0
+        assert row["frames_sent"] == peer.protocol.viewer.frames_sent > 0
         assert row["state"] == "ok"
     assert len(rows) == 4  # the publisher is not a viewer
     assert Console(factory, LOGIN).viewers("live/other") == []
@@ -92,7 +92,7 @@ def test_streams_shows_publisher_viewers_bitrates_and_uptime(scenario: Scenario)
     stream = scenario.factory.find_stream("live", "cam")
     assert stream is not None
     before_in = stream.bytes_in
-    before_out = sum(p.protocol.bytes_sent for p in scenario.normal)
+    before_out = sum(p.protocol.link.media_written for p in scenario.normal)
     scenario.clock.advance(2)
     scenario.publish(gops=1)
     row = console.streams()[0]
@@ -100,7 +100,7 @@ def test_streams_shows_publisher_viewers_bitrates_and_uptime(scenario: Scenario)
     assert row["publisher"] == scenario.publisher.protocol.peer
     assert row["uptime"] == 2.0
     assert row["kbit_in"] == pytest.approx((stream.bytes_in - before_in) * 8 / 2 / 1000)
-    sent_out = sum(p.protocol.bytes_sent for p in scenario.normal) - before_out
+    sent_out = sum(p.protocol.link.media_written for p in scenario.normal) - before_out
     assert row["kbit_out"] >= sent_out * 8 / 2 / 1000 > 0
     assert "0:00:02" in repr(console.streams())
 
@@ -177,7 +177,7 @@ def test_set_policy_applies_to_existing_viewers_at_once(
     """set_policy() changes the limits every connected viewer is judged by, and is logged."""
     scenario.publish(gops=1)
     stopped = scenario.stopped.protocol
-    queued = stopped.queued_bytes()
+    queued = stopped.link.queued()
     assert queued < scenario.factory.policy.limits.drop_low
     assert stopped.viewer.dropped["inter"] == 0
     console = Console(scenario.factory, LOGIN)

@@ -94,6 +94,7 @@ async def test_stopped_viewer_is_dropped_then_disconnected_and_others_lose_nothi
             (p for p in factory.connections.values() if p.play_stream is not None),
             key=lambda p: p.conn_id,
         )
+        viewer = server_side.viewer
 
         tags = heavy_tags(8.0)
         sent = await within(pace_tags(reactor, publisher, tags, publish_id), 30, "publish")
@@ -106,10 +107,9 @@ async def test_stopped_viewer_is_dropped_then_disconnected_and_others_lose_nothi
 
         await wait_until(lambda: server_side.closing, STALL_TIMEOUT + 10, "stall disconnect")
         disconnected_after = reactor.seconds() - stopped_at
-        viewer = server_side.viewer
         assert viewer.disconnect_reason == "stalled"
         assert viewer.dropped["inter"] > 0, "the stopped viewer was never cut to keyframes"
-        assert server_side.peak_queued <= LIMITS.max_queue
+        assert viewer.peak_queued <= LIMITS.max_queue
         assert STALL_TIMEOUT <= disconnected_after <= 8.0 + STALL_TIMEOUT + 2
         assert factory.disconnects["stalled"] == 1
         for client in normal:

@@ -13,7 +13,8 @@ from streamserver.codec.flv import FrameKind, classify
 from streamserver.codec.messages import MessageType
 from streamserver.factory import RTMPServerFactory, ServerConfig
 from streamserver.media.stream import Frame
-from streamserver.policy import PolicyLimits
+from streamserver.media.viewer import Viewer
+from streamserver.policy import ADMIT, Decision, PolicyLimits
 from streamserver.protocol.base import ChainError, ProtocolRoot, check_class
 from streamserver.protocol.server import RTMPServerProtocol
 from streamserver.testing import FakePeer
@@ -94,8 +95,8 @@ def test_story_total_bytes_held_stay_bounded(story: simulation.Result) -> None:
 class PriorityChatMixin(ProtocolRoot, unchecked_chain=True):
     """The story's bug: an override meant to let chat through that lost its super() call."""
 
-    def admit_frame(self, frame: Frame, size: int) -> bool:
-        return True
+    def admit_frame(self, viewer: Viewer, frame: Frame, size: int) -> Decision:
+        return ADMIT
 
 
 class StoryProtocol(PriorityChatMixin, RTMPServerProtocol, unchecked_chain=True):
@@ -197,13 +198,15 @@ def test_hard_limit_disconnects_with_a_log_line(factory: RTMPServerFactory) -> N
     try:
         factory.set_policy(drop_low=1000, drop_high=2000, max_queue=5000)
         publisher, sid, (viewer,) = _setup(factory)
+        played = viewer.protocol.viewer
         for index in range(10):
             pad = {"n": index, "pad": "x" * 1000}
             publisher.send(messages.data("@setDataFrame", "onMetaData", pad, stream_id=sid))
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert viewer.transport.aborted
-    assert viewer.protocol.viewer.disconnect_reason == "max-queue"
+    assert played.disconnect_reason == "max-queue"
+    assert viewer.protocol.viewer is None, "the play ended with the connection"
     logged = [e for e in events if e.get("reason") == "max-queue"]
     assert logged and logged[0]["queued"] > 0 and "peak" in logged[0]
 
@@ -263,9 +266,9 @@ def test_lag_is_reported_per_viewer(factory: RTMPServerFactory) -> None:
     factory.set_policy(drop_low=10**6, drop_high=2 * 10**6, max_lag_ms=100_000)
     for message in media.gop_frames(sid, 0, 30):
         publisher.send(message)
-    assert 900 <= viewer.protocol.lag_ms() <= 1000
+    assert 900 <= viewer.protocol.viewer.lag_ms() <= 1000
     viewer.transport.drain()
-    assert viewer.protocol.lag_ms() == 0
+    assert viewer.protocol.viewer.lag_ms() == 0
 
 
 def test_no_drop_warns_loudly_at_start() -> None:

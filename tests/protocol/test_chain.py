@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from streamserver.codec.flv import FrameKind
 from streamserver.codec.messages import Message, MessageType, acknowledgement
 from streamserver.media.stream import Frame, Stream
+from streamserver.media.viewer import Viewer
 from streamserver.protocol import base
 from streamserver.protocol.base import (
     CHAINED_HOOKS,
@@ -21,12 +22,15 @@ from streamserver.protocol.base import (
     hook_path,
 )
 from streamserver.protocol.server import RTMPServerProtocol
+from streamserver.protocol.subscribe import RtmpChunks
 from streamserver.testing import FakePeer
 
 
 def _sample_args(peer: FakePeer) -> dict[str, tuple[Any, ...]]:
     frame = Frame(FrameKind.AUDIO, Message(MessageType.AUDIO, 0, 0, b"\xaf\x01\x00"))
     stream = Stream("live", "chain")
+    protocol = peer.protocol
+    viewer = Viewer(stream, protocol, RtmpChunks(128, 7), protocol.factory, gate=protocol)
     return {
         "connectionMade": (),
         "dataReceived": (b"",),
@@ -36,7 +40,7 @@ def _sample_args(peer: FakePeer) -> dict[str, tuple[Any, ...]]:
         "stopProducing": (),
         "handshake_completed": (),
         "message_received": (acknowledgement(0),),
-        "admit_frame": (frame, 10),
+        "admit_frame": (viewer, frame, 10),
         "stream_published": (stream,),
         "stream_unpublished": (stream,),
         "stream_joined": (stream, 7, "viewer", {}),
@@ -103,9 +107,9 @@ GOOD = [
     """,
     """
     class Mixin(ProtocolRoot):
-        def admit_frame(self, frame, size):
-            admitted = super().admit_frame(frame, size)
-            return admitted and size < 10
+        def admit_frame(self, viewer, frame, size):
+            decision = super().admit_frame(viewer, frame, size)
+            return decision if size < 10 else PAUSED
     """,
     """
     class Mixin(ProtocolRoot):
@@ -131,8 +135,8 @@ BAD = {
     """,
     "short circuit": """
     class Mixin(ProtocolRoot):
-        def admit_frame(self, frame, size):
-            return size < 10 and super().admit_frame(frame, size)
+        def admit_frame(self, viewer, frame, size):
+            return size < 10 and super().admit_frame(viewer, frame, size)
     """,
     "early return": """
     class Mixin(ProtocolRoot):

@@ -392,3 +392,28 @@ def test_kick_disconnects_one_connection(factory) -> None:
     assert viewer.transport.aborted
     assert not publisher.transport.disconnecting
     assert not factory.kick(10**9)
+
+
+def test_a_paused_viewer_gets_nothing_and_its_refusals_are_not_counted_as_sent(factory) -> None:
+    """pause: frames are refused (counted as paused, not sent); unpause jumps to live."""
+    publisher, pub_sid = _publisher(factory)
+    viewer, play_sid = _viewer(factory)
+    for message in media.headers(pub_sid) + media.gop_frames(pub_sid, 0, 10):
+        publisher.send(message)
+    played = viewer.protocol.viewer
+    before = len(viewer.media())
+    sent_before = played.frames_sent
+    viewer.call("pause", None, True, 0.0, stream_id=play_sid)
+    assert "NetStream.Pause.Notify" in viewer.statuses()
+    for message in media.gop_frames(pub_sid, 400, 10)[1:]:
+        publisher.send(message)
+    assert len(viewer.media()) == before
+    assert played.frames_sent == sent_before
+    assert played.dropped["paused"] == 19
+    assert played.awaiting_keyframe
+    viewer.call("pause", None, False, 0.0, stream_id=play_sid)
+    assert "NetStream.Unpause.Notify" in viewer.statuses()
+    resumed = viewer.media()[before:]
+    kinds = _kinds([m for m in resumed if m.type_id == MessageType.VIDEO])
+    assert kinds[0] is FrameKind.VIDEO_SEQUENCE_HEADER and kinds[1] is FrameKind.KEYFRAME
+    assert played.frames_sent > sent_before

@@ -79,7 +79,7 @@ class RateSampler:
         for stream in self._factory.streams():
             self._record(stream, now, stream.bytes_in)
         for protocol in list(self._factory.connections.values()):
-            self._record(protocol, now, getattr(protocol, "bytes_sent", 0))
+            self._record(protocol, now, protocol.link.media_written)
 
     def _record(self, target: Any, now: float, count: int) -> None:
         samples = self._samples.get(target)
@@ -263,7 +263,8 @@ class Console:
         for stream in sorted(self.factory.streams(), key=_stream_key):
             subscribers = list(stream.subscribers)
             rates = [
-                self.sampler.rate(sub, getattr(sub, "bytes_sent", 0), now) for sub in subscribers
+                self.sampler.rate(sub.owner, sub.owner.link.media_written, now)
+                for sub in subscribers
             ]
             known = [rate for rate in rates if rate is not None]
             out_rate = sum(known) if known or not subscribers else None
@@ -301,25 +302,22 @@ class Console:
     def _viewer_row(self, protocol: Any, now: float) -> dict[str, Any]:
         viewer = protocol.viewer
         stream = protocol.play_stream
-        dropped = dict(getattr(viewer, "dropped", {}))
-        lag = getattr(protocol, "lag_ms", None)
+        dropped = dict(viewer.dropped)
         queued = protocol.link.queued()
         return {
             "id": protocol.conn_id,
             "address": protocol.peer,
             "stream": _stream_key(stream) if stream is not None else None,
             "queued": queued,
-            "peak": max(queued, getattr(protocol, "peak_queued", 0)),
-            "kbit_out": _kbits(
-                self.sampler.rate(protocol, getattr(protocol, "bytes_sent", 0), now)
-            ),
-            "frames_sent": getattr(protocol, "frames_sent", 0),
+            "peak": max(queued, viewer.peak_queued),
+            "kbit_out": _kbits(self.sampler.rate(protocol, protocol.link.media_written, now)),
+            "frames_sent": viewer.frames_sent,
             "dropped": dropped,
             "drop_inter": dropped.get(DropReason.INTER, 0),
             "drop_keyframe": dropped.get(DropReason.KEYFRAME, 0),
             "drop_audio": dropped.get(DropReason.AUDIO, 0),
             "drop_catch_up": dropped.get(DropReason.CATCH_UP, 0),
-            "lag_ms": lag() if callable(lag) else None,
+            "lag_ms": viewer.lag_ms(),
             "state": viewer_state(protocol),
         }
 
@@ -383,16 +381,15 @@ class Console:
         total = sum(count for count, _ in holding)
         rows = []
         for count, protocol in holding[: max(0, top)]:
-            viewer = getattr(protocol, "play_stream", None) is not None
-            lag = getattr(protocol, "lag_ms", None)
+            viewer = getattr(protocol, "viewer", None)
             rows.append(
                 {
                     "id": protocol.conn_id,
                     "address": protocol.peer,
                     "role": _role(protocol),
                     "queued": count,
-                    "peak": max(count, getattr(protocol, "peak_queued", 0)) if viewer else None,
-                    "lag_ms": lag() if viewer and callable(lag) else None,
+                    "peak": max(count, viewer.peak_queued) if viewer else None,
+                    "lag_ms": viewer.lag_ms() if viewer else None,
                     "state": viewer_state(protocol) if viewer else "-",
                 }
             )

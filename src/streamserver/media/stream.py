@@ -1,16 +1,15 @@
 """Streams and their registries: publisher, subscribers, cached headers, GOP cache.
 
 Plain Python, no Twisted: a :class:`Stream` is what one ``rtmp://host/APP/NAME``
-names.  It holds the publisher (at most one), the subscribers grouped by what
-their outgoing chunk bytes look like, the cached ``onMetaData`` and audio/video
-sequence headers, and a GOP cache bounded by bytes so that a new viewer starts
-at once at the last keyframe.
+names.  It holds the publisher (at most one), the viewers
+(:class:`~streamserver.media.viewer.Viewer`) grouped by wire format, the cached
+``onMetaData`` and audio/video sequence headers, and a GOP cache bounded by
+bytes so that a new viewer starts at once at the last keyframe.
 
-Fan-out (:meth:`Stream.broadcast`): each media message is serialized to chunk
-bytes once per group of subscribers that share outgoing chunk size and message
-stream id, and the same ``bytes`` object is handed to each subscriber of that
-group.  The first chunk of every media message carries a full (fmt 0) header,
-so no per-subscriber header state exists.
+Fan-out (:meth:`Stream.broadcast`): each media message is serialized once per
+group of viewers sharing a wire format (for RTMP: outgoing chunk size and
+message stream id), and the same ``bytes`` object is handed to each viewer of
+that group, which decides for itself (its queue, the drop policy).
 
 Timestamps are passed through unchanged for a stream's first publisher.  When a
 publisher returns after leaving, its timestamps are shifted to continue where
@@ -24,17 +23,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-from streamserver.codec.chunk import encode_message
 from streamserver.codec.flv import FrameKind, classify
-from streamserver.codec.messages import (
-    CSID_AUDIO,
-    CSID_DATA,
-    CSID_VIDEO,
-    Message,
-    MessageType,
-)
+from streamserver.codec.messages import Message, MessageType
 from streamserver.errors import BadNameError
 from streamserver.media.rooms import (
     DEFAULT_CHAT_HISTORY,
@@ -42,6 +34,9 @@ from streamserver.media.rooms import (
     ChatMessage,
     ChatRoom,
 )
+
+if TYPE_CHECKING:
+    from streamserver.media.viewer import Viewer, WireFormat
 
 #: AMF0 encoding of the string "@setDataFrame": marker 0x02, u16 length 13, bytes.
 _SET_DATA_FRAME = b"\x02\x00\x0d@setDataFrame"
@@ -55,31 +50,30 @@ _REPUBLISH_GAP_MS = 40
 #: keeps instant start for anything an encoder sends at 1080p with room to spare.
 DEFAULT_GOP_CACHE_BYTES = 4 * 1024 * 1024
 
-_CSID_BY_TYPE: dict[int, int] = {MessageType.AUDIO: CSID_AUDIO, MessageType.VIDEO: CSID_VIDEO}
-
 #: Frames kept in the GOP cache after its keyframe.
 _GOP_KINDS = frozenset({FrameKind.INTER, FrameKind.DISPOSABLE, FrameKind.AUDIO})
 
 
 class Frame:
-    """One published message as relayed: its kind, and its chunk bytes per group.
+    """One published message as relayed: its kind, and its bytes in the last format asked for.
 
-    The message's stream id is 0; each group gets its own stream id in the wire
-    bytes.  The bytes of the last group asked for are kept, so a frame held in
-    the GOP cache is serialized once for the common case of one group.
+    The message's stream id is 0; a wire format puts its own in the bytes.  The
+    bytes of the last :class:`~streamserver.media.viewer.WireFormat` asked for are
+    kept, so a frame held in the GOP cache is serialized once for the common case
+    of one group of viewers.
 
     :ivar kind: the :class:`~streamserver.codec.flv.FrameKind` of the message.
     :ivar message: the message with the stream's (rebased) timestamp.
     :ivar is_video: whether the message is a video message.
     """
 
-    __slots__ = ("_wire", "_wire_key", "is_video", "kind", "message")
+    __slots__ = ("_wire", "_wire_format", "is_video", "kind", "message")
 
     def __init__(self, kind: FrameKind, message: Message) -> None:
         self.kind = kind
         self.message = message
         self.is_video = message.type_id == MessageType.VIDEO
-        self._wire_key: tuple[int, int] | None = None
+        self._wire_format: WireFormat | None = None
         self._wire = b""
 
     @property
@@ -87,40 +81,12 @@ class Frame:
         """The frame's timestamp in milliseconds."""
         return self.message.timestamp
 
-    def wire(self, chunk_size: int, stream_id: int) -> bytes:
-        """The frame's chunk bytes for viewers with *chunk_size* and *stream_id*."""
-        key = (chunk_size, stream_id)
-        if key != self._wire_key:
-            message = self.message
-            csid = _CSID_BY_TYPE.get(message.type_id, CSID_DATA)
-            self._wire = encode_message(
-                Message(message.type_id, stream_id, message.timestamp, message.payload),
-                csid,
-                chunk_size,
-            )
-            self._wire_key = key
+    def serialized(self, wire_format: WireFormat) -> bytes:
+        """The frame's bytes in *wire_format* (encoded once per format in a row)."""
+        if wire_format is not self._wire_format and wire_format != self._wire_format:
+            self._wire = wire_format.encode(self)
+            self._wire_format = wire_format
         return self._wire
-
-
-class Subscriber(Protocol):
-    """What a :class:`Stream` needs of a viewer (the server protocol provides it)."""
-
-    @property
-    def fanout_key(self) -> tuple[int, int]:
-        """(outgoing chunk size, message stream id of the play)."""
-        ...
-
-    def deliver_frame(self, frame: Frame, data: bytes) -> None:
-        """Send *frame*, whose wire bytes for this viewer are *data*, if admitted."""
-        ...
-
-    def stream_published(self, stream: Stream) -> None:
-        """The stream got a publisher."""
-        ...
-
-    def stream_unpublished(self, stream: Stream) -> None:
-        """The stream lost its publisher."""
-        ...
 
 
 def metadata_message(type_id: int, payload: bytes) -> bytes | None:
@@ -149,7 +115,7 @@ class Stream:
     :ivar gop_bytes: payload bytes held in :attr:`gop`.
     :ivar frames_in: media and data messages received from publishers.
     :ivar bytes_in: payload bytes received from publishers.
-    :ivar bytes_out: wire bytes handed to subscribers' transports.
+    :ivar bytes_out: bytes written to viewers (counted by each viewer's writes).
     :ivar chat: the stream's :class:`ChatRoom`.
     """
 
@@ -169,7 +135,7 @@ class Stream:
         self.gop_cache_bytes = gop_cache_bytes
         self._clock = clock
         self.publisher: object | None = None
-        self._groups: dict[tuple[int, int], dict[Subscriber, None]] = {}
+        self._groups: dict[WireFormat, dict[Viewer, None]] = {}
         self.metadata: Frame | None = None
         self.video_header: Frame | None = None
         self.audio_header: Frame | None = None
@@ -193,7 +159,7 @@ class Stream:
     # --- membership ----------------------------------------------------------
 
     @property
-    def subscribers(self) -> list[Subscriber]:
+    def subscribers(self) -> list[Viewer]:
         """Every subscriber, across groups."""
         return [sub for group in self._groups.values() for sub in group]
 
@@ -236,13 +202,13 @@ class Stream:
         for subscriber in self.subscribers:
             subscriber.stream_unpublished(self)
 
-    def subscribe(self, subscriber: Subscriber) -> list[Frame]:
+    def subscribe(self, subscriber: Viewer) -> list[Frame]:
         """Add *subscriber*; return the frames that bring it up to live.
 
         Those are the cached metadata, the sequence headers and the GOP cache,
         whose first frame is a keyframe.
         """
-        self._groups.setdefault(subscriber.fanout_key, {})[subscriber] = None
+        self._groups.setdefault(subscriber.format, {})[subscriber] = None
         return self.catch_up_frames()
 
     def catch_up_frames(self) -> list[Frame]:
@@ -251,7 +217,7 @@ class Stream:
         frames.extend(self.gop)
         return frames
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
+    def unsubscribe(self, subscriber: Viewer) -> None:
         """Remove *subscriber* (no error if it is not subscribed)."""
         for key, group in list(self._groups.items()):
             group.pop(subscriber, None)
@@ -349,10 +315,10 @@ class Stream:
         self.frames_in += 1
         self.bytes_in += len(message.payload)
         self._cache(frame)
-        for (chunk_size, stream_id), group in list(self._groups.items()):
-            data = frame.wire(chunk_size, stream_id)
+        for wire_format, group in list(self._groups.items()):
+            data = frame.serialized(wire_format)
             for subscriber in tuple(group):
-                subscriber.deliver_frame(frame, data)
+                subscriber.deliver(frame, data)
         return frame
 
 

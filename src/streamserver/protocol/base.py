@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from typing_extensions import override
 from zope.interface import implementer
 
+from streamserver.policy import ADMIT, Decision
 from streamserver.transport import TransportAdapter
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from streamserver.errors import StreamError
     from streamserver.factory import RTMPServerFactory
     from streamserver.media.stream import Frame, Stream
-    from streamserver.policy import ViewerQueue
+    from streamserver.media.viewer import Viewer
 
 
 class ChainError(TypeError):
@@ -103,13 +104,10 @@ class ProtocolRoot(Protocol):
         app: str | None
         connect_params: dict[str, Any]
         out_chunk_size: int
-        play_stream: Stream | None
-        viewer: ViewerQueue
-        bytes_sent: int
-        frames_sent: int
+        viewer: Viewer | None
 
         @property
-        def fanout_key(self) -> tuple[int, int]: ...
+        def play_stream(self) -> Stream | None: ...
 
         def send_message(self, message: Message, csid: int | None = None) -> None: ...
         def send_status(
@@ -121,7 +119,6 @@ class ProtocolRoot(Protocol):
         def authorize_access(
             self, action: str, name: str, args: Mapping[str, str]
         ) -> Deferred[None]: ...
-        def write_media(self, data: bytes) -> None: ...
         def disconnect_viewer(self, reason: str) -> None: ...
 
     def __init_subclass__(cls, *, unchecked_chain: bool = False, **kwargs: Any) -> None:
@@ -177,13 +174,16 @@ class ProtocolRoot(Protocol):
     def message_received(self, message: Message) -> None:
         """One complete RTMP message was decoded from the peer."""
 
-    def admit_frame(self, frame: Frame, size: int) -> bool:
-        """Decide whether *frame* (*size* bytes on the wire) may be sent to this peer.
+    def admit_frame(self, viewer: Viewer, frame: Frame, size: int) -> Decision:
+        """Decide what *viewer* does with *frame* (*size* bytes on the wire); change nothing.
 
-        Each mixin calls ``super().admit_frame(frame, size)`` first and combines
-        its own verdict with the result; the root admits everything.
+        Each mixin calls ``super().admit_frame(viewer, frame, size)`` first and
+        combines its own answer with the result; the root has no objection
+        (:data:`~streamserver.policy.ADMIT`).  The backpressure mixin's step asks
+        the drop policy, so a mixin in front of it that loses its ``super()``
+        call silences the policy: the import-time check refuses such a class.
         """
-        return True
+        return ADMIT
 
     def stream_published(self, stream: Stream) -> None:
         """The stream this connection plays got a publisher."""

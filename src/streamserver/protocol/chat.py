@@ -234,18 +234,24 @@ class ChatMixin(ProtocolRoot):
     def deliver_chat(self, data: bytes) -> None:
         """Write one chat message's chunk bytes *data*: never dropped, hard limit applies.
 
-        Bytes written are counted in ``bytes_sent`` like media, so the
-        backpressure mixin's drain accounting sees them.
+        Written as a stream's bytes (``link.write_media``), so the guard's
+        keepalive counts a peer taking chat as a peer alive.  Past the hard
+        limit the connection goes as a media frame would make it go: through
+        its viewer's disconnect if it plays, else counted here.
         """
         if self.closing:
             return
         limits = self.factory.policy.limits
         queued = self.link.queued()
         if limits.enabled and queued + len(data) > limits.max_queue:
-            self.disconnect_viewer(DisconnectReason.MAX_QUEUE)
+            viewer = self.viewer
+            if viewer is not None:
+                viewer.disconnect(DisconnectReason.MAX_QUEUE)
+            else:
+                self.factory.viewer_disconnected(None, DisconnectReason.MAX_QUEUE)
+                self.disconnect_viewer(DisconnectReason.MAX_QUEUE)
             return
         self.link.write_media(data, queued)
-        self.bytes_sent += len(data)
         self.chat_delivered += 1
 
     # --- commands ------------------------------------------------------------------

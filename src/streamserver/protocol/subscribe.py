@@ -1,9 +1,9 @@
 """SubscribeMixin: a viewer plays a live stream.
 
-Hooks overridden: ``connectionMade``, ``admit_frame`` (a paused viewer gets
-nothing), ``stream_published`` /
-``stream_unpublished`` (``NetStream.Play.PublishNotify`` /
-``UnpublishNotify``: the viewer stays connected), ``message_stream_deleted``
+Hooks overridden: ``connectionMade``, ``admit_frame`` (a paused viewer's frames
+are refused, counted as :attr:`~streamserver.policy.DropReason.PAUSED`),
+``stream_published`` / ``stream_unpublished`` (``NetStream.Play.PublishNotify``
+/ ``UnpublishNotify``: the viewer stays connected), ``message_stream_deleted``
 and ``session_closed`` (stop playing).
 
 Events emitted: ``stream_joined`` / ``stream_left`` with role ``"viewer"`` when
@@ -12,14 +12,16 @@ a play starts / ends (the chat mixin seats the viewer in the room).
 Commands defined here: ``play``, ``pause``, ``FCSubscribe``, ``FCUnsubscribe``,
 ``receiveAudio``, ``receiveVideo``.
 
-The hot path is :meth:`SubscribeMixin.deliver_frame`: one ``admit_frame``
-decision (the chain) and one ``transport.write`` of bytes shared by the group.
-
-Each play starts a fresh :class:`~streamserver.policy.ViewerQueue` (``viewer``):
-the policy state that makes video start at a keyframe and the per-viewer counters.
+Each play creates a :class:`~streamserver.media.viewer.Viewer` (``viewer``) in
+the group of its :class:`RtmpChunks` format.  The protocol is the viewer's owner
+(status messages, disconnects, failures) and its gate: the viewer asks the
+protocol's ``admit_frame`` chain for every frame, and that chain's backpressure
+step asks the drop policy.  The hot path is the viewer's (``docs/architecture.md``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -27,35 +29,64 @@ from twisted.python.failure import Failure
 from typing_extensions import override
 
 from streamserver.codec import messages
-from streamserver.codec.messages import Command
+from streamserver.codec.chunk import encode_message
+from streamserver.codec.messages import (
+    CSID_AUDIO,
+    CSID_DATA,
+    CSID_VIDEO,
+    Command,
+    Message,
+    MessageType,
+)
 from streamserver.errors import StreamError
 from streamserver.media.stream import Frame, Stream
-from streamserver.policy import ViewerQueue
+from streamserver.media.viewer import Viewer
+from streamserver.policy import PAUSED, Decision
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
 
 _log = Logger()
 
+_CSID_BY_TYPE: dict[int, int] = {MessageType.AUDIO: CSID_AUDIO, MessageType.VIDEO: CSID_VIDEO}
+
+
+@dataclass(frozen=True, slots=True)
+class RtmpChunks:
+    """The RTMP wire format of a group of viewers: chunk size and message stream id.
+
+    Every media message's first chunk carries a full (fmt 0) header, so there is
+    no per-viewer header state and one serialization serves the whole group.
+    Media goes out on chunk streams 4 (audio), 6 (video) and 5 (data).
+    """
+
+    chunk_size: int
+    stream_id: int
+
+    def encode(self, frame: Frame) -> bytes:
+        """*frame* as chunk bytes for this group."""
+        message = frame.message
+        return encode_message(
+            Message(message.type_id, self.stream_id, message.timestamp, message.payload),
+            _CSID_BY_TYPE.get(message.type_id, CSID_DATA),
+            self.chunk_size,
+        )
+
 
 class SubscribeMixin(ProtocolRoot):
     """Plays one stream per connection, on the message stream ``play`` came on.
 
-    :ivar play_stream: the stream played, or ``None``.
+    :ivar viewer: the :class:`~streamserver.media.viewer.Viewer` of the current
+        play, or ``None``.
     :ivar play_stream_id: the message stream id the media goes out on.
     :ivar play_args: query parameters of the played name.
-    :ivar viewer: policy state and counters of the current play.
-    :ivar frames_sent: frames written to the transport.
-    :ivar bytes_sent: media (and chat) bytes written to the transport.
+    :ivar _paused: the viewer paused the stream (``pause``).
     :ivar _play_pending: the authorization of a ``play`` in progress, or ``None``.
     :ivar _play_pending_id: the message stream id of that ``play``.
     """
 
-    play_stream: Stream | None = None
+    viewer: Viewer | None = None
     play_stream_id = 0
     play_args: dict[str, str]
-    viewer: ViewerQueue
-    frames_sent = 0
-    bytes_sent = 0
     _paused = False
     _play_pending: defer.Deferred[None] | None = None
     _play_pending_id: int | None = None
@@ -63,33 +94,23 @@ class SubscribeMixin(ProtocolRoot):
     @override
     def connectionMade(self) -> None:
         self.play_args = {}
-        self.viewer = ViewerQueue()
         super().connectionMade()
 
     @property
-    def fanout_key(self) -> tuple[int, int]:
-        """Viewers sharing (outgoing chunk size, play stream id) share frame bytes."""
-        return (self.out_chunk_size, self.play_stream_id)
-
-    # --- the hot path ------------------------------------------------------------
-
-    def deliver_frame(self, frame: Frame, data: bytes) -> None:
-        """Write *frame*'s bytes *data* if the chain admits it."""
-        if self.admit_frame(frame, len(data)):
-            self.write_media(data)
-            self.frames_sent += 1
-            self.bytes_sent += len(data)
+    def play_stream(self) -> Stream | None:
+        """The stream played, or ``None``."""
+        viewer = self.viewer
+        return viewer.stream if viewer is not None else None
 
     @override
-    def admit_frame(self, frame: Frame, size: int) -> bool:
-        admitted = super().admit_frame(frame, size)
-        return admitted and not self._paused
+    def admit_frame(self, viewer: Viewer, frame: Frame, size: int) -> Decision:
+        decision = super().admit_frame(viewer, frame, size)
+        return PAUSED if self._paused else decision
 
     # --- stream events -------------------------------------------------------------
 
     @override
     def stream_published(self, stream: Stream) -> None:
-        self.viewer.awaiting_keyframe = True
         self.send_message(messages.stream_begin(self.play_stream_id))
         self.send_status(
             self.play_stream_id, "NetStream.Play.PublishNotify", f"{stream.name} is now published."
@@ -166,34 +187,31 @@ class SubscribeMixin(ProtocolRoot):
         self.stop_playing()
         stream_id = command.stream_id
         stream = self.factory.open_stream(self.app or "", name, "NetStream.Play.Rejected")
-        self.play_stream = stream
         self.play_stream_id = stream_id
-        self.viewer = ViewerQueue(last_progress=self.factory.seconds())
+        viewer = Viewer(
+            stream, self, RtmpChunks(self.out_chunk_size, stream_id), self.factory, gate=self
+        )
+        self.viewer = viewer
         self._paused = False
         self.send_message(messages.stream_is_recorded(stream_id))
         self.send_message(messages.stream_begin(stream_id))
         self.send_status(stream_id, "NetStream.Play.Reset", f"Playing and resetting {name}.")
         self.send_status(stream_id, "NetStream.Play.Start", f"Started playing {name}.")
         self.send_message(messages.data("|RtmpSampleAccess", True, True, stream_id=stream_id))
-        catch_up = stream.subscribe(self)
+        catch_up = stream.subscribe(viewer)
         if stream.publisher is not None:
-            self.send_catch_up(catch_up)
+            viewer.send_catch_up(catch_up)
         _log.info("{app}/{name} played by {peer}", app=stream.app, name=name, peer=self.peer)
         self.stream_joined(stream, stream_id, "viewer", self.play_args)
 
-    def send_catch_up(self, frames: list[Frame]) -> None:
-        """Send cached metadata, sequence headers and the GOP from its keyframe."""
-        chunk_size, stream_id = self.fanout_key
-        for frame in frames:
-            self.deliver_frame(frame, frame.wire(chunk_size, stream_id))
-
     def stop_playing(self) -> None:
-        """Unsubscribe from the played stream, if any."""
-        stream = self.play_stream
-        if stream is None:
+        """Leave the played stream, if any."""
+        viewer = self.viewer
+        if viewer is None:
             return
-        self.play_stream = None
-        stream.unsubscribe(self)
+        self.viewer = None
+        viewer.leave()
+        stream = viewer.stream
         self.stream_left(stream, self.play_stream_id, "viewer")
         self.factory.release_stream(stream)
 
@@ -201,14 +219,14 @@ class SubscribeMixin(ProtocolRoot):
         """``pause``: a paused live viewer gets nothing; unpausing jumps to live."""
         pause = bool(command.args[0]) if command.args else True
         self._paused = pause
-        stream = self.play_stream
+        viewer = self.viewer
         if pause:
             self.send_status(self.play_stream_id, "NetStream.Pause.Notify", "Paused live stream.")
             return
         self.send_status(self.play_stream_id, "NetStream.Unpause.Notify", "Unpaused live stream.")
-        if stream is not None and stream.publisher is not None:
-            self.viewer.awaiting_keyframe = True
-            self.send_catch_up(stream.catch_up_frames())
+        if viewer is not None and viewer.stream.publisher is not None:
+            viewer.awaiting_keyframe = True
+            viewer.send_catch_up(viewer.stream.catch_up_frames())
 
     def command_FCSubscribe(self, command: Command) -> None:
         """``FCSubscribe`` (sent by rtmpdump and CDN-era players): acknowledged."""

@@ -1,0 +1,415 @@
+"""Viewer: one play of a stream, whatever wire protocol carries it.
+
+A :class:`Viewer` is what a :class:`~streamserver.media.stream.Stream` fans out
+to.  It owns everything that is per play and per viewer: the drop policy's view
+of it (waiting for a keyframe, the drain rate), the frames written and possibly
+still queued (for the queue delay and the lag), and the counters.  For every
+frame it:
+
+1. measures its queue through its owner's transport adapter (``owner.link``);
+2. asks for a :class:`~streamserver.policy.Decision` -- through the owner's
+   guarded decision chain (``gate.admit_frame``, the RTMP protocol's mixins,
+   whose backpressure mixin asks the policy), or, for a viewer without a gate,
+   from the policy directly;
+3. carries the decision out, in one place: writes the frame (or the cached GOP
+   on a jump to live), counts it, applies the keyframe rule, or disconnects.
+
+Each group of viewers that share a :class:`WireFormat` (for RTMP: outgoing
+chunk size and message stream id) shares the serialized bytes of a frame; the
+stream serializes once per group.
+
+``Viewer`` is final: the one code path that applies the drop policy cannot be
+overridden by a subclass.  What a wire protocol may add is a guarded chain in
+front of the policy (``docs/architecture.md``, "The cooperative chain").
+
+Nothing here imports Twisted; the clock and the policy come from the server
+object the viewer is given.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, final
+
+from streamserver.policy import (
+    NEVER_DROPPED,
+    Decision,
+    DisconnectReason,
+    DropReason,
+    IDropPolicy,
+    Level,
+    Verdict,
+    awaiting_after,
+)
+
+if TYPE_CHECKING:
+    from streamserver.media.stream import Frame, Stream
+
+
+class WireFormat(Hashable, Protocol):
+    """How a group of viewers serializes a frame; equal formats share the bytes."""
+
+    def encode(self, frame: Frame) -> bytes:
+        """*frame* as this format's bytes (called once per group, see ``Frame.serialized``)."""
+        ...
+
+
+class ViewerLink(Protocol):
+    """What a viewer needs of its transport (:class:`~streamserver.transport.TransportAdapter`)."""
+
+    @property
+    def written(self) -> int:
+        """Every byte written to the transport, by anyone."""
+        ...
+
+    def queued(self) -> int:
+        """Bytes written and not yet handed to the kernel."""
+        ...
+
+    def write_media(self, data: bytes, queued: int) -> None:
+        """Write a stream's bytes, *queued* being :meth:`queued` read just before."""
+        ...
+
+
+class ViewerOwner(Protocol):
+    """The connection or request a viewer plays on (the RTMP protocol provides it)."""
+
+    @property
+    def peer(self) -> str:
+        """The peer's address, for logs."""
+        ...
+
+    @property
+    def link(self) -> ViewerLink:
+        """The transport the viewer's frames are written to."""
+        ...
+
+    def stream_published(self, stream: Stream) -> None:
+        """The played stream got a publisher."""
+        ...
+
+    def stream_unpublished(self, stream: Stream) -> None:
+        """The played stream lost its publisher."""
+        ...
+
+    def disconnect_viewer(self, reason: str) -> None:
+        """The policy decided this viewer must go: close it, logged with *reason*."""
+        ...
+
+
+class AdmissionGate(Protocol):
+    """A guarded decision chain in front of the policy (the RTMP protocol's mixins)."""
+
+    def admit_frame(self, viewer: Viewer, frame: Frame, size: int) -> Decision:
+        """Decide for *frame*; the chain's backpressure step asks ``viewer.policy_decision``."""
+        ...
+
+
+class ViewerServer(Protocol):
+    """What a viewer needs of the server: the policy in force, the clock, the tally."""
+
+    @property
+    def policy(self) -> IDropPolicy:
+        """The drop policy every viewer consults."""
+        ...
+
+    def seconds(self) -> float:
+        """Now, by the server's clock."""
+        ...
+
+    def viewer_disconnected(self, viewer: Viewer, reason: str) -> None:
+        """Count a disconnect decided for *viewer*."""
+        ...
+
+
+@final
+class Viewer:
+    """One play of one stream by one peer.
+
+    :ivar stream: the stream played.
+    :ivar owner: the connection it plays on.
+    :ivar format: the :class:`WireFormat` of its group.
+    :ivar awaiting_keyframe: video resumes only at a keyframe (or a jump to live);
+        a new viewer starts waiting.
+    :ivar level: the congestion level of the last decision taken at a level.
+    :ivar drain_rate: bytes per second the viewer took, smoothed over the checks
+        (0 until measured).
+    :ivar frames_sent: frames written (media, headers, metadata, jumps to live).
+    :ivar bytes_sent: their bytes.
+    :ivar dropped: frames not sent, by :class:`~streamserver.policy.DropReason`.
+    :ivar catch_ups: jumps to live.
+    :ivar peak_queued: the most bytes seen queued in its transport.
+    :ivar disconnect_reason: why the policy disconnected it, once it did.
+    :ivar closed: it left the stream (stopped, disconnected or failed).
+    :ivar last_progress: when it last took bytes (or held none), by the server's clock.
+    :ivar _sent_frames: ``(link.written after the frame, timestamp, written at)``
+        of the frames written and possibly still queued, oldest first.
+    """
+
+    __slots__ = (
+        "_drained_seen",
+        "_gate",
+        "_last_video_ts",
+        "_queued",
+        "_queued_ms",
+        "_rate_at",
+        "_rate_drained",
+        "_sent_frames",
+        "_server",
+        "awaiting_keyframe",
+        "bytes_sent",
+        "catch_ups",
+        "closed",
+        "disconnect_reason",
+        "drain_rate",
+        "dropped",
+        "format",
+        "frames_sent",
+        "last_progress",
+        "level",
+        "link",
+        "owner",
+        "peak_queued",
+        "stream",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError(
+            "Viewer is final: the policy is applied in one place; add a guarded chain "
+            "step in front of it instead (docs/architecture.md)"
+        )
+
+    def __init__(
+        self,
+        stream: Stream,
+        owner: ViewerOwner,
+        wire_format: WireFormat,
+        server: ViewerServer,
+        gate: AdmissionGate | None = None,
+    ) -> None:
+        self.stream = stream
+        self.owner = owner
+        self.link = owner.link
+        self.format = wire_format
+        self._server = server
+        self._gate = gate
+        self.awaiting_keyframe = True
+        self.level = Level.NORMAL
+        self.drain_rate = 0.0
+        self.frames_sent = 0
+        self.bytes_sent = 0
+        self.dropped: dict[str, int] = dict.fromkeys(DropReason, 0)
+        self.catch_ups = 0
+        self.peak_queued = 0
+        self.disconnect_reason: str | None = None
+        self.closed = False
+        self.last_progress = server.seconds()
+        self._drained_seen = 0
+        self._rate_at: float | None = None
+        self._rate_drained = 0
+        self._sent_frames: deque[tuple[int, int, float]] = deque()
+        self._last_video_ts: int | None = None
+        self._queued = 0
+        self._queued_ms = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Viewer {self.owner.peer} of {self.stream.app}/{self.stream.name} "
+            f"sent={self.frames_sent} dropped={sum(self.dropped.values())}>"
+        )
+
+    # --- the hot path ----------------------------------------------------------------
+
+    def deliver(self, frame: Frame, data: bytes) -> None:
+        """Decide for *frame* (whose bytes in this viewer's format are *data*) and act."""
+        if self.closed:
+            return
+        link = self.link
+        queued = link.queued()
+        now = self._server.seconds()
+        if queued:
+            if queued > self.peak_queued:
+                self.peak_queued = queued
+            self._queued_ms = self._queue_delay(queued, now)
+        else:
+            self._queued_ms = 0
+            if self._sent_frames:
+                self._sent_frames.clear()  # everything written has left user space
+        self._queued = queued
+        size = len(data)
+        gate = self._gate
+        decision = (
+            gate.admit_frame(self, frame, size)
+            if gate is not None
+            else self.policy_decision(frame, size)
+        )
+        self._carry_out(frame, data, size, decision, queued, now)
+
+    def policy_decision(self, frame: Frame, size: int) -> Decision:
+        """The drop policy's decision for *frame* at the queue measured for it (pure)."""
+        return self._server.policy.decide(
+            self,
+            frame.kind,
+            frame.is_video,
+            self._queued,
+            self._queued_ms,
+            size,
+            self.stream.catch_up,
+        )
+
+    def _carry_out(
+        self, frame: Frame, data: bytes, size: int, decision: Decision, queued: int, now: float
+    ) -> None:
+        verdict = decision.verdict
+        if decision.level is not None:
+            self.level = decision.level
+        self.awaiting_keyframe = awaiting_after(
+            self.awaiting_keyframe, verdict, frame.kind, frame.is_video
+        )
+        if verdict is Verdict.SEND:
+            self._write(frame, data, queued, now)
+        elif verdict is Verdict.DROP:
+            self.dropped[decision.reason or DropReason.INTER] += 1
+        elif verdict is Verdict.CATCH_UP:
+            self.catch_ups += 1
+            self._jump_to_live(now)
+        else:
+            self.disconnect(decision.reason or "policy")
+
+    def _write(self, frame: Frame, data: bytes, queued: int, now: float) -> None:
+        self.link.write_media(data, queued)
+        size = len(data)
+        self.frames_sent += 1
+        self.bytes_sent += size
+        self.stream.bytes_out += size
+        if frame.kind not in NEVER_DROPPED:
+            # cached headers keep their old timestamps: they say nothing of lag
+            timestamp = frame.message.timestamp
+            self._sent_frames.append((self.link.written, timestamp, now))
+            if frame.is_video:
+                self._last_video_ts = timestamp
+
+    def _jump_to_live(self, now: float) -> None:
+        """Send the cached GOP's video the viewer lacks, up to the current frame.
+
+        If the viewer already has the GOP's keyframe and the frames after it up to
+        the first one dropped, only the frames after those are sent, so its decoder
+        sees an unbroken chain and no timestamp twice; otherwise the GOP's video
+        from its keyframe.
+        """
+        gop = self.stream.gop
+        last = self._last_video_ts
+        if last is None or not gop or last < gop[0].message.timestamp:
+            last = -1  # the viewer lacks this GOP's keyframe: send from it
+        wire_format = self.format
+        for cached in gop:
+            if cached.is_video and cached.message.timestamp > last:
+                self._write(cached, cached.serialized(wire_format), self.link.queued(), now)
+
+    # --- measurements ------------------------------------------------------------------
+
+    def _oldest_queued(self, queued: int) -> tuple[int, int, float] | None:
+        """``(link.written after it, timestamp, written at)`` of the oldest queued frame.
+
+        Non-media bytes (commands) in the queue are counted as media, so the
+        oldest frame is found a little early: the estimate errs towards lag.
+        """
+        frames = self._sent_frames
+        drained = self.link.written - queued
+        while frames and frames[0][0] <= drained:
+            frames.popleft()
+        return frames[0] if frames else None
+
+    def _queue_delay(self, queued: int, now: float) -> int:
+        """How long the oldest queued frame has waited in the transport, in ms.
+
+        This is the "milliseconds queued" the policy's time watermarks apply to:
+        at steady state it equals the media time queued, and unlike media
+        timestamps it is immune to a publisher's timestamp jumps and to the
+        intended burst of a GOP sent to a new viewer.
+        """
+        oldest = self._oldest_queued(queued)
+        return int((now - oldest[2]) * 1000) if oldest is not None else 0
+
+    def lag_ms(self) -> int:
+        """How far behind live the media this viewer is receiving now is, in ms."""
+        live = self.stream.live_timestamp
+        if live is None:
+            return 0
+        oldest = self._oldest_queued(self.link.queued())
+        if oldest is not None:
+            return max(0, live - oldest[1])
+        if self.awaiting_keyframe and self._last_video_ts is not None:
+            return max(0, live - self._last_video_ts)
+        return 0
+
+    def check_progress(self, now: float) -> bool:
+        """Measure what the viewer took since the last check; disconnect it if it stalled.
+
+        Called about once a second by the server's watchdog.  Progress means the
+        bytes handed to the kernel grew, or nothing is queued; the drain rate is
+        smoothed over the checks.
+
+        :returns: whether the viewer was disconnected.
+        """
+        if self.closed:
+            return False
+        link = self.link
+        queued = link.queued()
+        drained = link.written - queued
+        if self._rate_at is not None and now > self._rate_at:
+            rate = (drained - self._rate_drained) / (now - self._rate_at)
+            self.drain_rate = rate if not self.drain_rate else (self.drain_rate + rate) / 2
+        self._rate_at = now
+        self._rate_drained = drained
+        if queued == 0 or drained > self._drained_seen:
+            self._drained_seen = drained
+            self.last_progress = now
+            return False
+        if self._server.policy.stalled(queued, now - self.last_progress):
+            self.disconnect(DisconnectReason.STALLED)
+            return True
+        return False
+
+    # --- stream events and the end -------------------------------------------------
+
+    def send_catch_up(self, frames: Iterable[Frame]) -> None:
+        """Deliver cached metadata, sequence headers and the GOP, as the stream lists them."""
+        wire_format = self.format
+        for frame in frames:
+            self.deliver(frame, frame.serialized(wire_format))
+
+    def stream_published(self, stream: Stream) -> None:
+        """The stream got a publisher: video restarts at a keyframe; tell the owner."""
+        self.awaiting_keyframe = True
+        self._notify(self.owner.stream_published, stream)
+
+    def stream_unpublished(self, stream: Stream) -> None:
+        """The stream lost its publisher; tell the owner."""
+        self._notify(self.owner.stream_unpublished, stream)
+
+    def _notify(self, hook: Any, stream: Stream) -> None:
+        if not self.closed:
+            hook(stream)
+
+    def disconnect(self, reason: str) -> None:
+        """The policy's verdict: this viewer goes (counted, then the owner closes it)."""
+        if self.disconnect_reason is not None:
+            return
+        self.disconnect_reason = reason
+        self._server.viewer_disconnected(self, reason)
+        self.owner.disconnect_viewer(reason)
+
+    def leave(self) -> None:
+        """Stop playing: leave the stream (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.stream.unsubscribe(self)
+
+    # --- for people ------------------------------------------------------------------
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames not sent, for any reason."""
+        return sum(self.dropped.values())

@@ -1,0 +1,173 @@
+"""The Viewer on its own: one code path that asks the policy and carries the verdict out.
+
+These viewers have no RTMP connection and no decision chain (no gate): a fake
+owner on a :class:`~streamserver.testing.FakeTransport`, a wire format that
+writes payloads as they are, and the real policy.  This is how a viewer of
+another protocol (HTTP-FLV, WebSocket-FLV) plays a stream.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+from twisted.internet import task
+
+from streamserver.media.stream import Frame, Stream
+from streamserver.media.viewer import Viewer
+from streamserver.policy import DropFramesPolicy, DropReason, IDropPolicy, PolicyLimits
+from streamserver.testing import FakeTransport
+from streamserver.transport import TransportAdapter
+from tests.protocol import media
+
+LIMITS = PolicyLimits(drop_low=3000, drop_high=50_000, max_queue=200_000, max_lag_ms=60_000)
+
+
+@dataclass(frozen=True)
+class Payloads:
+    """A wire format that writes a frame's payload as it is."""
+
+    name: str = "payloads"
+
+    def encode(self, frame: Frame) -> bytes:
+        return frame.message.payload
+
+
+class Owner:
+    """What a connection does for its viewer, recorded."""
+
+    def __init__(self, *, auto_drain: bool) -> None:
+        self.transport = FakeTransport(auto_drain=auto_drain)
+        self.link = TransportAdapter(self.transport)
+        self.peer = "192.0.2.1:5000"
+        self.events: list[tuple[str, object]] = []
+
+    def stream_published(self, stream: Stream) -> None:
+        self.events.append(("published", stream.name))
+
+    def stream_unpublished(self, stream: Stream) -> None:
+        self.events.append(("unpublished", stream.name))
+
+    def disconnect_viewer(self, reason: str) -> None:
+        self.events.append(("disconnect", reason))
+
+    def viewer_failed(self, viewer: Viewer, error: BaseException) -> None:
+        self.events.append(("failed", error))
+
+
+class Server:
+    """The policy, the clock and the disconnect tally, as the factory keeps them."""
+
+    def __init__(self, limits: PolicyLimits = LIMITS) -> None:
+        self.clock = task.Clock()
+        self.policy: IDropPolicy = DropFramesPolicy(limits)
+        self.disconnects: Counter[str] = Counter()
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def viewer_disconnected(self, viewer: Viewer | None, reason: str) -> None:
+        self.disconnects[reason] += 1
+
+
+def _play(server: Server, *, auto_drain: bool = True) -> tuple[Stream, Viewer, Owner]:
+    stream = Stream("live", "cam", clock=server.seconds)
+    stream.publish(object())
+    owner = Owner(auto_drain=auto_drain)
+    viewer = Viewer(stream, owner, Payloads(), server)
+    stream.subscribe(viewer)
+    for message in media.headers(1):
+        stream.broadcast(message)
+    return stream, viewer, owner
+
+
+def test_a_viewer_cannot_be_subclassed() -> None:
+    """The one code path applying the policy cannot be overridden."""
+    with pytest.raises(TypeError, match="final"):
+
+        class Sneaky(Viewer):  # type: ignore[misc]
+            pass
+
+
+def test_without_a_gate_the_policy_decides_and_counts_in_one_place() -> None:
+    """A slow gateless viewer is cut to keyframes by the policy; every frame is counted once."""
+    server = Server()
+    stream, viewer, owner = _play(server, auto_drain=False)
+    frames = media.gop_frames(1, 0, 30) + media.gop_frames(1, 1000, 30)
+    for message in frames:
+        stream.broadcast(message)
+    assert viewer.dropped[DropReason.INTER] > 0
+    assert viewer.dropped[DropReason.AUDIO] == 0
+    # headers, the first keyframe's run up to drop_low, audio, the second keyframe
+    assert viewer.frames_sent + viewer.frames_dropped == 3 + len(frames)
+    assert viewer.bytes_sent == owner.link.written == owner.transport.total_written
+    assert stream.bytes_out == viewer.bytes_sent
+    assert viewer.awaiting_keyframe
+
+
+def test_a_fast_gateless_viewer_gets_everything() -> None:
+    """A viewer that takes every byte at once is sent every frame, nothing dropped."""
+    server = Server()
+    stream, viewer, _ = _play(server)
+    frames = media.gop_frames(1, 0, 60)
+    for message in frames:
+        stream.broadcast(message)
+    assert viewer.frames_dropped == 0
+    assert viewer.frames_sent == 3 + len(frames)
+
+
+def test_drain_rate_and_stall_are_measured_at_each_check() -> None:
+    """check_progress keeps a smoothed drain rate and disconnects after the stall timeout."""
+    server = Server(PolicyLimits(stall_timeout=5))
+    stream, viewer, owner = _play(server, auto_drain=False)
+    stream.broadcast(media.video(1, 0, key=True, size=40_000))
+    viewer.check_progress(server.seconds())
+    server.clock.advance(1)
+    owner.transport.drain(10_000)
+    assert not viewer.check_progress(server.seconds())
+    assert viewer.drain_rate == 10_000
+    server.clock.advance(1)
+    owner.transport.drain(20_000)
+    assert not viewer.check_progress(server.seconds())
+    assert viewer.drain_rate == 15_000
+    for _ in range(4):
+        server.clock.advance(1)
+        assert not viewer.check_progress(server.seconds())
+    server.clock.advance(1)
+    assert viewer.check_progress(server.seconds())
+    assert owner.events[-1] == ("disconnect", "stalled")
+    assert server.disconnects == {"stalled": 1}
+    assert viewer.disconnect_reason == "stalled"
+
+
+def test_a_jump_to_live_counts_what_it_writes() -> None:
+    """Frames a jump to live writes from the GOP cache are counted as sent, with their bytes."""
+    server = Server(PolicyLimits(drop_low=1500, drop_high=100_000, max_lag_ms=20_000))
+    stream, viewer, owner = _play(server, auto_drain=False)
+    frames = media.gop_frames(1, 0, 60)
+    for message in frames[:20]:
+        stream.broadcast(message)
+    assert viewer.awaiting_keyframe
+    viewer.drain_rate = 1e6
+    owner.transport.drain()
+    sent_before, bytes_before = viewer.frames_sent, viewer.bytes_sent
+    stream.broadcast(frames[20])
+    assert viewer.catch_ups == 1 and not viewer.awaiting_keyframe
+    written = owner.transport.total_written - owner.transport.queued
+    assert viewer.frames_sent > sent_before + 1
+    assert viewer.bytes_sent - bytes_before == owner.transport.queued
+    assert written + owner.transport.queued == viewer.bytes_sent
+
+
+def test_publish_events_reach_the_owner_and_reset_the_keyframe_wait() -> None:
+    """A republish makes video wait for a keyframe; the owner hears of both events."""
+    server = Server()
+    stream, viewer, owner = _play(server)
+    stream.broadcast(media.video(1, 0, key=True))
+    assert not viewer.awaiting_keyframe
+    publisher = stream.publisher
+    stream.unpublish(publisher)
+    stream.publish(object())
+    assert viewer.awaiting_keyframe
+    assert owner.events == [("unpublished", "cam"), ("published", "cam")]
