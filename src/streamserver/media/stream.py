@@ -9,7 +9,8 @@ bytes so that a new viewer starts at once at the last keyframe.
 Fan-out (:meth:`Stream.broadcast`): each media message is serialized once per
 group of viewers sharing a wire format (for RTMP: outgoing chunk size and
 message stream id), and the same ``bytes`` object is handed to each viewer of
-that group, which decides for itself (its queue, the drop policy).
+that group, which decides for itself (its queue, the drop policy) and never
+raises: a failing viewer leaves the stream, the loop goes on.
 
 Timestamps are passed through unchanged for a stream's first publisher.  When a
 publisher returns after leaving, its timestamps are shifted to continue where

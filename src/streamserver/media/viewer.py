@@ -18,6 +18,11 @@ Each group of viewers that share a :class:`WireFormat` (for RTMP: outgoing
 chunk size and message stream id) shares the serialized bytes of a frame; the
 stream serializes once per group.
 
+A failure while delivering to a viewer -- in its chain, its format, its
+transport -- is the viewer's alone: the viewer leaves the stream and its owner
+is told (:meth:`ViewerOwner.viewer_failed`), and the stream's loop goes on to
+the next viewer.  The publisher never sees it.
+
 ``Viewer`` is final: the one code path that applies the drop policy cannot be
 overridden by a subclass.  What a wire protocol may add is a guarded chain in
 front of the policy (``docs/architecture.md``, "The cooperative chain").
@@ -95,6 +100,10 @@ class ViewerOwner(Protocol):
 
     def disconnect_viewer(self, reason: str) -> None:
         """The policy decided this viewer must go: close it, logged with *reason*."""
+        ...
+
+    def viewer_failed(self, viewer: Viewer, error: BaseException) -> None:
+        """Delivering to *viewer* raised *error*; it has left its stream already."""
         ...
 
 
@@ -222,29 +231,36 @@ class Viewer:
     # --- the hot path ----------------------------------------------------------------
 
     def deliver(self, frame: Frame, data: bytes) -> None:
-        """Decide for *frame* (whose bytes in this viewer's format are *data*) and act."""
+        """Decide for *frame* (whose bytes in this viewer's format are *data*) and act.
+
+        Never raises: a failure is this viewer's, and ends it
+        (:meth:`ViewerOwner.viewer_failed`).
+        """
         if self.closed:
             return
-        link = self.link
-        queued = link.queued()
-        now = self._server.seconds()
-        if queued:
-            if queued > self.peak_queued:
-                self.peak_queued = queued
-            self._queued_ms = self._queue_delay(queued, now)
-        else:
-            self._queued_ms = 0
-            if self._sent_frames:
-                self._sent_frames.clear()  # everything written has left user space
-        self._queued = queued
-        size = len(data)
-        gate = self._gate
-        decision = (
-            gate.admit_frame(self, frame, size)
-            if gate is not None
-            else self.policy_decision(frame, size)
-        )
-        self._carry_out(frame, data, size, decision, queued, now)
+        try:
+            link = self.link
+            queued = link.queued()
+            now = self._server.seconds()
+            if queued:
+                if queued > self.peak_queued:
+                    self.peak_queued = queued
+                self._queued_ms = self._queue_delay(queued, now)
+            else:
+                self._queued_ms = 0
+                if self._sent_frames:
+                    self._sent_frames.clear()  # everything written has left user space
+            self._queued = queued
+            size = len(data)
+            gate = self._gate
+            decision = (
+                gate.admit_frame(self, frame, size)
+                if gate is not None
+                else self.policy_decision(frame, size)
+            )
+            self._carry_out(frame, data, size, decision, queued, now)
+        except Exception as error:
+            self._fail(error)
 
     def policy_decision(self, frame: Frame, size: int) -> Decision:
         """The drop policy's decision for *frame* at the queue measured for it (pure)."""
@@ -390,8 +406,12 @@ class Viewer:
         self._notify(self.owner.stream_unpublished, stream)
 
     def _notify(self, hook: Any, stream: Stream) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        try:
             hook(stream)
+        except Exception as error:
+            self._fail(error)
 
     def disconnect(self, reason: str) -> None:
         """The policy's verdict: this viewer goes (counted, then the owner closes it)."""
@@ -406,6 +426,12 @@ class Viewer:
         if not self.closed:
             self.closed = True
             self.stream.unsubscribe(self)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.closed:
+            return
+        self.leave()
+        self.owner.viewer_failed(self, error)
 
     # --- for people ------------------------------------------------------------------
 

@@ -124,8 +124,16 @@ class ChatSeat:
         return (self.protocol.out_chunk_size, self.stream_id)
 
     def deliver_chat(self, data: bytes) -> None:
-        """Write one chat message's bytes to the connection."""
-        self.protocol.deliver_chat(data)
+        """Write one chat message's bytes to the connection; a failure is the connection's.
+
+        The room's broadcast runs inside the sender's command: whatever goes
+        wrong writing to this participant ends this participant's connection
+        only, logged once, and the broadcast goes on.
+        """
+        try:
+            self.protocol.deliver_chat(data)
+        except Exception as error:
+            self.protocol.chat_failed(self, error)
 
 
 class ChatMixin(ProtocolRoot):
@@ -253,6 +261,17 @@ class ChatMixin(ProtocolRoot):
             return
         self.link.write_media(data, queued)
         self.chat_delivered += 1
+
+    def chat_failed(self, seat: ChatSeat, error: BaseException) -> None:
+        """Writing a chat message to *seat* raised: log it once and drop the connection."""
+        stream = seat.stream
+        _log.failure(
+            "delivering chat to {peer} in {room} failed; disconnecting it",
+            Failure(error, type(error), error.__traceback__),
+            peer=self.peer,
+            room=f"{stream.app}/{stream.name}",
+        )
+        self.drop_connection()
 
     # --- commands ------------------------------------------------------------------
 

@@ -107,6 +107,17 @@ class SubscribeMixin(ProtocolRoot):
         decision = super().admit_frame(viewer, frame, size)
         return PAUSED if self._paused else decision
 
+    def viewer_failed(self, viewer: Viewer, error: BaseException) -> None:
+        """Delivering to this connection's viewer raised: log it once and drop the connection."""
+        stream = viewer.stream
+        _log.failure(
+            "delivering to viewer {peer} of {stream} failed; disconnecting it",
+            Failure(error, type(error), error.__traceback__),
+            peer=self.peer,
+            stream=f"{stream.app}/{stream.name}",
+        )
+        self.drop_connection()
+
     # --- stream events -------------------------------------------------------------
 
     @override
