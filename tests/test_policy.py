@@ -32,6 +32,7 @@ class ViewerQueue:
 
     awaiting_keyframe: bool = True
     drain_rate: float = 0.0
+    kernel_queued: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     catch_ups: int = 0
     disconnect_reason: str | None = None

@@ -8,7 +8,9 @@ send, drop, jump to live or disconnect, from numbers the caller measures:
 - ``queued_ms``: how long the oldest of those bytes has been waiting.  For a live
   stream at steady state that is the media time queued; measured on the clock it
   cannot be fooled by a publisher's timestamp jumps (SRS #712) nor by the
-  intended burst of a GOP sent to a new viewer.
+  intended burst of a GOP sent to a new viewer.  For a viewer suspected of being
+  slow the viewer counts what the kernel holds unacknowledged too, and times
+  what is pending at its measured link rate (``streamserver.media.viewer``).
 
 Levels, from both measures (whichever is worse):
 
@@ -19,9 +21,10 @@ Levels, from both measures (whichever is worse):
 
 Why a sixth and a third: what a viewer sees lags live by the age a frame already
 had when written (a jump to live writes frames up to max_lag_ms / 6 old), plus
-the time it waits in our buffer (under max_lag_ms / 3 before everything stops),
-plus what the kernel and the network hold, which we cannot see (about 50 KB with
-TCP_NOTSENT_LOWAT at 16 KiB: 1.3 s at 0.3 Mbit/s).  The thirds leave that room.
+the time it waits before it goes out (under max_lag_ms / 3 before everything
+stops), plus what the network does that no one can see: a retransmission
+timeout on a lossy thin link stalls everything in flight for a second or two.
+The thirds leave that room.
 
 Rules that hold at every level:
 
@@ -234,6 +237,8 @@ class PolicySubject(Protocol):
     #: bytes per second the viewer took, smoothed (0 until measured); a lower
     #: bound on its link when it was not backlogged
     drain_rate: float
+    #: bytes the kernel held for the viewer at the last reading (0: none or unread)
+    kernel_queued: int
 
 
 class IDropPolicy(Interface):
@@ -317,7 +322,8 @@ class DropFramesPolicy:
                 and catch_up is not None
                 and viewer.drain_rate > 0
                 and queued_bytes + catch_up[1] <= limits.drop_high
-                and catch_up[0] + 1000 * (queued_bytes + catch_up[1]) / viewer.drain_rate
+                and catch_up[0]
+                + 1000 * (queued_bytes + viewer.kernel_queued + catch_up[1]) / viewer.drain_rate
                 <= limits.low_ms
             ):
                 return _CATCH_UP

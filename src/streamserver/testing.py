@@ -60,6 +60,9 @@ class FakeTransport(StringTransport):
 
     :ivar bufferSize: the high-water mark, 64 KiB as on ``tcp.Connection``.
     :ivar queued: bytes written and not yet drained.
+    :ivar in_kernel: bytes drained with ``hold=True``: handed to the pretend
+        kernel and not yet acknowledged by the peer (:meth:`acknowledge`), as a
+        real link holds them in flight and in its qdisc.
     :ivar peak_queued: the largest :attr:`queued` seen.
     :ivar total_written: every byte ever written.
     :ivar aborted: whether :meth:`abortConnection` was called.
@@ -90,6 +93,7 @@ class FakeTransport(StringTransport):
         super().__init__(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 1935))
         self.protocol: Any = None
         self.queued = 0
+        self.in_kernel = 0
         self.peak_queued = 0
         self.total_written = 0
         self.aborted = False
@@ -121,25 +125,29 @@ class FakeTransport(StringTransport):
         return self.queued
 
     def kernel_queued_bytes(self) -> int:
-        """The pretend kernel passes everything on at once (:class:`IWriteQueue`)."""
-        return 0
+        """Bytes the pretend kernel holds unacknowledged (:class:`IWriteQueue`)."""
+        return self.in_kernel
 
     def writeSequence(self, data: Any) -> None:
         """Write each piece of *data* (a list, as with a real transport)."""
         for piece in data:
             self.write(piece)
 
-    def drain(self, nbytes: int | None = None) -> int:
+    def drain(self, nbytes: int | None = None, *, hold: bool = False) -> int:
         """Hand up to *nbytes* queued bytes (all if ``None``) to the pretend kernel.
 
         Resumes a paused streaming producer when the queue becomes empty, as
         ``tcp.Connection.doWrite`` does.
 
+        :param hold: the kernel keeps them (:attr:`in_kernel`) until
+            :meth:`acknowledge`; by default the peer has them at once.
         :returns: the number of bytes drained.
         """
         if nbytes is None or nbytes >= self.queued:
             nbytes = self.queued
         self.queued -= nbytes
+        if hold:
+            self.in_kernel += nbytes
         if (
             nbytes
             and not self.queued
@@ -148,6 +156,16 @@ class FakeTransport(StringTransport):
             and not self.lost
         ):
             self.producer.resumeProducing()
+        return nbytes
+
+    def acknowledge(self, nbytes: int | None = None) -> int:
+        """The peer acknowledges up to *nbytes* the kernel held (all if ``None``).
+
+        :returns: the number of bytes acknowledged.
+        """
+        if nbytes is None or nbytes >= self.in_kernel:
+            nbytes = self.in_kernel
+        self.in_kernel -= nbytes
         return nbytes
 
     def loseConnection(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 from twisted.internet import task
 
 from streamserver.media.stream import Frame, Stream
-from streamserver.media.viewer import Viewer
+from streamserver.media.viewer import CALM_CHECKS, Viewer
 from streamserver.policy import DropFramesPolicy, DropReason, IDropPolicy, PolicyLimits
 from streamserver.testing import FakeTransport
 from streamserver.transport import TransportAdapter
@@ -171,3 +171,138 @@ def test_publish_events_reach_the_owner_and_reset_the_keyframe_wait() -> None:
     stream.publish(object())
     assert viewer.awaiting_keyframe
     assert owner.events == [("unpublished", "cam"), ("published", "cam")]
+
+
+# --- what the kernel holds ----------------------------------------------------------------
+
+
+def _second_of_stream(stream: Stream, server: Server, start_ms: int, *, frame_bytes: int) -> None:
+    """One second of 30 fps video (a keyframe every 2 s) with audio, in real time."""
+    for index in range(30):
+        timestamp = start_ms + index * 33
+        key = timestamp % 2000 < 33
+        stream.broadcast(media.video(1, timestamp, key=key, size=frame_bytes))
+        stream.broadcast(media.audio(1, timestamp))
+        server.clock.advance(1 / 30)
+
+
+def _counting_kernel_reads(owner: Owner) -> list[int]:
+    calls: list[int] = []
+    real = owner.transport.kernel_queued_bytes
+
+    def counted() -> int:
+        calls.append(1)
+        return real()
+
+    owner.transport.kernel_queued_bytes = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_viewer_that_keeps_up_costs_one_kernel_reading_a_second() -> None:
+    """A fast viewer is not watched: its kernel share is read by the check, never per frame."""
+    server = Server(PolicyLimits())
+    stream, viewer, owner = _play(server)
+    reads = _counting_kernel_reads(owner)
+    for second in range(5):
+        _second_of_stream(stream, server, second * 1000, frame_bytes=2000)
+        viewer.check_progress(server.seconds())
+    assert not viewer.watched
+    assert len(reads) == 5, "one reading per check, none per frame"
+    assert viewer.frames_dropped == 0
+
+
+def _over_a_thin_link(
+    stream: Stream, server: Server, owner: Owner, viewer: Viewer, seconds: int
+) -> None:
+    """*seconds* of stream to a viewer whose kernel takes every write at once and whose
+    link then carries 10 kB/s: its user-space queue is empty between frames."""
+    start = round(server.seconds() * 1000)
+    for second in range(seconds):
+        for index in range(30):
+            timestamp = start + second * 1000 + index * 33
+            key = timestamp % 2000 < 33
+            for message in (
+                media.video(1, timestamp, key=key, size=2000),
+                media.audio(1, timestamp),
+            ):
+                stream.broadcast(message)
+                owner.transport.drain(hold=True)
+            server.clock.advance(1 / 30)
+        owner.transport.acknowledge(10_000)
+        viewer.check_progress(server.seconds())
+
+
+def test_the_policy_sees_what_the_kernel_holds_for_a_slow_viewer() -> None:
+    """Bytes stuck in the kernel (in flight, in a qdisc) make a viewer drop, though
+    its user-space queue is always empty."""
+    server = Server(PolicyLimits())
+    stream, viewer, owner = _play(server, auto_drain=False)
+    owner.transport.drain(hold=True)
+    _over_a_thin_link(stream, server, owner, viewer, 8)
+    # only the stream's headers, written before the kernel took anything, ever waited
+    assert owner.transport.queued == 0 and viewer.peak_queued < 100
+    assert viewer.watched
+    assert viewer.dropped[DropReason.AUDIO] > 0 and viewer.dropped[DropReason.KEYFRAME] > 0
+    assert viewer.frames_sent < viewer.frames_dropped
+    # it was dropping, not hoarding: the kernel never held more than ~2 s of its link
+    assert owner.transport.in_kernel < 25_000
+
+
+def test_a_viewer_that_keeps_up_again_is_forgotten() -> None:
+    """A slow viewer whose link recovers is no longer watched after keeping up for a while."""
+    server = Server(PolicyLimits())
+    stream, viewer, owner = _play(server, auto_drain=False)
+    _over_a_thin_link(stream, server, owner, viewer, 8)
+    assert viewer.watched
+    owner.transport.auto_drain = True
+    owner.transport.drain()
+    owner.transport.acknowledge()
+    for second in range(8, 8 + CALM_CHECKS + 4):
+        _second_of_stream(stream, server, second * 1000, frame_bytes=2000)
+        viewer.check_progress(server.seconds())
+    assert viewer.link_rate == 0 and not viewer.watched
+
+
+def test_a_backlogged_viewer_s_link_rate_times_what_it_holds() -> None:
+    """Losing frames with a backlog across checks, a viewer's link rate is measured, and
+    the policy's queue delay is then at least what it holds at that rate."""
+    server = Server(PolicyLimits(drop_low=10**6, drop_high=2 * 10**6, max_queue=4 * 10**6))
+    stream, viewer, owner = _play(server, auto_drain=False)
+    stream.broadcast(media.video(1, 0, key=True, size=150_000))
+    for second in range(3):
+        for index in range(30):
+            timestamp = 33 + second * 1000 + index * 33
+            stream.broadcast(media.video(1, timestamp, key=False, size=3000))
+            stream.broadcast(media.audio(1, timestamp))
+            server.clock.advance(1 / 30)
+            owner.transport.drain(1000)  # a link of 30 kB/s
+        viewer.check_progress(server.seconds())
+    assert viewer.frames_dropped > 0 and owner.transport.queued > 16 * 1024
+    assert viewer.link_rate == pytest.approx(30_000, rel=0.05)
+    stream.broadcast(media.audio(1, 3100))
+    pending = owner.transport.queued
+    assert viewer._queued_ms >= pending * 1000 // 31_500
+
+
+def test_a_fast_viewer_with_much_in_flight_loses_nothing() -> None:
+    """A viewer on a long fat pipe (20 kB always in flight, a third of a second of
+    stream) keeps every frame and is never timed by a link rate."""
+    server = Server(PolicyLimits())
+    stream, viewer, owner = _play(server, auto_drain=False)
+    owner.transport.drain(hold=True)
+    for second in range(6):
+        for index in range(30):
+            timestamp = second * 1000 + index * 33
+            key = timestamp % 2000 < 33
+            for message in (
+                media.video(1, timestamp, key=key, size=2000),
+                media.audio(1, timestamp),
+            ):
+                stream.broadcast(message)
+                owner.transport.drain(hold=True)
+            server.clock.advance(1 / 30)
+            owner.transport.acknowledge(max(0, owner.transport.in_kernel - 20_000))
+        viewer.check_progress(server.seconds())
+    assert owner.transport.in_kernel >= 19_000
+    assert viewer.frames_dropped == 0
+    assert viewer.link_rate == 0

@@ -6,7 +6,9 @@ of it (waiting for a keyframe, the drain rate), the frames written and possibly
 still queued (for the queue delay and the lag), and the counters.  For every
 frame it:
 
-1. measures its queue through its owner's transport adapter (``owner.link``);
+1. measures its queue through its owner's transport adapter (``owner.link``):
+   the bytes in user space, and for a viewer suspected of being slow also what
+   the kernel holds for it (see "What the kernel holds" below);
 2. asks for a :class:`~streamserver.policy.Decision` -- through the owner's
    guarded decision chain (``gate.admit_frame``, the RTMP protocol's mixins,
    whose backpressure mixin asks the policy), or, for a viewer without a gate,
@@ -22,6 +24,24 @@ A failure while delivering to a viewer -- in its chain, its format, its
 transport -- is the viewer's alone: the viewer leaves the stream and its owner
 is told (:meth:`ViewerOwner.viewer_failed`), and the stream's loop goes on to
 the next viewer.  The publisher never sees it.
+
+What the kernel holds: on a real link the bytes in flight and in a qdisc are
+invisible to ``TCP_NOTSENT_LOWAT``; a viewer behind a 300 kbit/s link can be
+seconds late while its user-space queue looks short.  So a viewer is *watched*
+while it is suspect -- bytes wait in its user-space queue, it lost frames since
+the watchdog's last check, its link rate is known (below), or the watchdog found
+its kernel share worth more than :data:`KERNEL_WATCH_MS` -- and for each of its
+frames the kernel's share (``link.kernel_queued()``, one ``ioctl``) is read:
+the queue delay the policy sees is then the age of the oldest frame the peer
+has not acknowledged, and at least what is pending at the viewer's *link rate*.
+That rate is measured by the watchdog over intervals in which the viewer lost
+frames and held more than :data:`BACKLOG_BYTES` at both ends -- when its link,
+not the stream, set the pace -- and forgotten after :data:`CALM_CHECKS` checks
+of keeping up.  It is what makes a burst count: a keyframe written a moment ago
+is young, but a second of link long.  A viewer that keeps up is read once a
+second by the watchdog and costs nothing more per frame.  The byte watermarks
+and the hard limit stay on user-space bytes: they bound the memory *we* hold,
+and a fast viewer on a long fat pipe legitimately has a lot in flight.
 
 ``Viewer`` is final: the one code path that applies the drop policy cannot be
 overridden by a subclass.  What a wire protocol may add is a guarded chain in
@@ -51,6 +71,29 @@ from streamserver.policy import (
 if TYPE_CHECKING:
     from streamserver.media.stream import Frame, Stream
 
+#: A viewer whose oldest unacknowledged frame the watchdog finds older than this
+#: is watched per frame (its kernel share read with each decision).  100 ms is a
+#: long round trip plus a little queue; well under the policy's first time
+#: watermark (max_lag_ms / 6: 500 ms at the default), so a viewer turning slow is
+#: watched before the policy would have to act on it.
+KERNEL_WATCH_MS = 100
+
+#: Pending bytes (user space and kernel) above which a watched viewer counts as
+#: backlogged for the link-rate measurement: the kernel's unsent allowance
+#: (``TCP_NOTSENT_LOWAT``, 16 KiB by default) is routinely that full even on a
+#: link that keeps up.
+BACKLOG_BYTES = 16 * 1024
+
+#: Watchdog checks in a row without a backlog and without a frame dropped after
+#: which a viewer's link rate is forgotten and it is no longer watched for it: 30 s
+#: of keeping up.
+CALM_CHECKS = 30
+
+#: Frames remembered per viewer for the queue delay and the lag: 70 s of video at
+#: 30 fps with audio.  Beyond that the oldest are forgotten (a backstop: the drop
+#: policy keeps a queue far shorter).
+MAX_SENT_FRAMES = 4096
+
 
 class WireFormat(Hashable, Protocol):
     """How a group of viewers serializes a frame; equal formats share the bytes."""
@@ -70,6 +113,15 @@ class ViewerLink(Protocol):
 
     def queued(self) -> int:
         """Bytes written and not yet handed to the kernel."""
+        ...
+
+    def kernel_queued(self) -> int:
+        """Bytes handed to the kernel and not yet acknowledged by the peer (0 if unknown)."""
+        ...
+
+    @property
+    def has_kernel_view(self) -> bool:
+        """Whether :meth:`kernel_queued` can see anything."""
         ...
 
     def write_media(self, data: bytes, queued: int) -> None:
@@ -144,6 +196,9 @@ class Viewer:
     :ivar level: the congestion level of the last decision taken at a level.
     :ivar drain_rate: bytes per second the viewer took, smoothed over the checks
         (0 until measured).
+    :ivar link_rate: bytes per second the peer acknowledged while it was
+        backlogged the whole time between two checks: what its link carries
+        (0 until measured; a viewer that keeps up is never backlogged).
     :ivar frames_sent: frames written (media, headers, metadata, jumps to live).
     :ivar bytes_sent: their bytes.
     :ivar dropped: frames not sent, by :class:`~streamserver.policy.DropReason`.
@@ -152,17 +207,24 @@ class Viewer:
     :ivar disconnect_reason: why the policy disconnected it, once it did.
     :ivar closed: it left the stream (stopped, disconnected or failed).
     :ivar last_progress: when it last took bytes (or held none), by the server's clock.
+    :ivar kernel_queued: what the kernel held for it at the last reading (0 when
+        not watched); the policy adds it to the user-space queue when it
+        estimates how long a jump to live would take.
+    :ivar watched: its kernel share is read with every decision.
     :ivar _sent_frames: ``(link.written after the frame, timestamp, written at)``
         of the frames written and possibly still queued, oldest first.
     """
 
     __slots__ = (
+        "_calm_checks",
         "_drained_seen",
+        "_dropped_seen",
         "_gate",
         "_last_video_ts",
         "_queued",
         "_queued_ms",
         "_rate_at",
+        "_rate_backlogged",
         "_rate_drained",
         "_sent_frames",
         "_server",
@@ -175,12 +237,15 @@ class Viewer:
         "dropped",
         "format",
         "frames_sent",
+        "kernel_queued",
         "last_progress",
         "level",
         "link",
+        "link_rate",
         "owner",
         "peak_queued",
         "stream",
+        "watched",
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -217,7 +282,13 @@ class Viewer:
         self._drained_seen = 0
         self._rate_at: float | None = None
         self._rate_drained = 0
-        self._sent_frames: deque[tuple[int, int, float]] = deque()
+        self._rate_backlogged = False
+        self._calm_checks = 0
+        self._dropped_seen = 0
+        self.link_rate = 0.0
+        self._sent_frames: deque[tuple[int, int, float]] = deque(maxlen=MAX_SENT_FRAMES)
+        self.kernel_queued = 0
+        self.watched = False
         self._last_video_ts: int | None = None
         self._queued = 0
         self._queued_ms = 0
@@ -242,14 +313,28 @@ class Viewer:
             link = self.link
             queued = link.queued()
             now = self._server.seconds()
-            if queued:
+            if queued or self.watched:
                 if queued > self.peak_queued:
                     self.peak_queued = queued
-                self._queued_ms = self._queue_delay(queued, now)
+                if link.has_kernel_view:
+                    # user space holds bytes, so the kernel is full: see all of it
+                    self.watched = True
+                    self.kernel_queued = kernel = link.kernel_queued()
+                    pending = queued + kernel
+                    delay = self._queue_delay(pending, now)
+                    if self.link_rate:
+                        # what a frame written now waits: everything before it, at the
+                        # link's rate (a burst written a moment ago is young but long)
+                        delay = max(delay, int(pending * 1000 / self.link_rate))
+                    self._queued_ms = delay
+                else:
+                    self._queued_ms = self._queue_delay(queued, now)
             else:
                 self._queued_ms = 0
                 if self._sent_frames:
-                    self._sent_frames.clear()  # everything written has left user space
+                    # an unwatched viewer with nothing in user space: forget what was
+                    # written (the watchdog times its kernel share without it)
+                    self._sent_frames.clear()
             self._queued = queued
             size = len(data)
             gate = self._gate
@@ -325,35 +410,46 @@ class Viewer:
 
     # --- measurements ------------------------------------------------------------------
 
-    def _oldest_queued(self, queued: int) -> tuple[int, int, float] | None:
-        """``(link.written after it, timestamp, written at)`` of the oldest queued frame.
+    def _oldest_queued(self, pending: int) -> tuple[int, int, float] | None:
+        """``(link.written after it, timestamp, written at)`` of the oldest pending frame.
 
-        Non-media bytes (commands) in the queue are counted as media, so the
-        oldest frame is found a little early: the estimate errs towards lag.
+        *pending* is what is not gone yet: the user-space queue, plus the
+        kernel's unacknowledged bytes when they were read.  Non-media bytes
+        (commands) among them are counted as media, so the oldest frame is found
+        a little early: the estimate errs towards lag.
         """
         frames = self._sent_frames
-        drained = self.link.written - queued
+        drained = self.link.written - pending
         while frames and frames[0][0] <= drained:
             frames.popleft()
         return frames[0] if frames else None
 
-    def _queue_delay(self, queued: int, now: float) -> int:
-        """How long the oldest queued frame has waited in the transport, in ms.
+    def _queue_delay(self, pending: int, now: float) -> int:
+        """How long the oldest pending frame has waited, in ms.
 
         This is the "milliseconds queued" the policy's time watermarks apply to:
         at steady state it equals the media time queued, and unlike media
         timestamps it is immune to a publisher's timestamp jumps and to the
         intended burst of a GOP sent to a new viewer.
         """
-        oldest = self._oldest_queued(queued)
+        oldest = self._oldest_queued(pending)
         return int((now - oldest[2]) * 1000) if oldest is not None else 0
 
+    def _pending(self) -> int:
+        """User-space queue plus the kernel's unacknowledged bytes, read now."""
+        link = self.link
+        return link.queued() + link.kernel_queued()
+
     def lag_ms(self) -> int:
-        """How far behind live the media this viewer is receiving now is, in ms."""
+        """How far behind live the media this viewer is receiving now is, in ms.
+
+        Counts what the kernel holds too: the oldest frame the peer has not
+        acknowledged is what it is about to see.
+        """
         live = self.stream.live_timestamp
         if live is None:
             return 0
-        oldest = self._oldest_queued(self.link.queued())
+        oldest = self._oldest_queued(self._pending())
         if oldest is not None:
             return max(0, live - oldest[1])
         if self.awaiting_keyframe and self._last_video_ts is not None:
@@ -363,9 +459,11 @@ class Viewer:
     def check_progress(self, now: float) -> bool:
         """Measure what the viewer took since the last check; disconnect it if it stalled.
 
-        Called about once a second by the server's watchdog.  Progress means the
-        bytes handed to the kernel grew, or nothing is queued; the drain rate is
-        smoothed over the checks.
+        Called about once a second by the server's watchdog.  It reads what the
+        kernel holds for the viewer, decides whether to watch it per frame
+        (:data:`KERNEL_WATCH_MS`), and measures the drain rate from the bytes the
+        peer acknowledged, smoothed over the checks.  Progress means the bytes
+        handed to the kernel grew, or nothing is queued in user space.
 
         :returns: whether the viewer was disconnected.
         """
@@ -373,12 +471,49 @@ class Viewer:
             return False
         link = self.link
         queued = link.queued()
-        drained = link.written - queued
+        kernel = link.kernel_queued()
+        self.kernel_queued = kernel
+        # frames lost to congestion since the last check (a pause is no congestion)
+        congestion_drops = self.frames_dropped - self.dropped[DropReason.PAUSED]
+        dropping = congestion_drops != self._dropped_seen
+        if not link.has_kernel_view:
+            self.watched = False
+        elif queued or dropping or self.link_rate:
+            # bytes wait in user space, it lost frames since the last check, or its
+            # link has been the limit lately: a slow viewer stays watched, or the
+            # next keyframe would fill the kernel unseen
+            self.watched = True
+        elif self.watched:
+            # watched frames are remembered: the oldest unacknowledged one says it
+            self.watched = self._queue_delay(kernel, now) > KERNEL_WATCH_MS
+        else:
+            # unwatched frames are not remembered: time the kernel share at the rate
+            self.watched = kernel * 1000 > KERNEL_WATCH_MS * max(self.drain_rate, 1.0)
+        acknowledged = link.written - queued - kernel
+        # backlogged: losing frames, with more pending than the kernel's unsent
+        # allowance, at both ends of the interval: its link, not the stream, set
+        # the pace (a viewer that keeps up never drops, whatever it has in flight)
+        backlogged = dropping and queued + kernel > BACKLOG_BYTES
         if self._rate_at is not None and now > self._rate_at:
-            rate = (drained - self._rate_drained) / (now - self._rate_at)
+            rate = (acknowledged - self._rate_drained) / (now - self._rate_at)
             self.drain_rate = rate if not self.drain_rate else (self.drain_rate + rate) / 2
+            if backlogged and self._rate_backlogged and rate > 0:
+                # kept between backlogs: a viewer that caught up sends little, and a
+                # burst (a keyframe) then waits at the link's rate again
+                self.link_rate = rate if not self.link_rate else (self.link_rate + rate) / 2
+                self._calm_checks = 0
+            elif not backlogged and not dropping:
+                # no backlog and nothing dropped since the last check: it keeps up
+                self._calm_checks += 1
+                if self._calm_checks >= CALM_CHECKS:
+                    self.link_rate = 0.0  # it has kept up for a while: its link is fine
+            else:
+                self._calm_checks = 0  # dropping frames is not keeping up
+        self._dropped_seen = congestion_drops
         self._rate_at = now
-        self._rate_drained = drained
+        self._rate_drained = acknowledged
+        self._rate_backlogged = backlogged
+        drained = link.written - queued
         if queued == 0 or drained > self._drained_seen:
             self._drained_seen = drained
             self.last_progress = now
