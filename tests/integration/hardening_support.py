@@ -65,10 +65,8 @@ class TwistdServer:
         raise AssertionError("no VmRSS in /proc/PID/status")
 
 
-async def start_twistd(
-    processes: ProcessPool, interop: Interop, cwd: Path, *options: str
-) -> TwistdServer:
-    """Start ``twistd -n streamserver`` on a free loopback port with *options*.
+async def find_twistd(interop: Interop, cwd: Path) -> Path:
+    """The ``twistd`` next to this interpreter, checked to list the streamserver plugin.
 
     Missing twistd or an uninstalled plugin is an interop prerequisite (skip, or
     fail under ``STREAMSERVER_REQUIRE_INTEROP=1``).
@@ -82,6 +80,17 @@ async def start_twistd(
             "twistd does not list the streamserver plugin; install the package with "
             "`pip install -e . --config-settings editable_mode=strict` (or `pip install .`)"
         )
+    return twistd
+
+
+async def start_twistd(
+    processes: ProcessPool, interop: Interop, cwd: Path, *options: str
+) -> TwistdServer:
+    """Start ``twistd -n streamserver`` on a free loopback port with *options*.
+
+    See :func:`find_twistd` for what a missing twistd or plugin means.
+    """
+    twistd = await find_twistd(interop, cwd)
     port = free_port()
     argv = [
         str(twistd), "-n", "--pidfile=", "--logfile=-",
