@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -121,6 +122,21 @@ class ThinLink:
         """A sysctl's value as the server namespace sees it (e.g. the TCP congestion control)."""
         path = "/proc/sys/" + name.replace(".", "/")
         return _run(self.in_server(["cat", path]), check=False).stdout.strip()
+
+    def set_sysctl(self, name: str, value: str) -> None:
+        """Set a per-namespace sysctl in the server namespace (e.g. the congestion control).
+
+        Outside the initial namespace the kernel allows only the congestion controls
+        in ``net.ipv4.tcp_allowed_congestion_control`` (often not cubic).
+
+        :raises LinkUnavailable: the kernel refused it.
+        """
+        path = "/proc/sys/" + name.replace(".", "/")
+        result = _run(
+            self.in_server(["sh", "-c", f"echo {shlex.quote(value)} > {path}"]), check=False
+        )
+        if result.returncode != 0:
+            raise LinkUnavailable(f"cannot set {name}={value}: {result.stderr.strip()}")
 
     def describe(self) -> str:
         return (
