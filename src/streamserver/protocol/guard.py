@@ -47,26 +47,24 @@ class GuardMixin(ProtocolRoot):
         sent it drained), on the factory's clock.
     :ivar ping_sent_at: when we sent the Ping Request still unanswered, or ``None``.
     :ivar media_at: when the publisher last sent media (``None``: not publishing).
+    :ivar _opened_at: when the connection was made.
     :ivar _handshake_at: when the handshake completed (``None``: not yet).
     :ivar _delivered: the media bytes the peer had taken at the last check.
     """
 
     if TYPE_CHECKING:
-        connected_at: float
         publishing: dict[int, Stream]
-
-        @property
-        def handshake_done(self) -> bool: ...
 
     alive_at = 0.0
     ping_sent_at: float | None = None
     media_at: float | None = None
+    _opened_at = 0.0
     _handshake_at: float | None = None
     _delivered = 0
 
     @override
     def connectionMade(self) -> None:
-        self.alive_at = self.factory.seconds()
+        self._opened_at = self.alive_at = self.factory.seconds()
         super().connectionMade()
         reason = self.factory.admission_refusal(self)
         if reason is not None:
@@ -100,15 +98,14 @@ class GuardMixin(ProtocolRoot):
         if self.closing:
             return True
         config = self.factory.config
-        if not self.handshake_done:
+        if self._handshake_at is None:
             timeout = config.handshake_timeout
-            if timeout and now - self.connected_at >= timeout:
+            if timeout and now - self._opened_at >= timeout:
                 self.refuse_connection("handshake-timeout", f"no handshake within {timeout:g} s")
             return self.closing
         if self.app is None:
             timeout = config.connect_timeout
-            started = self._handshake_at if self._handshake_at is not None else now
-            if timeout and now - started >= timeout:
+            if timeout and now - self._handshake_at >= timeout:
                 self.refuse_connection("connect-timeout", f"no connect within {timeout:g} s")
             return self.closing
         self._check_publisher(now, config.publisher_idle_timeout)
