@@ -32,6 +32,7 @@ _log = Logger()
 if TYPE_CHECKING:
     from streamserver.media.viewer import Viewer
     from streamserver.protocol.base import ProtocolRoot
+    from streamserver.protocol.contracts import Session
     from streamserver.protocol.server import RTMPServerProtocol
 
 
@@ -268,7 +269,7 @@ class RTMPServerFactory(ServerFactory):
             return f"connection limit per address ({limit}) reached for {host}"
         return None
 
-    def connection_refused(self, protocol: ProtocolRoot, kind: str, reason: str) -> None:
+    def connection_refused(self, protocol: Session, kind: str, reason: str) -> None:
         """Count and log that *protocol* is being closed by a limit or timeout.
 
         At most one line per *kind* per second is logged, with the number of

@@ -20,10 +20,14 @@ overrides ``admit_frame`` without calling ``super()``, nothing here runs and a
 slow viewer's buffer grows without bound (``tests/protocol/test_backpressure.py``
 rebuilds exactly that).
 
-Requests offered to the other mixins: :meth:`disconnect_viewer`.
+Offers :class:`~streamserver.protocol.contracts.Disconnecting`
+(:meth:`disconnect_viewer`); needs :class:`~streamserver.protocol.contracts.Session`
+(the peer) and :class:`~streamserver.protocol.contracts.Playing` (the viewer's numbers).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 from typing_extensions import override
@@ -36,7 +40,15 @@ from streamserver.protocol.base import ProtocolRoot
 _log = Logger()
 
 
-class BackpressureMixin(ProtocolRoot):
+if TYPE_CHECKING:
+    from streamserver.protocol.contracts import Disconnecting, Playing, Session
+
+    class _Contracts(Session, Disconnecting, Playing, ProtocolRoot): ...
+else:
+    _Contracts = ProtocolRoot
+
+
+class BackpressureMixin(_Contracts):
     """Puts the drop policy in the decision chain; registers the producer.
 
     :ivar congested: the transport paused us (its buffer passed 64 KiB) and has

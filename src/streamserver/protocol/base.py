@@ -22,6 +22,11 @@ class would not even import.
 Commands (``connect``, ``play``...) are not chained: they are dispatched by name
 to ``command_<name>`` methods, each defined by exactly one mixin
 (:func:`check_composition`).
+
+The root holds only what every connection has: ``factory``, ``link``,
+``conn_id``, ``closing``, :meth:`ProtocolRoot.drop_connection` and the chained
+hooks.  What the mixins offer one another is declared, for the type checker, in
+:mod:`streamserver.protocol.contracts`.
 """
 
 from __future__ import annotations
@@ -42,12 +47,7 @@ from streamserver.policy import ADMIT, Decision
 from streamserver.transport import TransportAdapter
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from twisted.internet.defer import Deferred
-
-    from streamserver.codec.messages import Command, Message
-    from streamserver.errors import StreamError
+    from streamserver.codec.messages import Message
     from streamserver.factory import RTMPServerFactory
     from streamserver.media.stream import Frame, Stream
     from streamserver.media.viewer import Viewer
@@ -96,30 +96,14 @@ class ProtocolRoot(Protocol):
     #: through it (set by :meth:`makeConnection`, before ``connectionMade``).
     link: TransportAdapter
 
+    #: The connection's id, unique in the factory (set by ``buildProtocol``).
+    conn_id = 0
+
     if TYPE_CHECKING:
-        # What the mixins offer each other, declared once for the type checker.
+        # Set by the factory's buildProtocol, before anything else runs (Twisted
+        # declares it as an optional Factory).  What the mixins offer one another
+        # is declared in their contracts (protocol/contracts.py), not here.
         factory: RTMPServerFactory
-        conn_id: int
-        peer: str
-        app: str | None
-        connect_params: dict[str, Any]
-        out_chunk_size: int
-        viewer: Viewer | None
-
-        @property
-        def play_stream(self) -> Stream | None: ...
-
-        def send_message(self, message: Message, csid: int | None = None) -> None: ...
-        def send_status(
-            self, stream_id: int, code: str, description: str = "", **extra: Any
-        ) -> None: ...
-        def reply(self, command: Command, *values: Any) -> None: ...
-        def refuse(self, command: Command, error: StreamError) -> None: ...
-        def set_outgoing_chunk_size(self, size: int) -> None: ...
-        def authorize_access(
-            self, action: str, name: str, args: Mapping[str, str]
-        ) -> Deferred[None]: ...
-        def disconnect_viewer(self, reason: str) -> None: ...
 
     def __init_subclass__(cls, *, unchecked_chain: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

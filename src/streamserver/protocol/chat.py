@@ -24,12 +24,18 @@ transport, as media does, but never through ``admit_frame``, so the
 drop-frames policy never drops it.  The policy's hard limit still applies: a
 message that would take the queue past ``max_queue`` disconnects the
 connection, as a media frame would.
+
+Offers :class:`~streamserver.protocol.contracts.Chatting` (to the rooms' seats);
+needs :class:`~streamserver.protocol.contracts.Messaging` (the chunk size),
+:class:`~streamserver.protocol.contracts.Session`,
+:class:`~streamserver.protocol.contracts.Disconnecting` and
+:class:`~streamserver.protocol.contracts.Playing` (past the hard limit).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from twisted.internet import defer
@@ -136,7 +142,21 @@ class ChatSeat:
             self.protocol.chat_failed(self, error)
 
 
-class ChatMixin(ProtocolRoot):
+if TYPE_CHECKING:
+    from streamserver.protocol.contracts import (
+        Chatting,
+        Disconnecting,
+        Messaging,
+        Playing,
+        Session,
+    )
+
+    class _Contracts(Messaging, Session, Disconnecting, Playing, Chatting, ProtocolRoot): ...
+else:
+    _Contracts = ProtocolRoot
+
+
+class ChatMixin(_Contracts):
     """Seats the connection in chat rooms and carries its chat.
 
     :ivar chat_seats: the connection's seats, by message stream id.

@@ -5,11 +5,13 @@ Hooks overridden: ``connectionMade`` (builds the decoder and encoder),
 ``message_received`` (Window Acknowledgement Size and Acknowledgement
 bookkeeping; Set Chunk Size and Abort are applied inside the decoder).
 
-Requests offered to the other mixins: :meth:`send_message` and
-:meth:`set_outgoing_chunk_size`.
+Offers :class:`~streamserver.protocol.contracts.Messaging` (:meth:`send_message`,
+:meth:`set_outgoing_chunk_size`, ``out_chunk_size``); needs no other mixin.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from typing_extensions import override
 
@@ -31,7 +33,15 @@ _CSID_FOR_TYPE: dict[int, int] = {
 }
 
 
-class ChunkingMixin(ProtocolRoot):
+if TYPE_CHECKING:
+    from streamserver.protocol.contracts import Messaging
+
+    class _Contracts(Messaging, ProtocolRoot): ...
+else:
+    _Contracts = ProtocolRoot
+
+
+class ChunkingMixin(_Contracts):
     """Decodes the peer's chunk stream and encodes what we send.
 
     :ivar _chunk_decoder: decodes the peer's chunks (its chunk size, limits).

@@ -21,6 +21,12 @@ connection that:
 
 Every refusal is counted and logged through
 :meth:`~streamserver.factory.RTMPServerFactory.connection_refused`.
+
+Offers :class:`~streamserver.protocol.contracts.Timeouts` (to the factory's
+watchdog); needs :class:`~streamserver.protocol.contracts.Messaging` (the ping),
+:class:`~streamserver.protocol.contracts.Session` (whether ``connect`` came; the
+peer for the refusal log) and :class:`~streamserver.protocol.contracts.Publishing`.
+The handshake and connection times are the guard's own timestamps.
 """
 
 from __future__ import annotations
@@ -34,13 +40,17 @@ from streamserver.codec.messages import Message, MessageType
 from streamserver.protocol.base import ProtocolRoot
 
 if TYPE_CHECKING:
-    from streamserver.media.stream import Stream
+    from streamserver.protocol.contracts import Messaging, Publishing, Session, Timeouts
+
+    class _Contracts(Timeouts, Messaging, Session, Publishing, ProtocolRoot): ...
+else:
+    _Contracts = ProtocolRoot
 
 #: Message types that show a publisher is alive: audio, video and aggregates of them.
 _MEDIA_TYPES = frozenset({MessageType.AUDIO, MessageType.VIDEO, MessageType.AGGREGATE})
 
 
-class GuardMixin(ProtocolRoot):
+class GuardMixin(_Contracts):
     """Closes connections that exceed a limit or a timeout; pings silent peers.
 
     :ivar alive_at: when the peer last showed life (a byte received, or media we
@@ -51,9 +61,6 @@ class GuardMixin(ProtocolRoot):
     :ivar _handshake_at: when the handshake completed (``None``: not yet).
     :ivar _delivered: the media bytes the peer had taken at the last check.
     """
-
-    if TYPE_CHECKING:
-        publishing: dict[int, Stream]
 
     alive_at = 0.0
     ping_sent_at: float | None = None

@@ -3,17 +3,28 @@
 Hooks overridden: ``connectionMade`` (starts a handshake), ``dataReceived``
 (feeds the handshake until it completes, then passes on only the bytes after
 C2).  Emits ``handshake_completed``.
+
+Offers :class:`~streamserver.protocol.contracts.HandshakeState`; needs no other mixin.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from typing_extensions import override
 
 from streamserver.codec.handshake import ServerHandshake
 from streamserver.protocol.base import ProtocolRoot
 
+if TYPE_CHECKING:
+    from streamserver.protocol.contracts import HandshakeState
 
-class HandshakeMixin(ProtocolRoot):
+    class _Contracts(HandshakeState, ProtocolRoot): ...
+else:
+    _Contracts = ProtocolRoot
+
+
+class HandshakeMixin(_Contracts):
     """Runs the server side of the handshake (simple or digest) over the transport.
 
     :ivar _handshake: the sans-I/O handshake, ``None`` once it completed.

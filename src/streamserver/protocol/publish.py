@@ -8,9 +8,15 @@ Events emitted: ``stream_joined`` / ``stream_left`` with role ``"publisher"``
 when a publish starts / ends (the chat mixin seats the publisher in the room).
 
 Commands defined here: ``publish``.
+
+Offers :class:`~streamserver.protocol.contracts.Publishing`; needs
+:class:`~streamserver.protocol.contracts.Messaging` and
+:class:`~streamserver.protocol.contracts.Session`.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -59,7 +65,15 @@ def split_aggregate(message: Message) -> list[Message]:
     return out
 
 
-class PublishMixin(ProtocolRoot):
+if TYPE_CHECKING:
+    from streamserver.protocol.contracts import Messaging, Publishing, Session
+
+    class _Contracts(Messaging, Session, Publishing, ProtocolRoot): ...
+else:
+    _Contracts = ProtocolRoot
+
+
+class PublishMixin(_Contracts):
     """Relays what the peer publishes to its :class:`Stream`.
 
     A ``publish`` is first put to the factory's authorizer

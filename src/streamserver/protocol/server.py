@@ -14,9 +14,15 @@ publish, subscribe, and chat last: publish and subscribe emit ``stream_joined``
 :meth:`RTMPServerProtocol.dataReceived` is the protocol boundary: the one place
 where a :class:`~streamserver.errors.ProtocolError` is caught, logged with the
 peer, and answered by dropping that connection only.
+
+Every mixin declares, for the type checker, the contracts it offers and needs
+(:mod:`streamserver.protocol.contracts`); the end of this module checks that the
+composition provides all of them.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 from typing_extensions import override
@@ -31,6 +37,9 @@ from streamserver.protocol.handshake import HandshakeMixin
 from streamserver.protocol.publish import PublishMixin
 from streamserver.protocol.session import SessionMixin
 from streamserver.protocol.subscribe import SubscribeMixin
+
+if TYPE_CHECKING:
+    from streamserver.protocol.contracts import Composition
 
 _log = Logger()
 
@@ -65,3 +74,11 @@ class RTMPServerProtocol(
 
 
 check_composition(RTMPServerProtocol)
+
+if TYPE_CHECKING:
+    # The composition checked statically (by mypy; this never runs): the composed
+    # class is concrete, so every contract a mixin needs is implemented by the mixin
+    # that offers it, and it provides every contract, also those no other mixin
+    # needs (the handshake's, the guard's, chat's).  Leaving any mixin out of the
+    # bases above is a type error here.
+    _composed: Composition = RTMPServerProtocol()

@@ -13,12 +13,15 @@ turned into an ``onStatus``/``_error`` reply in :meth:`SessionMixin.refuse`, the
 one place that does so.  A command message over ``max_command_bytes`` or with a
 name over :data:`MAX_COMMAND_NAME` bytes is a protocol error (the peer is dropped)
 and is never decoded or looked up.
+
+Offers :class:`~streamserver.protocol.contracts.Session`; needs
+:class:`~streamserver.protocol.contracts.Messaging`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from twisted.internet import defer
@@ -62,17 +65,23 @@ def split_name(raw: Any) -> tuple[str, dict[str, str]]:
     return name, dict(parse_qsl(query, keep_blank_values=True))
 
 
-class SessionMixin(ProtocolRoot):
+if TYPE_CHECKING:
+    from streamserver.protocol.contracts import Messaging, Session
+
+    class _Contracts(Messaging, Session, ProtocolRoot): ...
+else:
+    _Contracts = ProtocolRoot
+
+
+class SessionMixin(_Contracts):
     """NetConnection state: the application, message stream ids, command dispatch.
 
-    :ivar conn_id: the connection's id, unique in the factory.
     :ivar peer: the peer address as ``host:port``.
     :ivar app: the application name from ``connect``, ``None`` before it.
     :ivar connect_params: the ``connect`` command object.
     :ivar connected_at: when the connection was made (factory clock).
     """
 
-    conn_id = 0
     peer = "?"
     app: str | None = None
     connect_params: dict[str, Any]

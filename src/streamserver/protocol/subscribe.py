@@ -17,11 +17,18 @@ the group of its :class:`RtmpChunks` format.  The protocol is the viewer's owner
 (status messages, disconnects, failures) and its gate: the viewer asks the
 protocol's ``admit_frame`` chain for every frame, and that chain's backpressure
 step asks the drop policy.  The hot path is the viewer's (``docs/architecture.md``).
+
+Offers :class:`~streamserver.protocol.contracts.Playing`; needs
+:class:`~streamserver.protocol.contracts.Messaging`,
+:class:`~streamserver.protocol.contracts.Session` and
+:class:`~streamserver.protocol.contracts.Disconnecting` (the viewer's owner
+disconnects it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -72,7 +79,15 @@ class RtmpChunks:
         )
 
 
-class SubscribeMixin(ProtocolRoot):
+if TYPE_CHECKING:
+    from streamserver.protocol.contracts import Disconnecting, Messaging, Playing, Session
+
+    class _Contracts(Messaging, Session, Disconnecting, Playing, ProtocolRoot): ...
+else:
+    _Contracts = ProtocolRoot
+
+
+class SubscribeMixin(_Contracts):
     """Plays one stream per connection, on the message stream ``play`` came on.
 
     :ivar viewer: the :class:`~streamserver.media.viewer.Viewer` of the current
