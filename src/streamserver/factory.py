@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from streamserver.protocol.base import ProtocolRoot
     from streamserver.protocol.contracts import Session
     from streamserver.protocol.server import RTMPServerProtocol
+    from streamserver.stats import ConnectionStats, StreamStats
 
 
 class RTMPServerFactory(ServerFactory):
@@ -191,6 +192,14 @@ class RTMPServerFactory(ServerFactory):
         count = room.clear_history()
         _log.info("cleared {count} chat messages of {stream}", count=count, stream=stream)
         return count
+
+    def connection_stats(self) -> list[ConnectionStats]:
+        """A snapshot of every connection, by connection id."""
+        return [self.connections[i].stats() for i in sorted(self.connections)]
+
+    def stream_stats(self) -> list[StreamStats]:
+        """A snapshot of every stream, by ``app/name``."""
+        return sorted((s.stats() for s in self.streams()), key=lambda s: (s.app, s.name))
 
     def bytes_queued_total(self) -> int:
         """Bytes held in every connection's transport write buffer."""

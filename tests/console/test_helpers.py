@@ -12,7 +12,7 @@ from streamserver.console.errors import ConsoleError
 from streamserver.console.helpers import Console, RateSampler
 from streamserver.console.keys import ConsoleLogin
 from streamserver.factory import RTMPServerFactory, ServerConfig
-from streamserver.policy import PolicyLimits
+from streamserver.policy import ADMIT, Decision, PolicyLimits
 from streamserver.protocol.base import ProtocolRoot, hook_path
 from streamserver.protocol.server import RTMPServerProtocol
 from tests.console_support import Scenario, make_scenario, play_viewer
@@ -127,8 +127,8 @@ def test_memory_reports_queued_bytes_gop_caches_and_gc_counts(scenario: Scenario
 class _LeakyMixin(ProtocolRoot, unchecked_chain=True):
     """The story's bug: an admit_frame override that forgot super()."""
 
-    def admit_frame(self, frame: Any, size: int) -> bool:
-        return True
+    def admit_frame(self, viewer: Any, frame: Any, size: int) -> Decision:
+        return ADMIT
 
 
 class _BrokenProtocol(_LeakyMixin, RTMPServerProtocol, unchecked_chain=True):

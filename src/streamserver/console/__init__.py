@@ -63,7 +63,6 @@ from streamserver.console.helpers import (
     RATE_SAMPLE_INTERVAL,
     Console,
     RateSampler,
-    viewer_state,
 )
 from streamserver.console.keys import (
     HOST_KEY_NAME,
@@ -132,5 +131,4 @@ __all__ = [
     "show_duration",
     "show_size",
     "show_value",
-    "viewer_state",
 ]

@@ -9,10 +9,10 @@ helpers are the session's namespace.  Read-only helpers (``streams()``,
 are each logged with the login's user name and key fingerprint before they act
 (:meth:`Console.audit`), as is every line typed (:meth:`Console.input_received`).
 
-The helpers read protocols and streams through ``getattr`` probes with
-defaults, so a connection still in its handshake (or a fake one) shows as
-``-`` rather than failing; each helper reads them in one place.
-:class:`RateSampler` turns the cumulative byte counters into bit rates.
+The helpers read typed snapshots (:mod:`streamserver.stats`): the factory's
+``connection_stats()`` and ``stream_stats()``, each made by the object that owns
+the numbers.  :class:`RateSampler` turns their cumulative byte counters into bit
+rates.
 
 Everything runs in the reactor thread: while a helper runs, nothing else does.
 ``memory()`` walks every gc-tracked object and takes about 0.2 s per million.
@@ -27,9 +27,8 @@ import platform
 import sys
 import types
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import twisted
 from twisted.logger import Logger
@@ -46,8 +45,9 @@ from streamserver.console.tables import (
     show_duration,
     show_value,
 )
-from streamserver.policy import DropReason, Level
+from streamserver.policy import DropReason
 from streamserver.protocol.base import ProtocolRoot, chain_problem, hook_path
+from streamserver.stats import ConnectionStats, StreamStats, ViewerStats
 
 _log = Logger()
 
@@ -64,35 +64,57 @@ MIN_RATE_WINDOW = 1.0
 class RateSampler:
     """Bit rates from the server's cumulative byte counters, sampled periodically.
 
-    :meth:`sample` records each stream's ``bytes_in`` and each connection's
-    ``bytes_sent``; :meth:`rate` turns the newest sample at least
-    :data:`MIN_RATE_WINDOW` old into bits per second.  Objects are held weakly.
+    :meth:`sample` records each stream's bytes in and out and each connection's
+    bytes sent; :meth:`rate` turns the newest sample at least
+    :data:`MIN_RATE_WINDOW` old into bits per second.  Counters are kept by key
+    (:func:`stream_in`, :func:`stream_out`, :func:`connection_out`) and forgotten
+    once their stream or connection is gone.
     """
 
     def __init__(self, factory: Any) -> None:
         self._factory = factory
-        self._samples: WeakKeyDictionary[Any, deque[tuple[float, int]]] = WeakKeyDictionary()
+        self._samples: dict[Hashable, deque[tuple[float, int]]] = {}
 
     def sample(self) -> None:
         """Record the counters now (every :data:`RATE_SAMPLE_INTERVAL` s in a server)."""
         now = self._factory.seconds()
-        for stream in self._factory.streams():
-            self._record(stream, now, stream.bytes_in)
-        for protocol in list(self._factory.connections.values()):
-            self._record(protocol, now, protocol.link.media_written)
+        seen: set[Hashable] = set()
+        for stream in self._factory.stream_stats():
+            seen.add(self._record(stream_in(stream), now, stream.bytes_in))
+            seen.add(self._record(stream_out(stream), now, stream.bytes_out))
+        for connection in self._factory.connection_stats():
+            seen.add(self._record(connection_out(connection), now, connection.bytes_sent))
+        for key in [key for key in self._samples if key not in seen]:
+            del self._samples[key]
 
-    def _record(self, target: Any, now: float, count: int) -> None:
-        samples = self._samples.get(target)
+    def _record(self, key: Hashable, now: float, count: int) -> Hashable:
+        samples = self._samples.get(key)
         if samples is None:
-            samples = self._samples[target] = deque(maxlen=2)
+            samples = self._samples[key] = deque(maxlen=2)
         samples.append((now, count))
+        return key
 
-    def rate(self, target: Any, count: int, now: float) -> float | None:
-        """Bits per second of *target*'s counter, now at *count*; ``None`` if unknown yet."""
-        for taken, previous in reversed(self._samples.get(target, ())):
+    def rate(self, key: Hashable, count: int, now: float) -> float | None:
+        """Bits per second of the counter *key*, now at *count*; ``None`` if unknown yet."""
+        for taken, previous in reversed(self._samples.get(key, ())):
             if now - taken >= MIN_RATE_WINDOW:
                 return max(0, count - previous) * 8 / (now - taken)
         return None
+
+
+def stream_in(stream: StreamStats) -> Hashable:
+    """The rate key of a stream's bytes in."""
+    return ("in", stream.key)
+
+
+def stream_out(stream: StreamStats) -> Hashable:
+    """The rate key of a stream's bytes out."""
+    return ("out", stream.key)
+
+
+def connection_out(connection: ConnectionStats) -> Hashable:
+    """The rate key of a connection's bytes sent."""
+    return ("connection", connection.conn_id)
 
 
 def _kbits(rate: float | None) -> float | None:
@@ -100,35 +122,6 @@ def _kbits(rate: float | None) -> float | None:
 
 
 # --- the console -----------------------------------------------------------------------
-
-
-def _stream_key(stream: Any) -> str:
-    return f"{stream.app}/{stream.name}"
-
-
-def viewer_state(protocol: Any) -> str:
-    """``closing``, ``congested`` (transport paused us, or the policy is dropping),
-    ``awaiting-keyframe`` or ``ok``."""
-    if getattr(protocol, "closing", False):
-        return "closing"
-    viewer = getattr(protocol, "viewer", None)
-    level = getattr(viewer, "level", Level.NORMAL)
-    if getattr(protocol, "congested", False) or level is not Level.NORMAL:
-        return "congested"
-    if getattr(viewer, "awaiting_keyframe", False):
-        return "awaiting-keyframe"
-    return "ok"
-
-
-def _role(protocol: Any) -> str:
-    stream = getattr(protocol, "play_stream", None)
-    if stream is not None:
-        return f"play {_stream_key(stream)}"
-    publishing = getattr(protocol, "publishing", None) or {}
-    if publishing:
-        return "publish " + ",".join(_stream_key(s) for s in publishing.values())
-    app = getattr(protocol, "app", None)
-    return f"connected {app}" if app else "handshake"
 
 
 class Console:
@@ -260,24 +253,18 @@ class Console:
         """
         now = self._now()
         rows = []
-        for stream in sorted(self.factory.streams(), key=_stream_key):
-            subscribers = list(stream.subscribers)
-            rates = [
-                self.sampler.rate(sub.owner, sub.owner.link.media_written, now)
-                for sub in subscribers
-            ]
-            known = [rate for rate in rates if rate is not None]
-            out_rate = sum(known) if known or not subscribers else None
-            publisher = stream.publisher
+        for stream in self.factory.stream_stats():
             published_at = stream.published_at
             rows.append(
                 {
                     "app": stream.app,
                     "name": stream.name,
-                    "publisher": getattr(publisher, "peer", None) if publisher else None,
-                    "viewers": len(subscribers),
-                    "kbit_in": _kbits(self.sampler.rate(stream, stream.bytes_in, now)),
-                    "kbit_out": _kbits(out_rate),
+                    "publisher": stream.publisher,
+                    "viewers": stream.viewers,
+                    "kbit_in": _kbits(self.sampler.rate(stream_in(stream), stream.bytes_in, now)),
+                    "kbit_out": _kbits(
+                        self.sampler.rate(stream_out(stream), stream.bytes_out, now)
+                    ),
                     "uptime": None if published_at is None else now - published_at,
                     "gop_bytes": stream.gop_bytes,
                 }
@@ -299,33 +286,36 @@ class Console:
             empty="(no streams)",
         )
 
-    def _viewer_row(self, protocol: Any, now: float) -> dict[str, Any]:
-        viewer = protocol.viewer
-        stream = protocol.play_stream
+    def _viewer_row(
+        self, connection: ConnectionStats, viewer: ViewerStats, now: float
+    ) -> dict[str, Any]:
         dropped = dict(viewer.dropped)
-        queued = protocol.link.queued()
         return {
-            "id": protocol.conn_id,
-            "address": protocol.peer,
-            "stream": _stream_key(stream) if stream is not None else None,
-            "queued": queued,
-            "peak": max(queued, viewer.peak_queued),
-            "kbit_out": _kbits(self.sampler.rate(protocol, protocol.link.media_written, now)),
+            "id": connection.conn_id,
+            "address": connection.peer,
+            "stream": viewer.stream,
+            "queued": viewer.queued,
+            "kernel": viewer.kernel_queued,
+            "peak": max(viewer.queued, viewer.peak_queued),
+            "kbit_out": _kbits(
+                self.sampler.rate(connection_out(connection), connection.bytes_sent, now)
+            ),
             "frames_sent": viewer.frames_sent,
             "dropped": dropped,
             "drop_inter": dropped.get(DropReason.INTER, 0),
             "drop_keyframe": dropped.get(DropReason.KEYFRAME, 0),
             "drop_audio": dropped.get(DropReason.AUDIO, 0),
             "drop_catch_up": dropped.get(DropReason.CATCH_UP, 0),
-            "lag_ms": viewer.lag_ms(),
-            "state": viewer_state(protocol),
+            "lag_ms": viewer.lag_ms,
+            "state": viewer.state,
         }
 
     def viewers(self, name: str | None = None) -> Table:
         """Every viewer, or those of stream *name* ("app/name" or "name"): queues, drops, lag.
 
         Per viewer: connection id, address, stream, bytes queued in its transport
-        now and at peak, kbit/s sent, frames sent, frames dropped by reason
+        now, held by the kernel unacknowledged, and queued at peak, kbit/s sent,
+        frames sent, frames dropped by reason
         (inter, keyframe, audio, catch-up: inter frames dropped while waiting
         for a keyframe), lag behind live in ms, and state: ``ok``,
         ``awaiting-keyframe``, ``congested`` (the transport paused us or the
@@ -333,18 +323,19 @@ class Console:
         """
         now = self._now()
         rows = []
-        for protocol in sorted(self.factory.connections.values(), key=lambda p: p.conn_id):
-            stream = getattr(protocol, "play_stream", None)
-            if stream is None:
+        for connection in self.factory.connection_stats():
+            viewer = connection.viewer
+            if viewer is None:
                 continue
-            if name is not None and name not in (_stream_key(stream), stream.name):
+            if name is not None and name not in (viewer.stream, viewer.stream.partition("/")[2]):
                 continue
-            rows.append(self._viewer_row(protocol, now))
+            rows.append(self._viewer_row(connection, viewer, now))
         columns = [
             Column("id", "id"),
             Column("address", "address"),
             Column("stream", "stream"),
             Column("queued", "queued"),
+            Column("kernel", "kernel"),
             Column("peak", "peak"),
             Column("kbit_out", "kbit/s"),
             Column("frames_sent", "sent"),
@@ -358,8 +349,8 @@ class Console:
         return Table(
             columns,
             rows,
-            title="bytes queued now/peak; frames sent; frames dropped by reason "
-            "(inter keyframe audio catch-up)",
+            title="bytes queued now, in the kernel, at peak; frames sent; frames dropped "
+            "by reason (inter keyframe audio catch-up)",
             footer=[plural(len(rows), "viewer")],
             empty="(no viewers)" if name is None else f"(no viewers of {name})",
         )
@@ -372,25 +363,23 @@ class Console:
         connection.  Only connections with bytes queued are listed.  Returns
         the rows.
         """
-        connections = list(self.factory.connections.values())
-        queued = [(p.link.queued(), p) for p in connections]
+        connections = self.factory.connection_stats()
         holding = sorted(
-            ((count, p) for count, p in queued if count > 0),
-            key=lambda item: (-item[0], item[1].conn_id),
+            (c for c in connections if c.queued > 0), key=lambda c: (-c.queued, c.conn_id)
         )
-        total = sum(count for count, _ in holding)
+        total = sum(c.queued for c in holding)
         rows = []
-        for count, protocol in holding[: max(0, top)]:
-            viewer = getattr(protocol, "viewer", None)
+        for connection in holding[: max(0, top)]:
+            viewer = connection.viewer
             rows.append(
                 {
-                    "id": protocol.conn_id,
-                    "address": protocol.peer,
-                    "role": _role(protocol),
-                    "queued": count,
-                    "peak": max(count, viewer.peak_queued) if viewer else None,
-                    "lag_ms": viewer.lag_ms() if viewer else None,
-                    "state": viewer_state(protocol) if viewer else "-",
+                    "id": connection.conn_id,
+                    "address": connection.peer,
+                    "role": connection.role,
+                    "queued": connection.queued,
+                    "peak": max(connection.queued, viewer.peak_queued) if viewer else None,
+                    "lag_ms": viewer.lag_ms if viewer else None,
+                    "state": viewer.state if viewer else "-",
                 }
             )
         columns = [
@@ -423,22 +412,14 @@ class Console:
         them).  Returns the numbers as a dict.
         """
         rss, rss_peak, rss_source = _resident_memory()
-        connections = list(self.factory.connections.values())
-        queued = [p.link.queued() for p in connections]
-        streams = self.factory.streams()
+        connections = self.factory.connection_stats()
+        queued = [c.queued for c in connections]
+        streams = self.factory.stream_stats()
         gop_bytes = sum(s.gop_bytes for s in streams)
-        gop_frames = sum(len(s.gop) for s in streams)
-        chat_rooms = chat_messages = 0
-        chat_bytes = 0
-        for stream in streams:
-            room = getattr(stream, "chat", None)
-            history = getattr(room, "history", None)
-            if history is None:
-                continue
-            chat_rooms += 1
-            chat_messages += len(history)
-            size = getattr(room, "history_bytes", None)
-            chat_bytes += size if isinstance(size, int) else sum(_approx_size(m) for m in history)
+        gop_frames = sum(s.gop_frames for s in streams)
+        chat_rooms = len(streams)
+        chat_messages = sum(s.chat_messages for s in streams)
+        chat_bytes = sum(s.chat_bytes for s in streams)
         by_type: Counter[str] = Counter()
         for obj in gc.get_objects():
             kind = type(obj)
@@ -567,7 +548,7 @@ class Console:
         lines = [
             f"{name:<13}  {show_value(value):>{width}}  {meaning}" for name, value, meaning in rows
         ]
-        disconnects = dict(getattr(self.factory, "disconnects", {}))
+        disconnects = {str(k): v for k, v in self.factory.disconnects.items()}
         lines.append(
             "disconnected by the policy: "
             + (", ".join(f"{k} {v}" for k, v in sorted(disconnects.items())) or "none")
@@ -606,11 +587,11 @@ class Console:
         The id is the one ``viewers()`` and ``buffers()`` show; the connection's
         queued bytes are discarded.
         """
-        protocol = self.factory.connections.get(conn_id)
-        if protocol is None:
+        found = [c for c in self.factory.connection_stats() if c.conn_id == conn_id]
+        if not found:
             raise ConsoleError(f"no connection {conn_id!r}; buffers() and viewers() list the ids")
-        peer = protocol.peer
-        self.audit("kick", conn_id=conn_id, peer=peer, role=_role(protocol))
+        peer = found[0].peer
+        self.audit("kick", conn_id=conn_id, peer=peer, role=found[0].role)
         self.factory.kick(
             conn_id,
             reason=f"kicked from the console by {self.login.username} ({self.login.fingerprint})",
@@ -705,11 +686,3 @@ def _resident_memory() -> tuple[int | None, int | None, str]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is in KiB on Linux and in bytes on macOS
     return None, peak if sys.platform == "darwin" else peak * 1024, "getrusage"
-
-
-def _approx_size(obj: Any) -> int:
-    size = sys.getsizeof(obj)
-    for value in getattr(obj, "__dict__", {}).values():
-        if isinstance(value, str | bytes):
-            size += sys.getsizeof(value)
-    return size

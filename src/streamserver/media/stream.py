@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from streamserver.codec.flv import FrameKind, classify
 from streamserver.codec.messages import Message, MessageType
@@ -35,9 +35,20 @@ from streamserver.media.rooms import (
     ChatMessage,
     ChatRoom,
 )
+from streamserver.stats import StreamStats
 
 if TYPE_CHECKING:
     from streamserver.media.viewer import Viewer, WireFormat
+
+
+class Publisher(Protocol):
+    """What a :class:`Stream` needs of its publisher: a name for people."""
+
+    @property
+    def peer(self) -> str:
+        """The publisher's address."""
+        ...
+
 
 #: AMF0 encoding of the string "@setDataFrame": marker 0x02, u16 length 13, bytes.
 _SET_DATA_FRAME = b"\x02\x00\x0d@setDataFrame"
@@ -135,7 +146,7 @@ class Stream:
         self.chat = ChatRoom(history_count=chat_history, history_bytes=chat_history_bytes)
         self.gop_cache_bytes = gop_cache_bytes
         self._clock = clock
-        self.publisher: object | None = None
+        self.publisher: Publisher | None = None
         self._groups: dict[WireFormat, dict[Viewer, None]] = {}
         self.metadata: Frame | None = None
         self.video_header: Frame | None = None
@@ -179,7 +190,7 @@ class Stream:
         """Whether nobody publishes, plays or sits in the stream's chat room."""
         return self.publisher is None and not self._groups and not self.chat.participants
 
-    def publish(self, publisher: object) -> None:
+    def publish(self, publisher: Publisher) -> None:
         """Make *publisher* the stream's publisher and tell the viewers.
 
         :raises BadNameError: someone is already publishing this name.
@@ -192,7 +203,7 @@ class Stream:
         for subscriber in self.subscribers:
             subscriber.stream_published(self)
 
-    def unpublish(self, publisher: object) -> None:
+    def unpublish(self, publisher: Publisher) -> None:
         """End *publisher*'s session: drop cached state and tell the viewers."""
         if self.publisher is not publisher:
             return
@@ -295,6 +306,25 @@ class Stream:
             type_id = MessageType.DATA_AMF0
         timestamp = self._rebase(message.timestamp)
         return Frame(kind, Message(type_id, 0, timestamp, payload))
+
+    def stats(self) -> StreamStats:
+        """A snapshot of this stream's numbers now."""
+        chat = self.chat
+        publisher = self.publisher
+        return StreamStats(
+            app=self.app,
+            name=self.name,
+            publisher=publisher.peer if publisher is not None else None,
+            viewers=self.subscriber_count,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            published_at=self.published_at,
+            gop_frames=len(self.gop),
+            gop_bytes=self.gop_bytes,
+            chat_participants=len(chat.participants),
+            chat_messages=len(chat.history),
+            chat_bytes=chat.history_bytes,
+        )
 
     def post_chat(self, nick: str, text: str, time_ms: int) -> ChatMessage:
         """Post a chat message to the room and send it to every participant.

@@ -67,6 +67,7 @@ from streamserver.policy import (
     Verdict,
     awaiting_after,
 )
+from streamserver.stats import ViewerState, ViewerStats
 
 if TYPE_CHECKING:
     from streamserver.media.stream import Frame, Stream
@@ -574,3 +575,35 @@ class Viewer:
     def frames_dropped(self) -> int:
         """Frames not sent, for any reason."""
         return sum(self.dropped.values())
+
+    def stats(self, *, congested: bool = False, closing: bool = False) -> ViewerStats:
+        """A snapshot of this viewer's numbers now.
+
+        :param congested: the owner's transport paused it (its buffer is full).
+        :param closing: the owner is closing.
+        """
+        if closing or self.closed or self.disconnect_reason is not None:
+            state = ViewerState.CLOSING
+        elif congested or self.level is not Level.NORMAL:
+            state = ViewerState.CONGESTED
+        elif self.awaiting_keyframe:
+            state = ViewerState.AWAITING_KEYFRAME
+        else:
+            state = ViewerState.OK
+        stream = self.stream
+        return ViewerStats(
+            stream=f"{stream.app}/{stream.name}",
+            peer=self.owner.peer,
+            queued=self.link.queued(),
+            kernel_queued=self.link.kernel_queued(),
+            peak_queued=self.peak_queued,
+            bytes_sent=self.bytes_sent,
+            frames_sent=self.frames_sent,
+            dropped={DropReason(reason): count for reason, count in self.dropped.items()},
+            catch_ups=self.catch_ups,
+            lag_ms=self.lag_ms(),
+            level=self.level,
+            state=state,
+            watched=self.watched,
+            link_rate=self.link_rate,
+        )

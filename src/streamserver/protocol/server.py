@@ -37,6 +37,7 @@ from streamserver.protocol.handshake import HandshakeMixin
 from streamserver.protocol.publish import PublishMixin
 from streamserver.protocol.session import SessionMixin
 from streamserver.protocol.subscribe import SubscribeMixin
+from streamserver.stats import ConnectionStats
 
 if TYPE_CHECKING:
     from streamserver.protocol.contracts import Composition
@@ -71,6 +72,32 @@ class RTMPServerProtocol(
         except Exception:
             _log.failure("dropping {peer}: unexpected error", peer=self.peer)
             self.drop_connection()
+
+    def stats(self) -> ConnectionStats:
+        """A snapshot of this connection's numbers now (what the console shows)."""
+        viewer = self.viewer
+        publishing = tuple(f"{s.app}/{s.name}" for s in self.publishing.values())
+        if viewer is not None:
+            role = f"play {viewer.stream.app}/{viewer.stream.name}"
+        elif publishing:
+            role = "publish " + ",".join(publishing)
+        elif self.app:
+            role = f"connected {self.app}"
+        else:
+            role = "handshake"
+        return ConnectionStats(
+            conn_id=self.conn_id,
+            peer=self.peer,
+            role=role,
+            queued=self.link.queued(),
+            bytes_sent=self.link.media_written,
+            viewer=(
+                viewer.stats(congested=self.congested, closing=self.closing)
+                if viewer is not None
+                else None
+            ),
+            publishing=publishing,
+        )
 
 
 check_composition(RTMPServerProtocol)
