@@ -175,8 +175,8 @@ class PolicyLimits:
     :ivar max_queue: hard limit: a viewer with more bytes queued is disconnected.
     :ivar stall_timeout: seconds without write progress (with bytes queued) before
         the viewer is disconnected.
-    :ivar max_lag_ms: the lag behind live the policy keeps a viewer under; the media
-        time watermarks are a quarter and a half of it.
+    :ivar max_lag_ms: the lag behind live the policy keeps a viewer under; the time
+        watermarks are a sixth and a third of it (:attr:`low_ms`, :attr:`high_ms`).
     :ivar enabled: ``False`` (``--no-drop``) never drops for congestion and never
         disconnects: the failure the policy exists to prevent, for demonstration.
     """
