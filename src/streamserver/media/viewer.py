@@ -318,7 +318,7 @@ class Viewer:
                 if queued > self.peak_queued:
                     self.peak_queued = queued
                 if link.has_kernel_view:
-                    # user space holds bytes, so the kernel is full: see all of it
+                    # suspect (bytes wait in user space, or watched): see the kernel's too
                     self.watched = True
                     self.kernel_queued = kernel = link.kernel_queued()
                     pending = queued + kernel
@@ -344,7 +344,7 @@ class Viewer:
                 if gate is not None
                 else self.policy_decision(frame, size)
             )
-            self._carry_out(frame, data, size, decision, queued, now)
+            self._carry_out(frame, data, decision, queued, now)
         except Exception as error:
             self._fail(error)
 
@@ -361,7 +361,7 @@ class Viewer:
         )
 
     def _carry_out(
-        self, frame: Frame, data: bytes, size: int, decision: Decision, queued: int, now: float
+        self, frame: Frame, data: bytes, decision: Decision, queued: int, now: float
     ) -> None:
         verdict = decision.verdict
         if decision.level is not None:
