@@ -1,12 +1,13 @@
-"""Shared fixtures: a Clock-driven factory and fake peers on it."""
+"""Shared fixtures: a Clock-driven factory, fake peers on it, the log events of a test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from twisted.internet import task
+from twisted.logger import globalLogPublisher
 
 from streamserver.factory import RTMPServerFactory, ServerConfig
 from streamserver.testing import FakePeer
@@ -30,3 +31,14 @@ def peer(factory: RTMPServerFactory) -> Callable[..., FakePeer]:
         return FakePeer(factory, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
+    """Every log event emitted during the test."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(events.append)

@@ -9,11 +9,7 @@ the loop go on to the others; the publisher must not notice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
-from twisted.logger import globalLogPublisher
 
 from streamserver.codec.messages import Command
 from streamserver.factory import RTMPServerFactory
@@ -28,16 +24,6 @@ from tests.protocol import media
 
 class PlantedError(RuntimeError):
     """The bug a test plants."""
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def _failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,13 +7,11 @@ the viewer still receives every frame.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
-from twisted.logger import globalLogPublisher
 
 from streamserver.codec import messages
 from streamserver.codec.messages import Message, MessageType
@@ -23,13 +21,9 @@ from tests.protocol import media
 
 
 @pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    collected: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(collected.append)
-    try:
-        yield collected
-    finally:
-        globalLogPublisher.removeObserver(collected.append)
+def events(log_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log events of the test (the shared ``log_events`` fixture)."""
+    return log_events
 
 
 def _factory(**config: Any) -> RTMPServerFactory:
