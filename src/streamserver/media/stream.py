@@ -231,10 +231,12 @@ class Stream:
 
     def unsubscribe(self, subscriber: Viewer) -> None:
         """Remove *subscriber* (no error if it is not subscribed)."""
-        for key, group in list(self._groups.items()):
-            group.pop(subscriber, None)
-            if not group:
-                del self._groups[key]
+        group = self._groups.get(subscriber.format)
+        if group is None:
+            return
+        group.pop(subscriber, None)
+        if not group:
+            del self._groups[subscriber.format]
 
     # --- media -----------------------------------------------------------------
 
