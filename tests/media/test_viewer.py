@@ -41,6 +41,7 @@ class Owner:
         self.transport = FakeTransport(auto_drain=auto_drain)
         self.link = TransportAdapter(self.transport)
         self.peer = "192.0.2.1:5000"
+        self.closing = False
         self.events: list[tuple[str, object]] = []
 
     def stream_published(self, stream: Stream) -> None:
@@ -49,8 +50,11 @@ class Owner:
     def stream_unpublished(self, stream: Stream) -> None:
         self.events.append(("unpublished", stream.name))
 
-    def disconnect_viewer(self, reason: str) -> None:
+    def disconnect_viewer(self, reason: str) -> bool:
+        if self.closing:
+            return False
         self.events.append(("disconnect", reason))
+        return True
 
     def viewer_failed(self, viewer: Viewer, error: BaseException) -> None:
         self.events.append(("failed", error))
@@ -139,6 +143,19 @@ def test_drain_rate_and_stall_are_measured_at_each_check() -> None:
     assert owner.events[-1] == ("disconnect", "stalled")
     assert server.disconnects == {"stalled": 1}
     assert viewer.disconnect_reason == "stalled"
+
+
+def test_a_viewer_whose_connection_closes_anyway_is_not_counted() -> None:
+    """A stall found while the connection is closing for another reason is no policy disconnect."""
+    server = Server(PolicyLimits(stall_timeout=2))
+    stream, viewer, owner = _play(server, auto_drain=False)
+    stream.broadcast(media.video(1, 0, key=True, size=20_000))
+    owner.closing = True  # a timeout or a kick closed it first
+    for _ in range(4):
+        server.clock.advance(1)
+        viewer.check_progress(server.seconds())
+    assert server.disconnects == {}
+    assert viewer.disconnect_reason is None and ("disconnect", "stalled") not in owner.events
 
 
 def test_a_jump_to_live_counts_what_it_writes() -> None:

@@ -151,8 +151,12 @@ class ViewerOwner(Protocol):
         """The played stream lost its publisher."""
         ...
 
-    def disconnect_viewer(self, reason: str) -> None:
-        """The policy decided this viewer must go: close it, logged with *reason*."""
+    def disconnect_viewer(self, reason: str) -> bool:
+        """The policy decided this viewer must go: close it, logged with *reason*.
+
+        :returns: whether it closed the connection now (``False``: it was closing
+            already, for another reason).
+        """
         ...
 
     def viewer_failed(self, viewer: Viewer, error: BaseException) -> None:
@@ -197,9 +201,10 @@ class Viewer:
     :ivar level: the congestion level of the last decision taken at a level.
     :ivar drain_rate: bytes per second the viewer took, smoothed over the checks
         (0 until measured).
-    :ivar link_rate: bytes per second the peer acknowledged while it was
-        backlogged the whole time between two checks: what its link carries
-        (0 until measured; a viewer that keeps up is never backlogged).
+    :ivar link_rate: bytes per second the peer acknowledged between two checks
+        at which it was backlogged (losing frames, over :data:`BACKLOG_BYTES`
+        pending): what its link carries (0 until measured, and again after
+        :data:`CALM_CHECKS` checks of keeping up).
     :ivar frames_sent: frames written (media, headers, metadata, jumps to live).
     :ivar bytes_sent: their bytes.
     :ivar dropped: frames not sent, by :class:`~streamserver.policy.DropReason`.
@@ -208,9 +213,9 @@ class Viewer:
     :ivar disconnect_reason: why the policy disconnected it, once it did.
     :ivar closed: it left the stream (stopped, disconnected or failed).
     :ivar last_progress: when it last took bytes (or held none), by the server's clock.
-    :ivar kernel_queued: what the kernel held for it at the last reading (0 when
-        not watched); the policy adds it to the user-space queue when it
-        estimates how long a jump to live would take.
+    :ivar kernel_queued: what the kernel held for it at the last reading (per
+        frame when watched, else the watchdog's); the policy adds it to the
+        user-space queue when it estimates how long a jump to live would take.
     :ivar watched: its kernel share is read with every decision.
     :ivar _sent_frames: ``(link.written after the frame, timestamp, written at)``
         of the frames written and possibly still queued, oldest first.
@@ -550,12 +555,16 @@ class Viewer:
             self._fail(error)
 
     def disconnect(self, reason: str) -> None:
-        """The policy's verdict: this viewer goes (counted, then the owner closes it)."""
-        if self.disconnect_reason is not None:
+        """The policy's verdict: this viewer goes (the owner closes it, then it is counted).
+
+        A viewer whose connection is closing already for another reason (a
+        timeout, a kick) is not counted as disconnected by the policy.
+        """
+        if self.disconnect_reason is not None or self.closed:
             return
-        self.disconnect_reason = reason
-        self._server.viewer_disconnected(self, reason)
-        self.owner.disconnect_viewer(reason)
+        if self.owner.disconnect_viewer(reason):
+            self.disconnect_reason = reason
+            self._server.viewer_disconnected(self, reason)
 
     def leave(self) -> None:
         """Stop playing: leave the stream (idempotent)."""

@@ -89,10 +89,13 @@ class BackpressureMixin(_Contracts):
             return decision  # refused behind us (paused): that refusal stands
         return viewer.policy_decision(frame, size)
 
-    def disconnect_viewer(self, reason: str) -> None:
-        """Drop this connection for the policy's *reason*, logging the viewer's numbers."""
+    def disconnect_viewer(self, reason: str) -> bool:
+        """Drop this connection for the policy's *reason*, logging the viewer's numbers.
+
+        :returns: whether it was dropped now (``False``: it was closing already).
+        """
         if self.closing:
-            return
+            return False
         viewer = self.viewer
         stream = viewer.stream if viewer is not None else None
         _log.warn(
@@ -108,3 +111,4 @@ class BackpressureMixin(_Contracts):
             dropped={str(k): v for k, v in viewer.dropped.items()} if viewer else {},
         )
         self.drop_connection()
+        return True

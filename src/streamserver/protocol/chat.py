@@ -275,9 +275,8 @@ class ChatMixin(_Contracts):
             viewer = self.viewer
             if viewer is not None:
                 viewer.disconnect(DisconnectReason.MAX_QUEUE)
-            else:
+            elif self.disconnect_viewer(DisconnectReason.MAX_QUEUE):
                 self.factory.viewer_disconnected(None, DisconnectReason.MAX_QUEUE)
-                self.disconnect_viewer(DisconnectReason.MAX_QUEUE)
             return
         self.link.write_media(data, queued)
         self.chat_delivered += 1

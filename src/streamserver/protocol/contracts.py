@@ -114,8 +114,11 @@ class Session(Protocol):
 class Disconnecting(Protocol):
     """Offered by :class:`~streamserver.protocol.backpressure.BackpressureMixin`."""
 
-    def disconnect_viewer(self, reason: str) -> None:
-        """Drop this connection for the policy's *reason*, logging the viewer's numbers."""
+    def disconnect_viewer(self, reason: str) -> bool:
+        """Drop this connection for the policy's *reason*, logging the viewer's numbers.
+
+        :returns: whether it was dropped now (``False``: it was closing already).
+        """
         ...
 
 
