@@ -54,6 +54,7 @@ def test_connection_snapshots_say_who_does_what(factory: RTMPServerFactory) -> N
     assert behind.viewer.state is ViewerState.CONGESTED
     assert behind.viewer.dropped[DropReason.INTER] > 0
     assert behind.viewer.peer == slow.protocol.peer
+    assert (published.protocol, behind.protocol, behind.viewer.protocol) == ("rtmp",) * 3
 
 
 def test_stream_snapshots_count_what_went_in_and_out(factory: RTMPServerFactory) -> None:

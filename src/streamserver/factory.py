@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import resource
 from collections import Counter
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -31,10 +31,56 @@ _log = Logger()
 
 if TYPE_CHECKING:
     from streamserver.media.viewer import Viewer
-    from streamserver.protocol.base import ProtocolRoot
-    from streamserver.protocol.contracts import Session
     from streamserver.protocol.server import RTMPServerProtocol
     from streamserver.stats import ConnectionStats, StreamStats
+    from streamserver.transport import TransportAdapter
+
+
+class _Named(Protocol):
+    @property
+    def peer(self) -> str: ...
+
+
+class _Tracked(Protocol):
+    conn_id: int
+
+    @property
+    def link(self) -> TransportAdapter: ...
+
+
+class Connection(Protocol):
+    """What the factory tracks of a connection, whatever its wire protocol.
+
+    RTMP connections (:class:`~streamserver.protocol.server.RTMPServerProtocol`)
+    and HTTP-FLV / WebSocket-FLV viewers (:mod:`streamserver.http.flv`) are
+    counted against the same limits, listed by the same snapshots, timed out by
+    the same watchdog and closed by the same shutdown.
+    """
+
+    conn_id: int
+    closing: bool
+
+    @property
+    def link(self) -> TransportAdapter:
+        """The connection's transport adapter."""
+        ...
+
+    @property
+    def peer(self) -> str:
+        """The peer's address, for logs."""
+        ...
+
+    def stats(self) -> ConnectionStats:
+        """A snapshot of the connection's numbers now."""
+        ...
+
+    def check_timeouts(self, now: float) -> bool:
+        """Apply the connection's timeouts; whether it is closed."""
+        ...
+
+    def drop_connection(self) -> None:
+        """Close now, discarding what is queued (idempotent)."""
+        ...
 
 
 class RTMPServerFactory(ServerFactory):
@@ -62,7 +108,7 @@ class RTMPServerFactory(ServerFactory):
         self.config = config or ServerConfig()
         self.reactor: IReactorTime = reactor
         self.registries: dict[str, StreamRegistry] = {}
-        self.connections: dict[int, RTMPServerProtocol] = {}
+        self.connections: dict[int, Connection] = {}
         self.policy: IDropPolicy = DropFramesPolicy(self.config.limits)
         self.disconnects: Counter[str] = Counter()
         self._ids = itertools.count(1)
@@ -211,8 +257,12 @@ class RTMPServerFactory(ServerFactory):
         protocol_class = self.protocol_class or RTMPServerProtocol
         protocol = protocol_class()
         protocol.factory = self
-        protocol.conn_id = next(self._ids)
+        protocol.conn_id = self.next_conn_id()
         return protocol
+
+    def next_conn_id(self) -> int:
+        """A connection id never handed out before (RTMP and HTTP share the sequence)."""
+        return next(self._ids)
 
     def seconds(self) -> float:
         """Now, by the factory's reactor."""
@@ -242,13 +292,13 @@ class RTMPServerFactory(ServerFactory):
         registry = self.registries.get(app)
         return registry.get(name) if registry else None
 
-    def connection_opened(self, protocol: ProtocolRoot) -> None:
-        """Track *protocol* (called by the session mixin)."""
-        self.connections[protocol.conn_id] = cast("RTMPServerProtocol", protocol)
+    def connection_opened(self, protocol: _Tracked) -> None:
+        """Track *protocol*, a :class:`Connection` (the RTMP session mixin, an HTTP-FLV viewer)."""
+        self.connections[protocol.conn_id] = cast("Connection", protocol)
         self._hosts[_limited_host(protocol.link.peer)] += 1
 
-    def connection_closed(self, protocol: ProtocolRoot) -> None:
-        """Forget *protocol* (called by the session mixin)."""
+    def connection_closed(self, protocol: _Tracked) -> None:
+        """Forget *protocol* (the RTMP session mixin, an HTTP-FLV viewer)."""
         if self.connections.pop(protocol.conn_id, None) is not None:
             host = _limited_host(protocol.link.peer)
             self._hosts[host] -= 1
@@ -260,7 +310,7 @@ class RTMPServerFactory(ServerFactory):
             self._grace_call = None
             self._drained.callback(None)
 
-    def admission_refusal(self, protocol: ProtocolRoot) -> str | None:
+    def admission_refusal(self, protocol: _Tracked) -> str | None:
         """Why *protocol*, just opened, must be closed at once, or ``None``.
 
         Checked after :meth:`connection_opened` counted it: the server is
@@ -278,7 +328,7 @@ class RTMPServerFactory(ServerFactory):
             return f"connection limit per address ({limit}) reached for {host}"
         return None
 
-    def connection_refused(self, protocol: Session, kind: str, reason: str) -> None:
+    def connection_refused(self, protocol: _Named, kind: str, reason: str) -> None:
         """Count and log that *protocol* is being closed by a limit or timeout.
 
         At most one line per *kind* per second is logged, with the number of
@@ -352,8 +402,9 @@ class RTMPServerFactory(ServerFactory):
             if protocols:
                 _log.info("shutting down: closing {count} connections", count=len(protocols))
             for protocol in protocols:
+                # RTMP publishers end their streams first (an HTTP viewer publishes nothing)
                 for stream_id in list(getattr(protocol, "publishing", ())):
-                    protocol.message_stream_deleted(stream_id)
+                    cast("RTMPServerProtocol", protocol).message_stream_deleted(stream_id)
             for protocol in protocols:
                 protocol.closing = True
                 protocol.link.close()

@@ -38,6 +38,7 @@ class ViewerStats:
 
     :ivar stream: the stream played, ``app/name``.
     :ivar peer: the viewer's address.
+    :ivar protocol: the wire protocol it plays over (``rtmp``, ``http-flv``, ``ws-flv``).
     :ivar queued: bytes in its transport's user-space queue now.
     :ivar kernel_queued: bytes the kernel holds for it unacknowledged now (0 unknown).
     :ivar peak_queued: the most bytes seen queued in user space.
@@ -54,6 +55,7 @@ class ViewerStats:
 
     stream: str
     peer: str
+    protocol: str
     queued: int
     kernel_queued: int
     peak_queued: int
@@ -74,6 +76,7 @@ class ConnectionStats:
 
     :ivar conn_id: the connection's id (what ``kick()`` takes).
     :ivar peer: its address.
+    :ivar protocol: its wire protocol (``rtmp``, ``http-flv``, ``ws-flv``).
     :ivar role: ``play app/name``, ``publish app/name[,app/name]``, ``connected app``
         or ``handshake``.
     :ivar queued: bytes in its transport's user-space queue now.
@@ -84,6 +87,7 @@ class ConnectionStats:
 
     conn_id: int
     peer: str
+    protocol: str
     role: str
     queued: int
     bytes_sent: int

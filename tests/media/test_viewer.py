@@ -41,6 +41,7 @@ class Owner:
         self.transport = FakeTransport(auto_drain=auto_drain)
         self.link = TransportAdapter(self.transport)
         self.peer = "192.0.2.1:5000"
+        self.protocol_name = "test"
         self.closing = False
         self.events: list[tuple[str, object]] = []
 

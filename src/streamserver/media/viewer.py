@@ -143,6 +143,11 @@ class ViewerOwner(Protocol):
         """The transport the viewer's frames are written to."""
         ...
 
+    @property
+    def protocol_name(self) -> str:
+        """The wire protocol the viewer plays over (``rtmp``, ``http-flv``, ``ws-flv``)."""
+        ...
+
     def stream_published(self, stream: Stream) -> None:
         """The played stream got a publisher."""
         ...
@@ -603,6 +608,7 @@ class Viewer:
         return ViewerStats(
             stream=f"{stream.app}/{stream.name}",
             peer=self.owner.peer,
+            protocol=self.owner.protocol_name,
             queued=self.link.queued(),
             kernel_queued=self.link.kernel_queued(),
             peak_queued=self.peak_queued,

@@ -88,6 +88,7 @@ class RTMPServerProtocol(
         return ConnectionStats(
             conn_id=self.conn_id,
             peer=self.peer,
+            protocol=self.protocol_name,
             role=role,
             queued=self.link.queued(),
             bytes_sent=self.link.media_written,

@@ -99,6 +99,8 @@ class SubscribeMixin(_Contracts):
     :ivar _play_pending_id: the message stream id of that ``play``.
     """
 
+    #: the wire protocol, as viewers' and connections' snapshots name it
+    protocol_name = "rtmp"
     viewer: Viewer | None = None
     play_stream_id = 0
     play_args: dict[str, str]
