@@ -169,6 +169,7 @@ class StreamServer(Server):
             "streamserver",
             "--rtmp",
             f"tcp:{port}:interface=127.0.0.1",
+            "--no-http",
             *self.extra,
         ]
         stdio = (self.workdir / "streamserver.stdio").open("wb")

@@ -160,6 +160,7 @@ class ServerProcess:
             "streamserver",
             "--rtmp",
             f"tcp:{port}:interface=127.0.0.1",
+            "--no-http",
             *extra,
         ]
         self.process: subprocess.Popen[bytes] | None = None

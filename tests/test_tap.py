@@ -24,16 +24,29 @@ def test_defaults_listen_on_1935() -> None:
     """With no options the server listens on tcp:1935 with 4096-byte chunks."""
     options = _parse()
     assert options["rtmp"] == ["tcp:1935"]
+    assert options["http"] == ["tcp:8080"]
     assert options["chunk-size"] == 4096
     assert options["gop-cache-bytes"] == DEFAULT_GOP_CACHE_BYTES
 
 
 def test_rtmp_may_be_given_more_than_once() -> None:
     """Each --rtmp adds a listener."""
-    options = _parse("--rtmp", "tcp:0:interface=127.0.0.1", "--rtmp", "tcp6:0")
+    options = _parse("--rtmp", "tcp:0:interface=127.0.0.1", "--rtmp", "tcp6:0", "--no-http")
     assert options["rtmp"] == ["tcp:0:interface=127.0.0.1", "tcp6:0"]
     service = tap.makeService(options)
     assert sorted(s.name for s in service) == ["rtmp:tcp6:0", "rtmp:tcp:0:interface=127.0.0.1"]
+
+
+def test_http_listens_by_default_and_may_be_turned_off() -> None:
+    """One HTTP listener per --http (tcp:8080 without any); --no-http turns HTTP off."""
+    service = tap.makeService(_parse("--http", "tcp:0", "--http", "unix:/nonexistent/s"))
+    assert sorted(s.name for s in service if s.name.startswith("http:")) == [
+        "http:tcp:0",
+        "http:unix:/nonexistent/s",
+    ]
+    assert not [s for s in tap.makeService(_parse("--no-http")) if s.name.startswith("http:")]
+    with pytest.raises(usage.UsageError, match="--no-http"):
+        _parse("--no-http", "--http", "tcp:0")
 
 
 def test_options_reach_the_factory() -> None:

@@ -66,6 +66,7 @@ _NON_NEGATIVE = (
     "send_buffer",
     "chat_history",
     "chat_history_bytes",
+    "http_play_wait",
 )
 
 #: Settings where 0 would make the server useless rather than unlimited: no
@@ -141,6 +142,13 @@ class ServerConfig:
     :ivar chat_rate_window: the sliding window of the chat rate limit, seconds.
     :ivar chat_history: messages a room keeps for late joiners (0: none).
     :ivar chat_history_bytes: bound on the encoded size of a room's history.
+    :ivar http_cors_origin: the ``Access-Control-Allow-Origin`` of every HTTP
+        media and API response, so a player page on another origin can play
+        (``docs/http.md``); empty sends none.
+    :ivar http_play_wait: seconds an HTTP-FLV or WebSocket-FLV request for a
+        stream nobody publishes waits for its publisher before the 404.
+    :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
+        chat moderation); without one the API is read-only and they are absent.
     """
 
     chunk_size: int = 4096
@@ -182,6 +190,11 @@ class ServerConfig:
     chat_rate_window: float = 10.0
     chat_history: int = DEFAULT_CHAT_HISTORY
     chat_history_bytes: int = DEFAULT_CHAT_HISTORY_BYTES
+    http_cors_origin: str = "*"
+    # An encoder restarting takes a few seconds; 10 s keeps a player waiting
+    # through it (RTMP waits without limit: its viewer gets PublishNotify).
+    http_play_wait: float = 10.0
+    api_token: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -246,6 +259,8 @@ class ServerConfig:
         for name in ("chat_rate_window", "watchdog_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive", name)
+        if any(c in self.http_cors_origin for c in "\r\n"):
+            raise ConfigError("http_cors_origin must be one line", "http_cors_origin")
         if not self.access.callback_timeout >= 0:
             raise ConfigError("callback_timeout must not be negative", "access.callback_timeout")
         try:

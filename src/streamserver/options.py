@@ -42,6 +42,7 @@ from streamserver.auth import AddressAuthorizer, IAuthorizer, load_publish_keys
 from streamserver.config import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ConfigError, ServerConfig
 
 __all__ = [
+    "DEFAULT_HTTP_ENDPOINT",
     "DEFAULT_RTMP_ENDPOINT",
     "OPTIONS",
     "Option",
@@ -59,6 +60,10 @@ __all__ = [
 
 #: The listener without ``--rtmp``: RTMP's registered port on every interface.
 DEFAULT_RTMP_ENDPOINT = "tcp:1935"
+
+#: The HTTP listener without ``--http`` (and without ``--no-http``): 8080, the
+#: usual unprivileged HTTP port (SRS and Node-Media-Server default to 8080 and 8000).
+DEFAULT_HTTP_ENDPOINT = "tcp:8080"
 
 _DEFAULTS = ServerConfig()
 
@@ -262,6 +267,24 @@ OPTIONS: tuple[Option, ...] = (
         "May be given more than once.",
         shown=DEFAULT_RTMP_ENDPOINT,
         repeatable=True,
+    ),
+    Option(
+        "http",
+        None,
+        str,
+        "ENDPOINT",
+        "Serve HTTP (the page at /, HTTP-FLV and WebSocket-FLV at /APP/NAME.flv, the JSON "
+        "API, /metrics; docs/http.md) on ENDPOINT, a Twisted endpoint string.  May be "
+        "given more than once.",
+        shown=DEFAULT_HTTP_ENDPOINT,
+        repeatable=True,
+    ),
+    Option(
+        "no-http",
+        None,
+        None,
+        "",
+        "Serve no HTTP at all (RTMP only).",
     ),
     Option(
         "manhole",
@@ -530,6 +553,29 @@ OPTIONS: tuple[Option, ...] = (
         read_secret,
         "SECRET",
         "Secret of signed play URLs; without it anyone may play.",
+    ),
+    Option(
+        "api-token",
+        "api_token",
+        read_secret,
+        "SECRET",
+        "Bearer token of the JSON API's write endpoints (kick, chat moderation); "
+        "without it the API is read-only.",
+    ),
+    Option(
+        "http-cors-origin",
+        "http_cors_origin",
+        str,
+        "ORIGIN",
+        "Access-Control-Allow-Origin sent with HTTP media and API responses ('' for none).",
+    ),
+    Option(
+        "http-play-wait",
+        "http_play_wait",
+        float,
+        "SECONDS",
+        "Seconds an HTTP-FLV request for an unpublished stream waits for the publisher "
+        "before answering 404.",
     ),
     Option(
         "on-publish",

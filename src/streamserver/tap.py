@@ -23,6 +23,7 @@ from twisted.python import usage
 from streamserver.config import ServerConfig
 from streamserver.factory import RTMPServerFactory
 from streamserver.options import (
+    DEFAULT_HTTP_ENDPOINT,
     DEFAULT_RTMP_ENDPOINT,
     add_repeatable_handlers,
     config_from,
@@ -32,17 +33,19 @@ from streamserver.options import (
 )
 from streamserver.security import StreamServerService
 
-__all__ = ["DEFAULT_RTMP_ENDPOINT", "Options", "makeService"]
+__all__ = ["DEFAULT_HTTP_ENDPOINT", "DEFAULT_RTMP_ENDPOINT", "Options", "makeService"]
 
 
 @add_repeatable_handlers
 class Options(usage.Options):
     """``twistd streamserver`` options: the rows of :data:`streamserver.options.OPTIONS`."""
 
-    synopsis = "[--rtmp ENDPOINT ...] [options]"
+    synopsis = "[--rtmp ENDPOINT ...] [--http ENDPOINT ...] [options]"
     longdesc = (
-        "A live-streaming RTMP relay: encoders publish rtmp://HOST/APP/NAME, any number "
-        "of viewers play it.  Listens on tcp:1935 unless --rtmp is given."
+        "A live-streaming server: encoders publish rtmp://HOST/APP/NAME, any number of "
+        "viewers play it over RTMP, HTTP-FLV or WebSocket-FLV.  Listens for RTMP on "
+        "tcp:1935 unless --rtmp is given, and for HTTP on tcp:8080 unless --http or "
+        "--no-http is given."
     )
 
     optParameters: list[list[Any]] = opt_parameters()
@@ -73,6 +76,11 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["rtmp"]:
             self["rtmp"] = [DEFAULT_RTMP_ENDPOINT]
+        if self["no-http"]:
+            if self["http"]:
+                raise usage.UsageError("--no-http and --http exclude each other")
+        elif not self["http"]:
+            self["http"] = [DEFAULT_HTTP_ENDPOINT]
         if self["manhole"]:
             self._check_manhole()
         self.config()
@@ -86,9 +94,12 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """Build the service tree: one RTMP listener per ``--rtmp`` endpoint, and the
-    SSH console (``manhole``) when ``--manhole`` is given."""
+    """Build the service tree: one RTMP listener per ``--rtmp`` endpoint, one HTTP
+    listener per ``--http`` endpoint (one site), and the SSH console (``manhole``)
+    when ``--manhole`` is given."""
     from twisted.internet import reactor
+
+    from streamserver.http import build_site
 
     factory = RTMPServerFactory(options.config(), reactor=reactor)
     top = StreamServerService(factory)
@@ -96,6 +107,12 @@ def makeService(options: Options) -> IService:
         service = strports.service(endpoint, factory)
         service.setName(f"rtmp:{endpoint}")
         service.setServiceParent(top)
+    if options["http"]:
+        site = build_site(factory)
+        for endpoint in options["http"]:
+            service = strports.service(endpoint, site)
+            service.setName(f"http:{endpoint}")
+            service.setServiceParent(top)
     if options["manhole"]:
         from streamserver.console import ConsoleService
 

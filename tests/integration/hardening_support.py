@@ -41,10 +41,12 @@ class TwistdServer:
 
     :ivar process: the child, with its collected output.
     :ivar port: the RTMP port on 127.0.0.1.
+    :ivar http_port: the HTTP port on 127.0.0.1.
     """
 
     process: CollectingProcess
     port: int
+    http_port: int
 
     @property
     def pid(self) -> int:
@@ -52,6 +54,9 @@ class TwistdServer:
 
     def url(self, path: str) -> str:
         return f"rtmp://127.0.0.1:{self.port}/{path}"
+
+    def http_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}/{path}"
 
     def open_fds(self) -> int:
         """How many file descriptors the server has open."""
@@ -86,15 +91,16 @@ async def find_twistd(interop: Interop, cwd: Path) -> Path:
 async def start_twistd(
     processes: ProcessPool, interop: Interop, cwd: Path, *options: str
 ) -> TwistdServer:
-    """Start ``twistd -n streamserver`` on a free loopback port with *options*.
+    """Start ``twistd -n streamserver`` on free loopback ports (RTMP, HTTP) with *options*.
 
     See :func:`find_twistd` for what a missing twistd or plugin means.
     """
     twistd = await find_twistd(interop, cwd)
-    port = free_port()
+    port, http_port = free_port(), free_port()
     argv = [
         str(twistd), "-n", "--pidfile=", "--logfile=-",
-        "streamserver", "--rtmp", f"tcp:{port}:interface=127.0.0.1", *options,
+        "streamserver", "--rtmp", f"tcp:{port}:interface=127.0.0.1",
+        "--http", f"tcp:{http_port}:interface=127.0.0.1", *options,
     ]  # fmt: skip
     process = processes.spawn(argv, cwd=cwd)
     reactor = get_reactor()
@@ -103,7 +109,7 @@ async def start_twistd(
         assert process.running, process.result.describe() if process.result else ""
         assert reactor.seconds() < deadline, "twistd never accepted connections"
         await sleep(0.1)
-    return TwistdServer(process, port)
+    return TwistdServer(process, port, http_port)
 
 
 class SteadyStream:

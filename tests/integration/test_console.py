@@ -209,7 +209,7 @@ async def test_twistd_console_names_the_slow_viewer_and_kicks_it(
     rtmp_port, ssh_port = free_port(), free_port()
     argv = [
         str(twistd), "-n", "--pidfile=", "--logfile=-", "streamserver",
-        "--rtmp", f"tcp:{rtmp_port}:interface=127.0.0.1",
+        "--rtmp", f"tcp:{rtmp_port}:interface=127.0.0.1", "--no-http",
         "--manhole", f"tcp:{ssh_port}:interface=127.0.0.1",
         "--manhole-keys", str(keys_path),
         "--data-dir", str(data_dir),

@@ -226,7 +226,7 @@ async def test_slow_viewer_on_a_thin_link_stays_within_max_lag_and_costs_nobody(
     server_dir.mkdir()
     twistd_argv = [
         str(twistd), "-n", "--pidfile=", f"--logfile={server_dir / 'twistd.log'}",
-        "streamserver", "--rtmp", f"tcp:{PORT}:interface=0.0.0.0",
+        "streamserver", "--rtmp", f"tcp:{PORT}:interface=0.0.0.0", "--no-http",
     ]  # fmt: skip
     server = processes.spawn(thin_link.in_server(twistd_argv), cwd=server_dir)
     peers = [sys.executable, "-m", "tests.integration.thin_link_peers"]

@@ -24,8 +24,9 @@ import struct
 from enum import IntEnum
 from pathlib import Path
 
+from streamserver.codec import amf0
 from streamserver.codec.messages import Message, MessageType
-from streamserver.errors import FLVError, UsageError
+from streamserver.errors import FLVError, ProtocolError, UsageError
 
 # --- FLV file layout (annex E.2, E.3, E.4.1) ----------------------------------
 
@@ -554,3 +555,31 @@ def audio_codec_name(payload: bytes) -> str:
         fourcc = _ex_fourcc(payload, is_video=False)
         return _AUDIO_FOURCC_NAMES.get(fourcc, "unknown") if fourcc else "unknown"
     return _AUDIO_CODEC_NAMES.get(sound_format, "unknown")
+
+
+# --- the tracks an onMetaData announces ------------------------------------------
+
+
+def metadata_tracks(payload: bytes) -> tuple[bool, bool] | None:
+    """``(audio, video)``: the tracks an ``onMetaData`` payload announces, or ``None``.
+
+    *payload* is the data message as the stream caches it (``onMetaData`` then
+    its object or ECMA array).  ``hasAudio``/``hasVideo`` when present (FLV
+    files, some encoders); else whether ``audiocodecid``/``videocodecid`` are
+    there, as ffmpeg, OBS and GStreamer write them for the tracks they send.
+    ``None`` when the payload is no readable ``onMetaData`` or names no track
+    at all.  Never raises.
+    """
+    try:
+        values = amf0.decode_all(payload)
+    except (ProtocolError, UsageError):
+        return None
+    properties = next((v for v in values[1:] if isinstance(v, dict)), None)
+    if not values or values[0] != "onMetaData" or properties is None:
+        return None
+    has_audio, has_video = properties.get("hasAudio"), properties.get("hasVideo")
+    if isinstance(has_audio, bool) and isinstance(has_video, bool):
+        return has_audio, has_video
+    audio = "audiocodecid" in properties
+    video = "videocodecid" in properties
+    return (audio, video) if audio or video else None

@@ -1,0 +1,58 @@
+"""The one ``twisted.web`` site of a server: every HTTP path, routed.
+
+``/``
+    the live streams, with links to their FLV URLs and API entries;
+``/APP/NAME.flv``
+    the live stream as HTTP-FLV, or as WebSocket-FLV when the request asks for
+    an ``Upgrade: websocket`` (:mod:`streamserver.http.flv`);
+``/api/...``
+    the JSON API (:mod:`streamserver.http.api`);
+``/metrics``
+    the Prometheus exposition (:mod:`streamserver.http.metrics`).
+
+Every path not listed is a stream's: its last segment is ``NAME.flv`` and the
+segments before it are the application (``/live/cam.flv`` is ``rtmp://HOST/live/cam``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from streamserver.http.flv import FlvResource
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+    from streamserver.factory import RTMPServerFactory
+
+
+class RootResource(Resource):
+    """``/`` and the routing of every stream path to :class:`FlvResource`."""
+
+    def __init__(self, factory: RTMPServerFactory) -> None:
+        super().__init__()
+        self.factory = factory
+        self.streams = FlvResource(factory)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"" and not request.postpath:
+            return self
+        return self.streams
+
+    def render_GET(self, request: Request) -> bytes:
+        from streamserver.http.pages import index_page
+
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return index_page(self.factory)
+
+
+def build_site(factory: RTMPServerFactory) -> Site:
+    """The site serving every HTTP path of *factory*'s server."""
+    root = RootResource(factory)
+    site = Site(root)
+    site.displayTracebacks = False
+    return site
