@@ -246,6 +246,7 @@ class FlvSession:
         if refusal is not None:
             factory.connection_refused(self, "limit", refusal)
             self._answer(503, refusal)
+            self.link.close()  # a refused connection is not kept alive
             return
         config = factory.config
         self.link.configure_socket(config.notsent_lowat, config.send_buffer)
