@@ -37,6 +37,7 @@ from tests.integration.support import (
     within,
 )
 from tests.integration.test_backpressure_sockets import heavy_tags
+from tests.integration.test_callbacks import HookServer, hook_server  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -412,3 +413,41 @@ async def test_a_slow_http_reader_is_cut_to_keyframes_then_closed_while_a_fast_o
         assert fast.connected and fast_ws.connected
     finally:
         factory.stopFactory()
+
+
+@pytest.mark.timeout(30)
+@pytest_twisted.ensureDeferred
+async def test_enhanced_rtmp_hevc_is_served_as_enhanced_flv_tags(server: HttpServer) -> None:
+    """FourCC (Enhanced RTMP) video comes out as the same tag bodies: enhanced FLV."""
+    publisher, sid = await server.publisher()
+    hevc_start = b"\x90hvc1" + b"\x01hvcC-record"
+    frames = [b"\x93hvc1" + b"\x11" * 300, b"\xa3hvc1" + b"\x22" * 100, b"\xa3hvc1" + b"\x33" * 90]
+    publisher.send(Message(MessageType.VIDEO, sid, 0, hevc_start))
+    publisher.send(Message(MessageType.AUDIO, sid, 0, AAC_SEQUENCE_HEADER))
+    for index, body in enumerate(frames):
+        publisher.send(Message(MessageType.VIDEO, sid, index * 33, body))
+    viewer = await server.get("/live/x.flv")
+    await wait_until(lambda: len(viewer.tags) >= 5, 5, "the tags")
+    assert (viewer.reader.has_audio, viewer.reader.has_video) == (True, True)
+    video_tags = [t.payload for t in viewer.tags if t.tag_type == MessageType.VIDEO]
+    assert video_tags == [hevc_start, *frames]
+
+
+@pytest.mark.timeout(30)
+@pytest_twisted.ensureDeferred
+async def test_on_play_decides_for_http_viewers(hook_server: HookServer) -> None:  # noqa: F811
+    """--on-play is asked about HTTP plays too (with the query's arguments): 403 when it refuses."""
+    for path, expected in (("/deny", 403), ("/ok", 200)):
+        config = ServerConfig(access=AccessConfig(on_play=hook_server.url(path)))
+        running = HttpServer(config)
+        try:
+            publisher, sid = await running.publisher()
+            send_headers(publisher, sid)
+            send_gop(publisher, sid, 0, frames=2)
+            viewer = await running.get("/live/x.flv?user=ann")
+            await wait_until(lambda v=viewer: v.status is not None, 5, "an answer")
+            assert viewer.status == expected
+        finally:
+            await running.close()
+    plays = [form for form in hook_server.hook.forms if form.get("call") == "play"]
+    assert [(f["app"], f["name"], f["user"]) for f in plays] == [("live", "x", "ann")] * 2

@@ -50,9 +50,15 @@ class RootResource(Resource):
         return index_page(self.factory)
 
 
+#: Seconds an HTTP connection may sit idle between requests (Twisted's default is
+#: 12 hours).  A request being answered, an FLV response or a WebSocket, is never
+#: idle: the timeout is off while Twisted handles a request.
+IDLE_TIMEOUT = 60
+
+
 def build_site(factory: RTMPServerFactory) -> Site:
     """The site serving every HTTP path of *factory*'s server."""
     root = RootResource(factory)
-    site = Site(root)
+    site = Site(root, timeout=IDLE_TIMEOUT)
     site.displayTracebacks = False
     return site
