@@ -66,7 +66,7 @@ def test_viewers_shows_queue_drops_lag_and_state(clock: task.Clock) -> None:
     scenario.publish(gops=4, size=1500)
     rows = {row["id"]: row for row in Console(factory, LOGIN).viewers()}
     stopped = rows[scenario.stopped.protocol.conn_id]
-    assert stopped["stream"] == "live/cam"
+    assert (stopped["stream"], stopped["protocol"]) == ("live/cam", "rtmp")
     assert stopped["queued"] == scenario.stopped.transport.queued
     assert stopped["peak"] >= stopped["queued"] > limits.drop_high
     assert stopped["drop_inter"] > 0 and stopped["drop_keyframe"] > 0 and stopped["drop_audio"] > 0

@@ -293,6 +293,7 @@ class Console:
         return {
             "id": connection.conn_id,
             "address": connection.peer,
+            "protocol": viewer.protocol,
             "stream": viewer.stream,
             "queued": viewer.queued,
             "kernel": viewer.kernel_queued,
@@ -313,7 +314,8 @@ class Console:
     def viewers(self, name: str | None = None) -> Table:
         """Every viewer, or those of stream *name* ("app/name" or "name"): queues, drops, lag.
 
-        Per viewer: connection id, address, stream, bytes queued in its transport
+        Per viewer: connection id, address, wire protocol (``rtmp``, ``http-flv``,
+        ``ws-flv``), stream, bytes queued in its transport
         now, held by the kernel unacknowledged, and queued at peak, kbit/s sent,
         frames sent, frames dropped by reason
         (inter, keyframe, audio, catch-up: inter frames dropped while waiting
@@ -333,6 +335,7 @@ class Console:
         columns = [
             Column("id", "id"),
             Column("address", "address"),
+            Column("protocol", "proto"),
             Column("stream", "stream"),
             Column("queued", "queued"),
             Column("kernel", "kernel"),
