@@ -62,6 +62,9 @@ _log = Logger()
 
 __all__ = ["FlvFraming", "FlvResource", "FlvSession", "FlvTags"]
 
+#: A disconnect's log fields before the session had a viewer.
+_NO_VIEWER = {"queued": 0, "peak": 0, "lag_ms": 0, "sent": 0, "dropped": {}}
+
 #: The suffix of a stream's HTTP-FLV path.
 SUFFIX = ".flv"
 
@@ -385,11 +388,7 @@ class FlvSession:
             app=self.app,
             name=self.name,
             reason=reason,
-            queued=self.link.queued(),
-            peak=viewer.peak_queued if viewer is not None else 0,
-            lag_ms=viewer.lag_ms() if viewer is not None else 0,
-            sent=viewer.frames_sent if viewer is not None else 0,
-            dropped={str(k): v for k, v in viewer.dropped.items()} if viewer else {},
+            **(viewer.log_fields() if viewer is not None else _NO_VIEWER),
         )
         self.drop_connection()
         return True

@@ -585,6 +585,17 @@ class Viewer:
 
     # --- for people ------------------------------------------------------------------
 
+    def log_fields(self) -> dict[str, Any]:
+        """The numbers a disconnect's log line gives: ``queued``, ``peak``, ``lag_ms``,
+        ``sent`` and ``dropped`` (by reason)."""
+        return {
+            "queued": self.link.queued(),
+            "peak": self.peak_queued,
+            "lag_ms": self.lag_ms(),
+            "sent": self.frames_sent,
+            "dropped": {str(reason): count for reason, count in self.dropped.items()},
+        }
+
     @property
     def frames_dropped(self) -> int:
         """Frames not sent, for any reason."""

@@ -104,11 +104,17 @@ class BackpressureMixin(_Contracts):
             peer=self.peer,
             stream=f"{stream.app}/{stream.name}" if stream else "-",
             reason=reason,
-            queued=self.link.queued(),
-            peak=viewer.peak_queued if viewer is not None else 0,
-            lag_ms=viewer.lag_ms() if viewer is not None else 0,
-            sent=viewer.frames_sent if viewer is not None else 0,
-            dropped={str(k): v for k, v in viewer.dropped.items()} if viewer else {},
+            **(
+                viewer.log_fields()
+                if viewer is not None
+                else {
+                    "queued": self.link.queued(),
+                    "peak": 0,
+                    "lag_ms": 0,
+                    "sent": 0,
+                    "dropped": {},
+                }
+            ),
         )
         self.drop_connection()
         return True
