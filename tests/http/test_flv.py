@@ -343,6 +343,19 @@ def method_request(method: str) -> bytes:
 
 @pytest.mark.timeout(30)
 @pytest_twisted.ensureDeferred
+async def test_a_broken_websocket_handshake_is_a_400(server: HttpServer) -> None:
+    """An upgrade without a Sec-WebSocket-Key gets wsproto's 400, and the session ends."""
+    publisher, sid = await server.publisher()
+    send_headers(publisher, sid)
+    request = get_request("/live/x.flv", extra="Upgrade: websocket\r\nConnection: Upgrade\r\n")
+    viewer = await server.get("", request=request)
+    await wait_until(lambda: viewer.status is not None, 5, "an answer")
+    assert viewer.status == 400
+    await wait_until(lambda: not server.sessions(), 5, "the session to go")
+
+
+@pytest.mark.timeout(30)
+@pytest_twisted.ensureDeferred
 async def test_a_cors_preflight_and_head_are_answered(server: HttpServer) -> None:
     """OPTIONS gets the allowed methods; HEAD says whether the stream is live."""
     preflight = await server.get("", request=method_request("OPTIONS"))

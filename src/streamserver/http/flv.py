@@ -317,7 +317,13 @@ class FlvSession:
             protocol=self.protocol_name,
         )
         if self._websocket is not None:
-            self._websocket.render_GET(request)  # 101 Switching Protocols, then ours
+            # 101 Switching Protocols, then the connection is ours
+            refused = self._websocket.render_GET(request)
+            if refused is not NOT_DONE_YET:
+                # wsproto refused the handshake (a bad Sec-WebSocket-Key...): its 400
+                self._leave()
+                request.write(refused if isinstance(refused, bytes) else b"")
+                request.finish()
             return
         request.setResponseCode(200)
         headers = request.responseHeaders
