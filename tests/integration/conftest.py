@@ -149,8 +149,8 @@ class LoopbackServer:
             client.disconnected for client in self._clients if not client.disconnected.called
         ]
         await defer.maybeDeferred(self._listening.stopListening)
-        for protocol in list(self.factory.connections.values()):
-            protocol.transport.abortConnection()
+        for connection in list(self.factory.connections.values()):
+            connection.link.abort()
         if closing:
             await within(defer.gatherResults(closing), 10, "clients to disconnect")
 
