@@ -22,9 +22,10 @@ Each stream has a :class:`~streamserver.media.rooms.ChatRoom` (``Stream.chat``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streamserver.codec.flv import FrameKind, classify
 from streamserver.codec.messages import Message, MessageType
@@ -47,6 +48,34 @@ class Publisher(Protocol):
     @property
     def peer(self) -> str:
         """The publisher's address."""
+        ...
+
+
+class Consumer(Protocol):
+    """Something fed every frame of a stream, never dropped: not a network viewer.
+
+    An HLS segmenter, a recorder, a push relay: it keeps everything (or bounds
+    itself), so the drop policy does not apply and there is no queue to measure.
+    It must not block: a consumer with slow work to do (a disk) queues it.
+
+    A consumer that raises is detached from the stream at once and told once
+    (:meth:`consumer_failed`); the stream, its publisher and its viewers go on.
+    """
+
+    def consume(self, frame: Frame) -> None:
+        """One frame as relayed (metadata, sequence headers and media alike)."""
+        ...
+
+    def stream_published(self, stream: Stream) -> None:
+        """The stream got a publisher (a new session: new headers follow)."""
+        ...
+
+    def stream_unpublished(self, stream: Stream) -> None:
+        """The stream lost its publisher."""
+        ...
+
+    def consumer_failed(self, stream: Stream, error: BaseException) -> None:
+        """A call above raised *error*; the consumer has been detached already."""
         ...
 
 
@@ -148,6 +177,7 @@ class Stream:
         self._clock = clock
         self.publisher: Publisher | None = None
         self._groups: dict[WireFormat, dict[Viewer, None]] = {}
+        self._consumers: list[Consumer] = []
         self.metadata: Frame | None = None
         self.video_header: Frame | None = None
         self.audio_header: Frame | None = None
@@ -186,9 +216,19 @@ class Stream:
         return len(self._groups)
 
     @property
+    def consumers(self) -> list[Consumer]:
+        """The consumers attached (:meth:`attach`)."""
+        return list(self._consumers)
+
+    @property
     def is_idle(self) -> bool:
-        """Whether nobody publishes, plays or sits in the stream's chat room."""
-        return self.publisher is None and not self._groups and not self.chat.participants
+        """Whether nobody publishes, plays, consumes or sits in the stream's chat room."""
+        return (
+            self.publisher is None
+            and not self._groups
+            and not self._consumers
+            and not self.chat.participants
+        )
 
     def publish(self, publisher: Publisher) -> None:
         """Make *publisher* the stream's publisher and tell the viewers.
@@ -202,6 +242,8 @@ class Stream:
         self._session_started = False
         for subscriber in self.subscribers:
             subscriber.stream_published(self)
+        for consumer in tuple(self._consumers):
+            self._feed(consumer, consumer.stream_published, self)
 
     def unpublish(self, publisher: Publisher) -> None:
         """End *publisher*'s session: drop cached state and tell the viewers."""
@@ -213,6 +255,8 @@ class Stream:
         self._clear_gop()
         for subscriber in self.subscribers:
             subscriber.stream_unpublished(self)
+        for consumer in tuple(self._consumers):
+            self._feed(consumer, consumer.stream_unpublished, self)
 
     def subscribe(self, subscriber: Viewer) -> list[Frame]:
         """Add *subscriber*; return the frames that bring it up to live.
@@ -237,6 +281,32 @@ class Stream:
         group.pop(subscriber, None)
         if not group:
             del self._groups[subscriber.format]
+
+    def attach(self, consumer: Consumer) -> list[Frame]:
+        """Feed *consumer* every frame from now on; return the frames that bring it up to live.
+
+        Those are :meth:`catch_up_frames` (metadata, sequence headers, the GOP from
+        its keyframe), for the caller to hand to it while the stream is published.
+        Attaching twice is attaching once.
+        """
+        if consumer not in self._consumers:
+            self._consumers.append(consumer)
+        return self.catch_up_frames()
+
+    def detach(self, consumer: Consumer) -> None:
+        """Stop feeding *consumer* (no error if it is not attached)."""
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+
+    def _feed(self, consumer: Consumer, call: Callable[[Any], None], value: Any) -> None:
+        """``call(value)`` for *consumer*; a failure detaches it and is its own."""
+        try:
+            call(value)
+        except Exception as error:
+            self.detach(consumer)
+            # a bug in the consumer's own failure handling must not reach the publisher either
+            with contextlib.suppress(Exception):
+                consumer.consumer_failed(self, error)
 
     # --- media -----------------------------------------------------------------
 
@@ -352,6 +422,9 @@ class Stream:
             data = frame.serialized(wire_format)
             for subscriber in tuple(group):
                 subscriber.deliver(frame, data)
+        if self._consumers:
+            for consumer in tuple(self._consumers):
+                self._feed(consumer, consumer.consume, frame)
         return frame
 
 
