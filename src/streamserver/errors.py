@@ -38,6 +38,14 @@ class FLVError(ProtocolError):
     """An FLV file or tag was malformed."""
 
 
+class CodecError(ProtocolError):
+    """A codec payload inside a media tag was malformed.
+
+    For example an AVCDecoderConfigurationRecord, an hvcC, an
+    AudioSpecificConfig or a coded frame whose NAL unit lengths overrun it.
+    """
+
+
 class UsageError(StreamServerError):
     """Our own code misused an API; never caused by the peer."""
 
