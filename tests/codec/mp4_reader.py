@@ -225,3 +225,90 @@ def _read_trak(trak: Box) -> TrackInfo:
         (rate,) = struct.unpack_from(">I", prefix, 24)
         info.sample_rate = rate >> 16
     return info
+
+
+@dataclass
+class SampleInfo:
+    """One sample as a ``trun`` describes it, with its bytes from the ``mdat``."""
+
+    duration: int
+    flags: int
+    composition_offset: int
+    data: bytes
+
+    @property
+    def is_sync(self) -> bool:
+        """Not marked sample_is_non_sync_sample."""
+        return not self.flags & 0x00010000
+
+
+@dataclass
+class TrafInfo:
+    """One track's run in a fragment."""
+
+    track_id: int
+    base_decode_time: int
+    samples: list[SampleInfo]
+
+
+@dataclass
+class FragmentInfo:
+    """One ``moof`` + ``mdat``."""
+
+    sequence_number: int
+    offset: int
+    size: int
+    trafs: list[TrafInfo]
+
+
+def read_fragment(data: bytes, moof: Box, mdat: Box) -> FragmentInfo:
+    """Read a ``moof`` and check that its runs cover the ``mdat`` after it exactly."""
+    assert moof.type == b"moof" and mdat.type == b"mdat"
+    assert mdat.offset == moof.offset + moof.size, "mdat follows its moof"
+    assert moof.children[0].type == b"mfhd"
+    _, _, mfhd = full_box(moof.one(b"mfhd"))
+    (sequence_number,) = struct.unpack(">I", mfhd)
+    trafs = []
+    cursor = mdat.payload_offset
+    for traf in moof.all(b"traf"):
+        assert [c.type for c in traf.children] == [b"tfhd", b"tfdt", b"trun"]
+        _, tfhd_flags, tfhd = full_box(traf.one(b"tfhd"))
+        assert tfhd_flags == 0x020000, "default-base-is-moof and nothing else"
+        (track_id,) = struct.unpack(">I", tfhd)
+        tfdt_version, _, tfdt = full_box(traf.one(b"tfdt"))
+        assert tfdt_version == 1
+        (base,) = struct.unpack(">Q", tfdt)
+        version, flags, body = full_box(traf.one(b"trun"))
+        assert version == 1
+        assert flags & 0x000701 == 0x000701, f"trun flags {flags:#x}"
+        count, data_offset = struct.unpack_from(">Ii", body)
+        with_offsets = bool(flags & 0x000800)
+        entry = ">IIIi" if with_offsets else ">III"
+        entry_size = struct.calcsize(entry)
+        assert len(body) == 8 + count * entry_size, "trun size matches its sample count"
+        start = moof.offset + data_offset
+        assert start == cursor, f"track {track_id}: data at {start}, expected {cursor}"
+        samples = []
+        for i in range(count):
+            values = struct.unpack_from(entry, body, 8 + i * entry_size)
+            duration, size, sample_flags = values[:3]
+            offset = values[3] if with_offsets else 0
+            assert cursor + size <= mdat.offset + mdat.size, "sample overruns the mdat"
+            samples.append(SampleInfo(duration, sample_flags, offset, data[cursor : cursor + size]))
+            cursor += size
+        trafs.append(TrafInfo(track_id, base, samples))
+    assert cursor == mdat.offset + mdat.size, "the runs cover the whole mdat"
+    return FragmentInfo(sequence_number, moof.offset, moof.size + mdat.size, trafs)
+
+
+def read_fragments(data: bytes, boxes: list[Box]) -> list[FragmentInfo]:
+    """Read alternating ``moof`` and ``mdat`` boxes."""
+    types = [b.type for b in boxes]
+    assert types == [b"moof", b"mdat"] * (len(boxes) // 2), types
+    return [read_fragment(data, boxes[i], boxes[i + 1]) for i in range(0, len(boxes), 2)]
+
+
+def read_file(data: bytes) -> tuple[InitInfo, list[FragmentInfo]]:
+    """Read an init segment followed by fragments."""
+    boxes = parse_boxes(data)
+    return read_init(boxes[:2]), read_fragments(data, boxes[2:])

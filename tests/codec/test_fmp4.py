@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamserver.codec import isobmff
 from streamserver.codec.fmp4 import (
     AudioTrack,
+    FragmentWriter,
+    Mp4Sample,
     Track,
     VideoTrack,
     brands,
     init_segment,
+    ms_to_ticks,
 )
 from streamserver.errors import CodecError, UsageError
 from tests.codec import mp4_reader
-from tests.codec.mp4_reader import parse_boxes, read_init
+from tests.codec.mp4_reader import parse_boxes, read_file, read_fragments, read_init
 
 #: The AVCDecoderConfigurationRecord ffmpeg's libx264 (baseline, 320x240) puts in FLV.
 AVCC = bytes.fromhex("0142c00dffe100166742c00dda0507ec0440000003004000000f23c50aa801000468ce0fc8")
@@ -309,7 +313,270 @@ def test_track_misuse_is_a_usage_error() -> None:
         lambda: AudioTrack(1 << 32, b"mp4a", ASC, 44100, 1),
         lambda: init_segment([]),
         lambda: init_segment([avc_track(1), aac_track(1)]),
+        lambda: FragmentWriter([avc_track(1), aac_track(1)]),
+        lambda: FragmentWriter([avc_track()], sequence_number=-1),
     ]
     for case in cases:
         with pytest.raises(UsageError):
             case()
+
+
+# --- fragments: vectors and rules ------------------------------------------------------
+
+
+def test_fragment_vector() -> None:
+    """One sample at a decode time past 32 bits: moof (mfhd, traf: tfhd, tfdt v1, trun v1), mdat."""
+    writer = FragmentWriter([avc_track()])
+    sample = Mp4Sample(dts=0x0102030405, data=b"ab", is_sync=True)
+    fragment = writer.write({1: [sample]}, next_dts={1: 0x0102030405 + 3000})
+    assert fragment.data.hex() == (
+        "00000064" "6d6f6f66"
+        "00000010" "6d666864" "00000000" "00000001"
+        "0000004c" "74726166"
+        "00000010" "74666864" "00020000" "00000001"
+        "00000014" "74666474" "01000000" "0000000102030405"
+        "00000020" "7472756e" "01000701" "00000001" "0000006c" "00000bb8" "00000002" "02000000"
+        "0000000a" "6d646174" "6162"
+    )  # fmt: skip
+    assert fragment.sequence_number == 1
+    assert fragment.independent
+    assert fragment.decode_times == {1: 0x0102030405}
+    assert fragment.durations == {1: 3000}
+    assert fragment.duration == pytest.approx(3000 / 90000)
+
+
+def test_b_frames_write_signed_composition_offsets() -> None:
+    """Composition offsets (negative too) make the trun carry a signed offset per sample."""
+    writer = FragmentWriter([avc_track()])
+    samples = [
+        Mp4Sample(0, b"I", True, 6000),
+        Mp4Sample(3000, b"P", False, 9000),
+        Mp4Sample(6000, b"B", False, -3000),
+    ]
+    fragment = writer.write({1: samples}, next_dts={1: 9000})
+    [info] = read_fragments(fragment.data, parse_boxes(fragment.data))
+    [traf] = info.trafs
+    assert [(s.duration, s.composition_offset, s.is_sync) for s in traf.samples] == [
+        (3000, 6000, True),
+        (3000, 9000, False),
+        (3000, -3000, False),
+    ]
+    assert [s.flags for s in traf.samples] == [0x02000000, 0x01010000, 0x01010000]
+
+
+def test_a_fragment_without_offsets_leaves_them_out() -> None:
+    """When no sample has a composition offset the trun has no offset field."""
+    fragment = FragmentWriter([aac_track()]).write({2: [Mp4Sample(0, b"x"), Mp4Sample(1024, b"y")]})
+    trun = parse_boxes(fragment.data)[0].path(b"traf", b"trun")
+    assert mp4_reader.full_box(trun)[1] == 0x000701
+    assert len(trun.payload) == 12 + 2 * 12
+
+
+def _last_duration(writer: FragmentWriter, samples: list[Mp4Sample], **kwargs: object) -> int:
+    fragment = writer.write({1: samples}, **kwargs)
+    [info] = read_fragments(fragment.data, parse_boxes(fragment.data))
+    return info.trafs[0].samples[-1].duration
+
+
+def test_last_sample_duration_rules() -> None:
+    """A last duration is next_dts, else its own, else the one before, else the codec's frame."""
+    writer = FragmentWriter([avc_track()])
+    assert _last_duration(writer, [Mp4Sample(0, b"a")]) == 3000
+    assert _last_duration(writer, [Mp4Sample(3000, b"a"), Mp4Sample(6003, b"b")]) == 3003
+    assert _last_duration(writer, [Mp4Sample(9006, b"a")]) == 3003
+    assert _last_duration(writer, [Mp4Sample(12009, b"a", duration=2990)]) == 2990
+    assert _last_duration(writer, [Mp4Sample(15000, b"a", duration=2990)], next_dts={1: 18000}) == (
+        3000
+    )
+    assert writer.decode_end(1) == 18000
+    assert writer.decode_end(2) is None
+    for track, frame in [(aac_track(1), 1024), (AudioTrack(1, b"Opus", b"", 48000, 2), 960)]:
+        assert _last_duration(FragmentWriter([track]), [Mp4Sample(0, b"a")]) == frame
+
+
+def test_independent_only_when_every_track_starts_with_a_sync_sample() -> None:
+    """A fragment is independent when each of its tracks starts with a sync sample."""
+    writer = FragmentWriter([avc_track(), aac_track()])
+    audio = [Mp4Sample(0, b"a")]
+    assert writer.write({1: [Mp4Sample(0, b"k", True)], 2: audio}).independent
+    assert not writer.write({1: [Mp4Sample(3000, b"p", False)], 2: []}).independent
+    assert writer.write({2: [Mp4Sample(1024, b"a")]}).independent
+    assert [writer.sequence_number] == [4]
+
+
+def test_fragments_are_deterministic() -> None:
+    """Two writers given the same samples write the same bytes."""
+    samples = {1: [Mp4Sample(90, b"k", True, 3000), Mp4Sample(3090, b"p", False)], 2: []}
+    first = FragmentWriter([avc_track(), aac_track()]).write(samples)
+    second = FragmentWriter([avc_track(), aac_track()]).write(samples)
+    assert first.data == second.data
+
+
+def test_sequence_numbers_go_on_from_the_one_given() -> None:
+    """A writer for a new init segment can go on counting from where the last one stopped."""
+    writer = FragmentWriter([aac_track()], sequence_number=41)
+    assert writer.write({2: [Mp4Sample(0, b"a")]}).sequence_number == 41
+    assert writer.write({2: [Mp4Sample(1024, b"a")]}).sequence_number == 42
+    assert writer.sequence_number == 43
+
+
+def test_fragment_misuse_is_a_usage_error_and_changes_nothing() -> None:
+    """Bad timings and values raise UsageError and leave the writer as it was."""
+    writer = FragmentWriter([avc_track()])
+    writer.write({1: [Mp4Sample(9000, b"a")]})
+    cases = [
+        {"samples": {}},
+        {"samples": {1: []}},
+        {"samples": {3: [Mp4Sample(9000, b"a")]}},
+        {"samples": {1: [Mp4Sample(8999, b"a")]}},
+        {"samples": {1: [Mp4Sample(9000, b"a"), Mp4Sample(8000, b"b")]}},
+        {"samples": {1: [Mp4Sample(9000, b"a")]}, "next_dts": {1: 8999}},
+        {"samples": {1: [Mp4Sample(9000, b"a"), Mp4Sample(9000 + (1 << 32), b"b")]}},
+        {"samples": {1: [Mp4Sample(9000, b"a", composition_offset=1 << 31)]}},
+        {"samples": {1: [Mp4Sample(9000, b"a", duration=-1)]}},
+        {"samples": {1: [Mp4Sample(1 << 64, b"a")]}},
+    ]
+    for case in cases:
+        with pytest.raises(UsageError):
+            writer.write(case["samples"], next_dts=case.get("next_dts"))
+    assert writer.sequence_number == 2
+    assert writer.decode_end(1) == 12000
+    assert writer.write({1: [Mp4Sample(9000, b"a")]}).sequence_number == 2
+
+
+def test_dts_below_zero_is_a_usage_error() -> None:
+    """Decode times start at 0: tfdt is unsigned."""
+    with pytest.raises(UsageError):
+        FragmentWriter([avc_track()]).write({1: [Mp4Sample(-1, b"a")]})
+
+
+def test_ms_to_ticks() -> None:
+    """Milliseconds become ticks, halves rounded up, negative values too."""
+    assert ms_to_ticks(23, 90000) == 2070
+    assert ms_to_ticks(23, 44100) == 1014  # 1014.3
+    assert ms_to_ticks(70, 44100) == 3087
+    assert ms_to_ticks(10, 44100) == 441
+    assert ms_to_ticks(-33, 90000) == -2970
+    assert ms_to_ticks(1, 22050) == 22  # 22.05
+    assert ms_to_ticks(1, 500) == 1  # 0.5 rounds up
+
+
+# --- fragments: property tests ------------------------------------------------------
+
+
+@dataclass
+class Timeline:
+    """Samples of one track and the track."""
+
+    track: Track
+    samples: list[Mp4Sample]
+
+
+#: Decode times to start from: near 0, around 2^32 (a 32-bit tfdt would wrap), far past it.
+START_TIMES = st.one_of(
+    st.integers(0, 100_000),
+    st.integers((1 << 32) - 200_000, (1 << 32) + 200_000),
+    st.integers(1 << 40, 1 << 62),
+)
+
+
+@st.composite
+def video_timelines(draw: st.DrawFn) -> Timeline:
+    count = draw(st.integers(1, 30))
+    start = draw(START_TIMES)
+    steps = draw(st.lists(st.integers(0, 9000), min_size=count - 1, max_size=count - 1))
+    samples = []
+    dts = start
+    for i in range(count):
+        if i:
+            dts += steps[i - 1]
+        offset = draw(st.integers(-9000, 30000))
+        sync = i == 0 or draw(st.booleans())
+        samples.append(Mp4Sample(dts, draw(st.binary(max_size=24)), sync, offset))
+    return Timeline(avc_track(1), samples)
+
+
+@st.composite
+def audio_timelines(draw: st.DrawFn) -> Timeline:
+    track = draw(st.sampled_from([aac_track(2), AudioTrack(2, b"Opus", OPUS_HEAD, 48000, 2)]))
+    count = draw(st.integers(1, 30))
+    dts = draw(START_TIMES)
+    samples = []
+    for i in range(count):
+        if i:
+            dts += draw(st.sampled_from([1024, 960, 1023, 1025, 0, 20000]))
+        samples.append(Mp4Sample(dts, draw(st.binary(max_size=16))))
+    return Timeline(track, samples)
+
+
+@st.composite
+def sessions(draw: st.DrawFn) -> tuple[list[Timeline], list[list[int]], bool]:
+    """One or two timelines, fragment cut indexes for each, whether next_dts is given."""
+    kinds = draw(st.sampled_from(["video", "audio", "both"]))
+    timelines = []
+    if kinds in ("video", "both"):
+        timelines.append(draw(video_timelines()))
+    if kinds in ("audio", "both"):
+        timelines.append(draw(audio_timelines()))
+    fragments = draw(st.integers(1, 6))
+    cuts = []
+    for timeline in timelines:
+        size = fragments - 1
+        points = draw(st.lists(st.integers(0, len(timeline.samples)), min_size=size, max_size=size))
+        cuts.append([0, *sorted(points), len(timeline.samples)])
+    return timelines, cuts, draw(st.booleans())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sessions())
+def test_fragments_round_trip(session: tuple[list[Timeline], list[list[int]], bool]) -> None:
+    """Init + fragments read back to the same samples: dts, durations, offsets, flags and bytes."""
+    timelines, cuts, hold_back = session
+    tracks = [t.track for t in timelines]
+    writer = FragmentWriter(tracks)
+    data = init_segment(tracks)
+    written = []
+    for index in range(len(cuts[0]) - 1):
+        samples = {}
+        next_dts = {}
+        for timeline, points in zip(timelines, cuts, strict=True):
+            run = timeline.samples[points[index] : points[index + 1]]
+            samples[timeline.track.track_id] = run
+            rest = timeline.samples[points[index + 1] :]
+            if hold_back and rest:
+                next_dts[timeline.track.track_id] = rest[0].dts
+        if not any(samples.values()):
+            continue
+        fragment = writer.write(samples, next_dts=next_dts)
+        assert fragment.independent == all(run[0].is_sync for run in samples.values() if run)
+        data += fragment.data
+        written.append((fragment, samples, next_dts))
+
+    init, fragments = read_file(data)
+    assert [t.track_id for t in init.tracks] == [t.track_id for t in tracks]
+    assert [f.sequence_number for f in fragments] == list(range(1, len(fragments) + 1))
+    by_track: dict[int, list[mp4_reader.SampleInfo]] = {t.track_id: [] for t in tracks}
+    last_base: dict[int, int] = {}
+    for info, (fragment, samples, next_dts) in zip(fragments, written, strict=True):
+        assert [traf.track_id for traf in info.trafs] == [t for t, run in samples.items() if run]
+        assert info.size == len(fragment.data)
+        for traf in info.trafs:
+            run = samples[traf.track_id]
+            assert traf.base_decode_time == run[0].dts == fragment.decode_times[traf.track_id]
+            assert traf.base_decode_time >= last_base.get(traf.track_id, 0), "tfdt goes forward"
+            last_base[traf.track_id] = traf.base_decode_time
+            dts = traf.base_decode_time
+            for sample, read in zip(run, traf.samples, strict=True):
+                assert read.data == sample.data
+                assert read.is_sync == sample.is_sync
+                assert read.composition_offset == sample.composition_offset
+                assert dts == sample.dts, "tfdt + durations give every sample's dts"
+                dts += read.duration
+            if traf.track_id in next_dts:
+                assert dts == next_dts[traf.track_id], "held back: the last duration is exact"
+            assert sum(r.duration for r in traf.samples) == fragment.durations[traf.track_id]
+            by_track[traf.track_id] += traf.samples
+    for timeline in timelines:
+        assert [s.data for s in by_track[timeline.track.track_id]] == [
+            s.data for s in timeline.samples
+        ]

@@ -47,8 +47,9 @@ brand is claimed only when there is one track.
 
 from __future__ import annotations
 
+import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from streamserver.codec.isobmff import (
@@ -78,6 +79,9 @@ OPUS_TIMESCALE = 48000
 _U8_MAX = 0xFF
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
+_U64_MAX = 0xFFFFFFFFFFFFFFFF
+_S32_MIN = -(1 << 31)
+_S32_MAX = (1 << 31) - 1
 
 
 def ms_to_ticks(ms: int, timescale: int) -> int:
@@ -499,3 +503,254 @@ def init_segment(tracks: Sequence[Track]) -> bytes:
         *(full_box(b"trex", 0, 0, struct.pack(">IIIII", t.track_id, 1, 0, 0, 0)) for t in tracks),
     )
     return ftyp + box(b"moov", mvhd, *(_trak(track) for track in tracks), mvex)
+
+
+# --- fragments -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mp4Sample:
+    """One sample of a track, with its times in the track's timescale.
+
+    :ivar dts: decode time in ticks: unwrapped, 0 or more, up to 64 bits.
+    :ivar data: the sample in MP4 form (length-prefixed NAL units, a raw AAC
+        access unit…).
+    :ivar is_sync: whether decoding can start here: a keyframe; every audio
+        sample.
+    :ivar composition_offset: pts - dts in ticks; may be negative (the
+        ``trun`` is version 1, its offsets signed).
+    :ivar duration: ticks until the next sample, read only for the last sample
+        of a fragment written without a ``next_dts`` for its track; ``None``
+        to let :meth:`FragmentWriter.write` estimate it.
+    """
+
+    dts: int
+    data: bytes
+    is_sync: bool = True
+    composition_offset: int = 0
+    duration: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Fragment:
+    """A ``moof`` + ``mdat`` fragment and what a playlist needs to know of it.
+
+    :ivar data: the bytes, to serve as they are.
+    :ivar sequence_number: its ``mfhd`` sequence number.
+    :ivar independent: every track in it starts with a sync sample (for video,
+        a keyframe), so decoding can start here: an LL-HLS part with
+        ``INDEPENDENT=YES``, or the start of a segment.
+    :ivar decode_times: by track id, the ``tfdt`` (the first sample's dts) of
+        each track the fragment holds.
+    :ivar durations: by track id, the sum of that track's sample durations,
+        in ticks.
+    :ivar duration: the longest track's duration in seconds.
+    """
+
+    data: bytes
+    sequence_number: int
+    independent: bool
+    decode_times: dict[int, int]
+    durations: dict[int, int]
+    duration: float
+
+
+#: The last sample's duration when nothing better is known (see
+#: :meth:`FragmentWriter.write`): one frame at 30 fps, one AAC frame of 1024
+#: samples, one 20 ms Opus frame (what encoders send by default).
+_FALLBACK_DURATIONS = {b"avc1": 3000, b"hvc1": 3000, b"av01": 3000, b"mp4a": 1024, b"Opus": 960}
+
+#: trun flags (14496-12 §8.8.8.1).
+_TRUN_DATA_OFFSET = 0x000001
+_TRUN_DURATIONS = 0x000100
+_TRUN_SIZES = 0x000200
+_TRUN_FLAGS = 0x000400
+_TRUN_COMPOSITION_OFFSETS = 0x000800
+
+#: tfhd flag: data offsets are relative to the start of the moof (§8.8.7.1),
+#: which makes every fragment self-contained (CMAF requires it).
+_TFHD_DEFAULT_BASE_IS_MOOF = 0x020000
+
+#: sample_flags (§8.8.3.1): sample_depends_on = 2 (depends on no other
+#: sample) for a sync sample; sample_depends_on = 1 and
+#: sample_is_non_sync_sample for the others.
+_SYNC_SAMPLE_FLAGS = 0x02000000
+_NON_SYNC_SAMPLE_FLAGS = 0x01010000
+
+
+class FragmentWriter:
+    """Writes the fragments of the tracks of one init segment, in decode order.
+
+    Keeps the ``mfhd`` sequence number (one counter for the fragments, from
+    *sequence_number*) and, for each track, the last sample's decode time and
+    duration: every fragment's decode times must go on from there.  Start a new
+    writer with a new init segment (a republish, a codec change), passing the
+    next sequence number on if the playlist wants it to keep increasing.
+
+    :ivar _tracks: the tracks, by id, in init segment order.
+    :ivar _sequence_number: the sequence number of the next fragment.
+    :ivar _last_dts: by track id, the dts of the last sample written.
+    :ivar _last_duration: by track id, the duration given to that sample.
+    """
+
+    def __init__(self, tracks: Sequence[Track], *, sequence_number: int = 1) -> None:
+        _check_tracks(tracks)
+        if not 0 <= sequence_number <= _U32_MAX:
+            raise UsageError(f"sequence number {sequence_number} does not fit 32 bits")
+        self._tracks = {track.track_id: track for track in tracks}
+        self._sequence_number = sequence_number
+        self._last_dts: dict[int, int] = {}
+        self._last_duration: dict[int, int] = {}
+
+    @property
+    def sequence_number(self) -> int:
+        """The sequence number the next fragment gets."""
+        return self._sequence_number
+
+    def decode_end(self, track_id: int) -> int | None:
+        """Where the samples written so far for *track_id* end (last dts + duration), if any."""
+        if track_id not in self._last_dts:
+            return None
+        return self._last_dts[track_id] + self._last_duration[track_id]
+
+    def write(
+        self,
+        samples: Mapping[int, Sequence[Mp4Sample]],
+        *,
+        next_dts: Mapping[int, int] | None = None,
+    ) -> Fragment:
+        """Return the fragment holding *samples* (by track id, each list in decode order).
+
+        A track with no samples gets no ``traf``.  A sample lasts until the
+        next sample's dts.  The last sample of a track lasts until
+        ``next_dts[track_id]`` when given (a segmenter that holds back one
+        sample per track knows it, and every duration is then exact); else its
+        own :attr:`~Mp4Sample.duration`; else as long as the sample before it
+        (in this fragment or the previous one); else one frame of the codec's
+        usual size (3000 ticks of video, 1024 of AAC, 960 of Opus).  An
+        estimate can only make a track's timeline overlap or leave a gap at the
+        next fragment: that one's ``tfdt`` is its first sample's dts, always.
+
+        Nothing changes in the writer when this raises.
+
+        :raises UsageError: no samples, an unknown track id, a dts below the
+            previous one (or below 0), or a value that does not fit its field
+            (durations and sizes 32 bits, composition offsets signed 32
+            bits, a fragment beyond 2 GiB).
+        """
+        unknown = set(samples) - set(self._tracks)
+        if unknown:
+            raise UsageError(f"no track with id {sorted(unknown)}")
+        runs: list[tuple[Track, Sequence[Mp4Sample], list[int]]] = []
+        for track_id, track in self._tracks.items():
+            track_samples = samples.get(track_id)
+            if track_samples:
+                following = None if next_dts is None else next_dts.get(track_id)
+                run_durations = self._durations(track, track_samples, following)
+                runs.append((track, track_samples, run_durations))
+        if not runs:
+            raise UsageError("a fragment needs at least one sample")
+
+        sequence_number = self._sequence_number
+        if sequence_number > _U32_MAX:
+            raise UsageError("the fragment sequence number passed 2^32 - 1")
+        mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number))
+        # The data offsets depend on the moof's size, which does not depend on
+        # them: measure with offset 0, then write the real ones.
+        moof_size = len(box(b"moof", mfhd, *(_traf(*run, 0) for run in runs)))
+        data_size = sum(len(s.data) for _, track_samples, _ in runs for s in track_samples)
+        mdat_header = 8 if data_size + 8 <= _U32_MAX else 16
+        if moof_size + mdat_header + data_size > _S32_MAX:
+            raise UsageError(f"a fragment of {data_size} bytes does not fit 2 GiB")
+        trafs = []
+        offset = moof_size + mdat_header
+        for run in runs:
+            trafs.append(_traf(*run, offset))
+            offset += sum(len(s.data) for s in run[1])
+        moof = box(b"moof", mfhd, *trafs)
+        mdat = box(b"mdat", *(s.data for _, track_samples, _ in runs for s in track_samples))
+
+        decode_times = {track.track_id: s[0].dts for track, s, _ in runs}
+        durations = {track.track_id: sum(d) for track, _, d in runs}
+        for track, track_samples, track_durations in runs:
+            self._last_dts[track.track_id] = track_samples[-1].dts
+            self._last_duration[track.track_id] = track_durations[-1]
+        self._sequence_number += 1
+        return Fragment(
+            data=moof + mdat,
+            sequence_number=sequence_number,
+            independent=all(s[0].is_sync for _, s, _ in runs),
+            decode_times=decode_times,
+            durations=durations,
+            duration=max(durations[t.track_id] / t.timescale for t, _, _ in runs),
+        )
+
+    def _durations(
+        self, track: Track, samples: Sequence[Mp4Sample], following: int | None
+    ) -> list[int]:
+        """Check *samples*' decode times and return their durations (see :meth:`write`)."""
+        track_id = track.track_id
+        previous = self._last_dts.get(track_id, 0)
+        for sample in samples:
+            if sample.dts < previous:
+                raise UsageError(
+                    f"track {track_id}: dts {sample.dts} is below the previous one, {previous}"
+                )
+            previous = sample.dts
+        if previous > _U64_MAX:
+            raise UsageError(f"track {track_id}: dts {previous} does not fit 64 bits")
+        durations = [b.dts - a.dts for a, b in itertools.pairwise(samples)]
+        last = samples[-1]
+        if following is not None:
+            if following < last.dts:
+                raise UsageError(
+                    f"track {track_id}: next dts {following} is below the last one, {last.dts}"
+                )
+            durations.append(following - last.dts)
+        elif last.duration is not None:
+            durations.append(last.duration)
+        elif durations:
+            durations.append(durations[-1])
+        else:
+            durations.append(self._last_duration.get(track_id, _FALLBACK_DURATIONS[track.codec]))
+        for sample, duration in zip(samples, durations, strict=True):
+            if not 0 <= duration <= _U32_MAX:
+                raise UsageError(f"track {track_id}: duration {duration} does not fit 32 bits")
+            if not _S32_MIN <= sample.composition_offset <= _S32_MAX:
+                raise UsageError(
+                    f"track {track_id}: composition offset {sample.composition_offset} "
+                    "does not fit 32 bits"
+                )
+            if len(sample.data) > _U32_MAX:
+                raise UsageError(f"track {track_id}: a sample of {len(sample.data)} bytes")
+        return durations
+
+
+def _traf(
+    track: Track, samples: Sequence[Mp4Sample], durations: list[int], data_offset: int
+) -> bytes:
+    """One ``traf``: ``tfhd``, ``tfdt`` (version 1: 64 bits) and a version 1 ``trun``."""
+    with_offsets = any(sample.composition_offset for sample in samples)
+    flags = _TRUN_DATA_OFFSET | _TRUN_DURATIONS | _TRUN_SIZES | _TRUN_FLAGS
+    values: list[int] = []
+    for sample, duration in zip(samples, durations, strict=True):
+        values += (
+            duration,
+            len(sample.data),
+            _SYNC_SAMPLE_FLAGS if sample.is_sync else _NON_SYNC_SAMPLE_FLAGS,
+        )
+        if with_offsets:
+            values.append(sample.composition_offset)
+    if with_offsets:
+        flags |= _TRUN_COMPOSITION_OFFSETS
+    entry = "IIIi" if with_offsets else "III"
+    trun = full_box(
+        b"trun",
+        1,
+        flags,
+        struct.pack(">Ii", len(samples), data_offset),
+        struct.pack(">" + entry * len(samples), *values),
+    )
+    tfhd = full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, struct.pack(">I", track.track_id))
+    tfdt = full_box(b"tfdt", 1, 0, struct.pack(">Q", samples[0].dts))
+    return box(b"traf", tfhd, tfdt, trun)
