@@ -9,12 +9,18 @@ through ``codec/fmp4.py`` as an init segment and fragments of about 1 s, in
 one file: ffprobe must find H.264 and AAC with every packet, the right
 duration and the FLV's own presentation times, and ffmpeg must decode it all
 without an error.
+
+HEVC, AV1 and Opus come from an ffmpeg that cannot write them into FLV (5.x):
+ffmpeg writes them into its own fragmented MP4, whose records (``hvcC``,
+``av1C``, ``dOps`` turned back into the ``OpusHead`` Enhanced RTMP carries) and
+samples are taken out here and muxed again by ours.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +39,7 @@ from streamserver.codec.fmp4 import (
     init_segment,
     ms_to_ticks,
 )
+from tests.codec.mp4_reader import Box, full_box, parse_boxes
 from tests.integration.support import run
 
 if TYPE_CHECKING:
@@ -236,3 +243,207 @@ async def test_b_frames_keep_their_presentation_times(interop: Interop, tmp_path
     assert result.exit_code == 0, result.describe()
     media, _ = await check_remux(interop, flv, tmp_path / "out.mp4")
     assert any(cts for _, cts, _, _ in media.video), "the encoder wrote B-frames"
+
+
+# --- HEVC, AV1 and Opus, by way of ffmpeg's own fragmented MP4 ------------------------
+
+
+@dataclass
+class ForeignTrack:
+    """A track of an MP4 written by ffmpeg: sample entry, configuration and samples."""
+
+    track_id: int
+    timescale: int
+    entry: bytes
+    config: bytes
+    width: int = 0
+    height: int = 0
+    #: (dts, composition offset, sync, bytes) in the track's own timescale.
+    samples: list[tuple[int, int, bool, bytes]] = field(default_factory=list)
+
+
+def _trak_info(trak: Box) -> ForeignTrack:
+    _, _, tkhd = full_box(trak.one(b"tkhd"))
+    (track_id,) = struct.unpack_from(">I", tkhd, 8)
+    mdia = trak.one(b"mdia")
+    _, _, mdhd = full_box(mdia.one(b"mdhd"))
+    (timescale,) = struct.unpack_from(">I", mdhd, 8)
+    [entry] = mdia.path(b"minf", b"stbl", b"stsd").children
+    config = next(c for c in entry.children if c.type in (b"hvcC", b"av1C", b"dOps"))
+    info = ForeignTrack(track_id, timescale, entry.type, config.payload)
+    if entry.type != b"Opus":
+        info.width, info.height = struct.unpack_from(">HH", entry.payload, 24)
+    return info
+
+
+def _tfhd_defaults(tfhd: Box, trex: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    """Track id and default (duration, size, flags) of a ``tfhd`` (§8.8.7) over the ``trex``'s."""
+    flags, body = full_box(tfhd)[1:]
+    assert flags & 0x020000 and not flags & 0x01, "default-base-is-moof"
+    (track_id,) = struct.unpack_from(">I", body)
+    values = list(trex)
+    pos = 8 if flags & 0x02 else 4  # after sample_description_index
+    for index, bit in enumerate((0x08, 0x10, 0x20)):
+        if flags & bit:
+            (values[index],) = struct.unpack_from(">I", body, pos)
+            pos += 4
+    return track_id, values[0], values[1], values[2]
+
+
+def _trun_samples(
+    data: bytes, moof: Box, trun: Box, dts: int, defaults: tuple[int, int, int]
+) -> tuple[list[tuple[int, int, bool, bytes]], int]:
+    """The samples of a ``trun`` (§8.8.8) and where they end; fields read by their flags."""
+    version, flags, body = full_box(trun)
+    count, data_offset = struct.unpack_from(">Ii", body)
+    pos = 8
+    first_flags = None
+    if flags & 0x04:
+        (first_flags,) = struct.unpack_from(">I", body, pos)
+        pos += 4
+    cursor = moof.offset + data_offset
+    samples = []
+    for i in range(count):
+        duration, size, sample_flags = defaults
+        if i == 0 and first_flags is not None:
+            sample_flags = first_flags
+        offset = 0
+        if flags & 0x100:
+            (duration,) = struct.unpack_from(">I", body, pos)
+            pos += 4
+        if flags & 0x200:
+            (size,) = struct.unpack_from(">I", body, pos)
+            pos += 4
+        if flags & 0x400:
+            (sample_flags,) = struct.unpack_from(">I", body, pos)
+            pos += 4
+        if flags & 0x800:
+            (offset,) = struct.unpack_from(">i" if version else ">I", body, pos)
+            pos += 4
+        sync = not sample_flags & 0x00010000
+        samples.append((dts, offset, sync, data[cursor : cursor + size]))
+        cursor += size
+        dts += duration
+    return samples, dts
+
+
+def read_ffmpeg_fmp4(data: bytes) -> list[ForeignTrack]:
+    """The tracks and samples of ffmpeg's ``frag_keyframe+empty_moov+default_base_moof`` MP4.
+
+    Reads ``tfhd`` and ``trun`` by their flags, ffmpeg's defaults included;
+    other boxes (``udta``, ``mfra``…) are skipped.
+    """
+    boxes = parse_boxes(data)
+    moov = next(b for b in boxes if b.type == b"moov")
+    tracks = {info.track_id: info for info in map(_trak_info, moov.all(b"trak"))}
+    trex = {}
+    for box in moov.one(b"mvex").all(b"trex"):
+        track_id, _, duration, size, flags = struct.unpack(">IIIII", full_box(box)[2])
+        trex[track_id] = (duration, size, flags)
+    for moof in (b for b in boxes if b.type == b"moof"):
+        for traf in moof.all(b"traf"):
+            tfhd = traf.one(b"tfhd")
+            (track_id,) = struct.unpack_from(">I", full_box(tfhd)[2])
+            _, duration, size, flags = _tfhd_defaults(tfhd, trex[track_id])
+            tfdt_version, _, tfdt = full_box(traf.one(b"tfdt"))
+            (dts,) = struct.unpack(">Q" if tfdt_version else ">I", tfdt)
+            for trun in traf.all(b"trun"):
+                run_samples, dts = _trun_samples(data, moof, trun, dts, (duration, size, flags))
+                tracks[track_id].samples += run_samples
+    return list(tracks.values())
+
+
+def opus_head(dops: bytes) -> bytes:
+    """The Ogg Opus ID header (RFC 7845 §5.1) a ``dOps`` record was made from."""
+    _, channels, pre_skip, rate, gain, family = struct.unpack_from(">BBHIhB", dops)
+    head = struct.pack("<BBHIhB", 1, channels, pre_skip, rate, gain, family)
+    return b"OpusHead" + head + dops[11:]
+
+
+def remux_foreign(tracks: list[ForeignTrack], fragment_seconds: float = 0.5) -> bytes:
+    """Init segment + fragments of *fragment_seconds* of ours, from ffmpeg's tracks."""
+    ours: list[VideoTrack | AudioTrack] = []
+    samples: dict[int, list[Mp4Sample]] = {}
+    for foreign in tracks:
+        if foreign.entry == b"Opus":
+            track: VideoTrack | AudioTrack = AudioTrack(
+                foreign.track_id, b"Opus", opus_head(foreign.config), 48000, foreign.config[1]
+            )
+        else:
+            track = VideoTrack(
+                foreign.track_id, foreign.entry, foreign.config, foreign.width, foreign.height
+            )
+        ours.append(track)
+        scale = track.timescale / foreign.timescale
+        samples[track.track_id] = [
+            Mp4Sample(round(dts * scale), data, sync, round(offset * scale))
+            for dts, offset, sync, data in foreign.samples
+        ]
+    writer = FragmentWriter(ours)
+    out = init_segment(ours)
+    start = 0.0
+    while any(samples.values()):
+        run_samples = {}
+        next_dts = {}
+        for track in ours:
+            queue = samples[track.track_id]
+            end = start + fragment_seconds
+            count = sum(1 for s in queue if s.dts / track.timescale < end)
+            run_samples[track.track_id], samples[track.track_id] = queue[:count], queue[count:]
+            if samples[track.track_id]:
+                next_dts[track.track_id] = samples[track.track_id][0].dts
+        if any(run_samples.values()):
+            out += writer.write(run_samples, next_dts=next_dts).data
+        start += fragment_seconds
+    return out
+
+
+_FOREIGN_ENCODERS = {
+    "hevc": [
+        "-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1",
+        "-x265-params", "log-level=error:bframes=2:keyint=25",
+    ],
+    "av1": ["-c:v", "libsvtav1", "-preset", "12", "-g", "25", "-svtav1-params", "lp=1"],
+}  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("video", ["hevc", "av1"])
+@pytest_twisted.ensureDeferred
+async def test_hevc_av1_and_opus_decode(interop: Interop, tmp_path: Path, video: str) -> None:
+    """HEVC or AV1 with Opus remuxed from ffmpeg's fMP4: same packets and times, no error."""
+    tools = interop.tools("ffmpeg", "ffprobe")
+    encoders = await run([tools["ffmpeg"], "-hide_banner", "-encoders"], 30)
+    wanted = {"hevc": "libx265", "av1": "libsvtav1"}[video]
+    for name in (wanted, "libopus"):
+        if f" {name} ".encode() not in encoders.stdout:
+            interop.unavailable(f"ffmpeg has no {name} encoder")
+    source = tmp_path / f"{video}-ffmpeg.mp4"
+    result = await run(
+        [
+            tools["ffmpeg"], "-nostdin", "-loglevel", "error",
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-t", "3", *_FOREIGN_ENCODERS[video], "-pix_fmt", "yuv420p",
+            "-c:a", "libopus", "-ac", "2",
+            "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-f", "mp4", str(source),
+        ],
+        90,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.describe()
+    foreign = read_ffmpeg_fmp4(source.read_bytes())
+    assert [t.entry for t in foreign] == [{"hevc": b"hvc1", "av1": b"av01"}[video], b"Opus"]
+    out = tmp_path / f"{video}-ours.mp4"
+    out.write_bytes(remux_foreign(foreign))
+
+    report = await probe(tools["ffprobe"], out)
+    _log.info("ffprobe of %s: %s", out.name, json.dumps(report))
+    streams = {s["codec_type"]: s for s in report["streams"]}
+    assert streams["video"]["codec_name"] == video
+    assert streams["audio"]["codec_name"] == "opus"
+    for stream, track in zip((streams["video"], streams["audio"]), foreign, strict=True):
+        assert int(stream["nb_read_packets"]) == len(track.samples)
+    assert await video_times_ms(tools["ffprobe"], out) == await video_times_ms(
+        tools["ffprobe"], source
+    )
+    assert await decode_errors(tools["ffmpeg"], out) == b""
