@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twisted.internet import task
+
 from streamserver.factory import RTMPServerFactory
+from streamserver.media.stream import BITRATE_WINDOW
 from streamserver.policy import DropReason
 from streamserver.stats import ConnectionStats, StreamStats, ViewerState
 from streamserver.testing import FakePeer
@@ -71,6 +74,43 @@ def test_stream_snapshots_count_what_went_in_and_out(factory: RTMPServerFactory)
     assert stream.bytes_out == sent > stream.bytes_in > 0
     assert stream.gop_frames == 120 and stream.gop_bytes > 0
     assert stream.chat_participants == 3
+
+
+def test_the_watchdog_measures_each_stream_s_input_bit_rate(
+    factory: RTMPServerFactory, clock: task.Clock
+) -> None:
+    """The 1 s watchdog samples bytes in: the rate is what came in over the last 5 s."""
+    factory.startFactory()
+    publisher = FakePeer(factory)
+    publisher.connect("live")
+    sid = publisher.create_stream()
+    publisher.publish("cam", sid)
+    for message in media.headers(sid):
+        publisher.send(message)
+    (stream,) = factory.stream_stats()
+    assert stream.bitrate_in is None  # no sample yet
+    payload = 0
+    for second in range(8):
+        # 25 frames of 400 bytes (+ the 9-byte AVC header and timestamp) a second
+        for frame in range(25):
+            message = media.video(sid, second * 1000 + frame * 40, key=frame == 0, size=400)
+            payload += len(message.payload)
+            publisher.send(message)
+        clock.advance(1)
+    (stream,) = factory.stream_stats()
+    per_second = payload / 8
+    assert stream.bitrate_in == per_second * 8
+    # a burst is averaged over the window, then the rate falls back as input stops
+    publisher.send(media.video(sid, 8000, key=True, size=50_000))
+    clock.advance(1)
+    (stream,) = factory.stream_stats()
+    burst = 50_000 + 9
+    expected = (per_second * (BITRATE_WINDOW - 1) + burst) * 8 / BITRATE_WINDOW
+    assert stream.bitrate_in == expected
+    clock.advance(BITRATE_WINDOW)
+    (stream,) = factory.stream_stats()
+    assert stream.bitrate_in == 0.0
+    factory.stopFactory()
 
 
 def test_the_console_reads_snapshots_not_objects() -> None:

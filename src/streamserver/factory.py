@@ -170,12 +170,14 @@ class RTMPServerFactory(ServerFactory):
         Every connection's :meth:`~streamserver.protocol.guard.GuardMixin.check_timeouts`
         (handshake, connect, idle publisher, ping) runs first, then every
         viewer's :meth:`~streamserver.media.viewer.Viewer.check_progress` (drain
-        rate and the drop policy's stall check), whatever its wire protocol.
+        rate and the drop policy's stall check), whatever its wire protocol, and
+        every stream's input bit rate is sampled (:meth:`Stream.sample_rate`).
         """
         now = self.seconds()
         for protocol in list(self.connections.values()):
             protocol.check_timeouts(now)
         for stream in self.streams():
+            stream.sample_rate(now)
             for viewer in stream.subscribers:
                 viewer.check_progress(now)
 

@@ -105,6 +105,8 @@ class StreamStats:
     :ivar viewers: how many viewers play it.
     :ivar bytes_in: payload bytes received from publishers.
     :ivar bytes_out: bytes written to viewers.
+    :ivar bitrate_in: bits per second received over the last few seconds
+        (``None`` until measured).
     :ivar published_at: when the current publisher started, by the server's clock.
     :ivar gop_frames: frames in its GOP cache.
     :ivar gop_bytes: their payload bytes.
@@ -119,6 +121,7 @@ class StreamStats:
     viewers: int
     bytes_in: int
     bytes_out: int
+    bitrate_in: float | None
     published_at: float | None
     gop_frames: int
     gop_bytes: int

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -91,6 +92,14 @@ _REPUBLISH_GAP_MS = 40
 #: keeps instant start for anything an encoder sends at 1080p with room to spare.
 DEFAULT_GOP_CACHE_BYTES = 4 * 1024 * 1024
 
+#: Seconds of input the measured bit rate averages over.  An encoder's bytes come
+#: in bursts (a keyframe is many inter frames' worth, every 1-4 s): 5 s holds at
+#: least one whole GOP of common encoders, so the rate does not swing with them.
+BITRATE_WINDOW = 5.0
+
+#: Samples kept at most, whatever the watchdog's interval (a bound, not a tuning).
+_MAX_RATE_SAMPLES = 64
+
 #: Frames kept in the GOP cache after its keyframe.
 _GOP_KINDS = frozenset({FrameKind.INTER, FrameKind.DISPOSABLE, FrameKind.AUDIO})
 
@@ -157,6 +166,9 @@ class Stream:
     :ivar frames_in: media and data messages received from publishers.
     :ivar bytes_in: payload bytes received from publishers.
     :ivar bytes_out: bytes written to viewers (counted by each viewer's writes).
+    :ivar bitrate_in: bits per second received from publishers over the last
+        :data:`BITRATE_WINDOW` seconds (:meth:`sample_rate`), ``None`` until two
+        samples exist.
     :ivar chat: the stream's :class:`ChatRoom`.
     """
 
@@ -194,6 +206,8 @@ class Stream:
         self.bytes_out = 0
         self.created_at = clock()
         self.published_at: float | None = None
+        self.bitrate_in: float | None = None
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=_MAX_RATE_SAMPLES)
 
     def __repr__(self) -> str:
         return f"<Stream {self.app}/{self.name} viewers={self.subscriber_count}>"
@@ -379,6 +393,21 @@ class Stream:
         timestamp = self._rebase(message.timestamp)
         return Frame(kind, Message(type_id, 0, timestamp, payload))
 
+    def sample_rate(self, now: float) -> None:
+        """Measure :attr:`bitrate_in` from the bytes received since the window's start.
+
+        Called by the server's watchdog (about once a second), never per frame:
+        the hot path only adds to :attr:`bytes_in`.  The rate is the bytes received
+        between the oldest sample within :data:`BITRATE_WINDOW` seconds and now.
+        """
+        samples = self._rate_samples
+        samples.append((now, self.bytes_in))
+        while len(samples) > 2 and now - samples[1][0] >= BITRATE_WINDOW:
+            samples.popleft()
+        start, count = samples[0]
+        if now > start:
+            self.bitrate_in = max(0, self.bytes_in - count) * 8 / (now - start)
+
     def stats(self) -> StreamStats:
         """A snapshot of this stream's numbers now."""
         chat = self.chat
@@ -390,6 +419,7 @@ class Stream:
             viewers=self.subscriber_count,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            bitrate_in=self.bitrate_in,
             published_at=self.published_at,
             gop_frames=len(self.gop),
             gop_bytes=self.gop_bytes,
