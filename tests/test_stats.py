@@ -6,6 +6,8 @@ from pathlib import Path
 
 from twisted.internet import task
 
+from streamserver.codec.mediainfo import AudioInfo, MediaInfo, VideoInfo
+from streamserver.codec.messages import Message, MessageType
 from streamserver.factory import RTMPServerFactory
 from streamserver.media.stream import BITRATE_WINDOW
 from streamserver.policy import DropReason
@@ -74,6 +76,25 @@ def test_stream_snapshots_count_what_went_in_and_out(factory: RTMPServerFactory)
     assert stream.bytes_out == sent > stream.bytes_in > 0
     assert stream.gop_frames == 120 and stream.gop_bytes > 0
     assert stream.chat_participants == 3
+    assert stream.viewers_by_protocol == {"rtmp": 2}
+    assert stream.media == MediaInfo(
+        VideoInfo("h264", "High", "3.1", 320, 240, 30.0), AudioInfo("aac", "LC", 44100, 2)
+    )
+
+
+def test_a_stream_s_drops_outlive_its_viewers(factory: RTMPServerFactory) -> None:
+    """Frames dropped count every viewer the stream has had: a viewer leaving takes none away."""
+    factory.set_policy(drop_low=3000, drop_high=100_000, max_lag_ms=100_000)
+    _, _, fast, slow = _setup(factory)
+    assert sum(fast.protocol.viewer.dropped.values()) == 0
+    lost = dict(slow.protocol.viewer.dropped)
+    assert lost[DropReason.INTER] > 0
+    (stream,) = factory.stream_stats()
+    assert stream.dropped == lost
+    assert set(stream.dropped) == set(DropReason)
+    factory.kick(slow.protocol.conn_id)
+    (stream,) = factory.stream_stats()
+    assert (stream.viewers, stream.dropped) == (1, lost)
 
 
 def test_the_watchdog_measures_each_stream_s_input_bit_rate(
@@ -125,3 +146,25 @@ def test_the_console_reads_snapshots_not_objects() -> None:
             or "getattr(factory" in line
             or "getattr(new," in line
         ), line
+
+
+def test_a_stream_s_media_info_follows_its_headers(factory: RTMPServerFactory) -> None:
+    """Media info is read again when a header changes; MP3 is named from a GOP's audio frame."""
+    publisher = FakePeer(factory)
+    publisher.connect("live")
+    sid = publisher.create_stream()
+    publisher.publish("cam", sid)
+    (stream,) = factory.stream_stats()
+    assert stream.media == MediaInfo()
+    publisher.send(Message(MessageType.VIDEO, sid, 0, media.AVC_SEQUENCE_HEADER))
+    (stream,) = factory.stream_stats()
+    assert stream.media == MediaInfo(VideoInfo("h264", "High", "3.1"), None)
+    # a Main profile header replaces it; MP3 audio (no sequence header) after a keyframe
+    main = media.AVC_SEQUENCE_HEADER[:6] + b"\x4d" + media.AVC_SEQUENCE_HEADER[7:]
+    publisher.send(Message(MessageType.VIDEO, sid, 0, main))
+    publisher.send(media.video(sid, 0, key=True))
+    publisher.send(Message(MessageType.AUDIO, sid, 0, b"\x2f" + b"\xff" * 20))
+    (stream,) = factory.stream_stats()
+    assert stream.media == MediaInfo(
+        VideoInfo("h264", "Main", "3.1"), AudioInfo("mp3", None, 44100, 2)
+    )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from streamserver.codec.mediainfo import MediaInfo
 from streamserver.policy import DropReason, Level
 
 
@@ -103,6 +104,8 @@ class StreamStats:
     :ivar name: its name.
     :ivar publisher: the publisher's address, or ``None``.
     :ivar viewers: how many viewers play it.
+    :ivar viewers_by_protocol: how many play it over each wire protocol (``rtmp``,
+        ``http-flv``, ``ws-flv``; protocols without a viewer are absent).
     :ivar bytes_in: payload bytes received from publishers.
     :ivar bytes_out: bytes written to viewers.
     :ivar bitrate_in: bits per second received over the last few seconds
@@ -113,12 +116,17 @@ class StreamStats:
     :ivar chat_participants: seats in its chat room.
     :ivar chat_messages: messages in the room's history.
     :ivar chat_bytes: their encoded size.
+    :ivar chat_posted: messages posted to the room since the stream was created.
+    :ivar dropped: frames not sent to its viewers, by reason, summed over every
+        viewer it has had (those gone included, so each count only grows).
+    :ivar media: what it carries (codecs, size, rates), from its cached headers.
     """
 
     app: str
     name: str
     publisher: str | None
     viewers: int
+    viewers_by_protocol: Mapping[str, int]
     bytes_in: int
     bytes_out: int
     bitrate_in: float | None
@@ -128,6 +136,9 @@ class StreamStats:
     chat_participants: int
     chat_messages: int
     chat_bytes: int
+    chat_posted: int
+    dropped: Mapping[DropReason, int]
+    media: MediaInfo
 
     @property
     def key(self) -> str:

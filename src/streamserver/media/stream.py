@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from streamserver.codec.flv import FrameKind, classify
+from streamserver.codec.mediainfo import MediaInfo, media_info
 from streamserver.codec.messages import Message, MessageType
 from streamserver.errors import BadNameError
 from streamserver.media.rooms import (
@@ -37,6 +38,7 @@ from streamserver.media.rooms import (
     ChatMessage,
     ChatRoom,
 )
+from streamserver.policy import DropReason
 from streamserver.stats import StreamStats
 
 if TYPE_CHECKING:
@@ -99,6 +101,10 @@ BITRATE_WINDOW = 5.0
 
 #: Samples kept at most, whatever the watchdog's interval (a bound, not a tuning).
 _MAX_RATE_SAMPLES = 64
+
+#: GOP frames looked through for an audio frame, for an audio codec without a
+#: sequence header (MP3): audio comes within the first few frames after a keyframe.
+_AUDIO_PROBE_FRAMES = 16
 
 #: Frames kept in the GOP cache after its keyframe.
 _GOP_KINDS = frozenset({FrameKind.INTER, FrameKind.DISPOSABLE, FrameKind.AUDIO})
@@ -208,6 +214,8 @@ class Stream:
         self.published_at: float | None = None
         self.bitrate_in: float | None = None
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=_MAX_RATE_SAMPLES)
+        self._departed_drops: Counter[str] = Counter()
+        self._media: tuple[tuple[Frame | None, ...], MediaInfo] | None = None
 
     def __repr__(self) -> str:
         return f"<Stream {self.app}/{self.name} viewers={self.subscriber_count}>"
@@ -288,11 +296,15 @@ class Stream:
         return frames
 
     def unsubscribe(self, subscriber: Viewer) -> None:
-        """Remove *subscriber* (no error if it is not subscribed)."""
+        """Remove *subscriber* (no error if it is not subscribed).
+
+        Its dropped frames stay counted in the stream's :meth:`stats`.
+        """
         group = self._groups.get(subscriber.format)
-        if group is None:
+        if group is None or subscriber not in group:
             return
-        group.pop(subscriber, None)
+        del group[subscriber]
+        self._departed_drops.update(subscriber.dropped)
         if not group:
             del self._groups[subscriber.format]
 
@@ -408,15 +420,48 @@ class Stream:
         if now > start:
             self.bitrate_in = max(0, self.bytes_in - count) * 8 / (now - start)
 
+    def media_info(self) -> MediaInfo:
+        """What the stream carries: codecs, picture size, frame rate, audio rate.
+
+        Read from the cached metadata and sequence headers (and, for codecs
+        without a sequence header, the GOP's keyframe and first audio frame);
+        computed again only when one of them changed.
+        """
+        gop = self.gop
+        key = (self.metadata, self.video_header, self.audio_header, gop[0] if gop else None)
+        cached = self._media
+        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+            return cached[1]
+        audio_frame = None
+        if self.audio_header is None:
+            audio_frame = next(
+                (f for f in gop[:_AUDIO_PROBE_FRAMES] if f.kind is FrameKind.AUDIO), None
+            )
+        info = media_info(
+            metadata=self.metadata.message.payload if self.metadata else None,
+            video_header=self.video_header.message.payload if self.video_header else None,
+            audio_header=self.audio_header.message.payload if self.audio_header else None,
+            video_frame=gop[0].message.payload if gop else None,
+            audio_frame=audio_frame.message.payload if audio_frame else None,
+        )
+        self._media = (key, info)
+        return info
+
     def stats(self) -> StreamStats:
         """A snapshot of this stream's numbers now."""
         chat = self.chat
         publisher = self.publisher
+        subscribers = self.subscribers
+        protocols = Counter(viewer.owner.protocol_name for viewer in subscribers)
+        dropped = Counter(self._departed_drops)
+        for viewer in subscribers:
+            dropped.update(viewer.dropped)
         return StreamStats(
             app=self.app,
             name=self.name,
             publisher=publisher.peer if publisher is not None else None,
-            viewers=self.subscriber_count,
+            viewers=len(subscribers),
+            viewers_by_protocol=dict(protocols),
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             bitrate_in=self.bitrate_in,
@@ -426,6 +471,9 @@ class Stream:
             chat_participants=len(chat.participants),
             chat_messages=len(chat.history),
             chat_bytes=chat.history_bytes,
+            chat_posted=chat.messages_posted,
+            dropped={reason: dropped[reason] for reason in DropReason},
+            media=self.media_info(),
         )
 
     def post_chat(self, nick: str, text: str, time_ms: int) -> ChatMessage:
