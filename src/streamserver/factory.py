@@ -95,6 +95,7 @@ class RTMPServerFactory(ServerFactory):
     :ivar authorizer: decides every publish and play (:mod:`streamserver.auth`).
     :ivar refusals: connections closed by a limit or timeout, by reason.
     :ivar shutting_down: :meth:`shutdown` has begun.
+    :ivar started_at: when the factory was made, by its clock (the server's uptime).
     """
 
     #: The protocol class to build; ``None`` means ``RTMPServerProtocol``.
@@ -121,6 +122,7 @@ class RTMPServerFactory(ServerFactory):
         self._drained: defer.Deferred[None] | None = None
         self._grace_call: IDelayedCall | None = None
         self._refusal_log: dict[str, tuple[float | None, int]] = {}
+        self.started_at = self.seconds()
 
     def startFactory(self) -> None:
         """Start the stall watchdog; warn loudly if dropping is disabled."""

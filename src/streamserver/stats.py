@@ -19,6 +19,10 @@ from enum import StrEnum
 from streamserver.codec.mediainfo import MediaInfo
 from streamserver.policy import DropReason, Level
 
+#: The wire protocols a connection or viewer reports (``ConnectionStats.protocol``):
+#: counts by protocol list each, at 0 when nobody uses it.
+WIRE_PROTOCOLS = ("rtmp", "http-flv", "ws-flv")
+
 
 class ViewerState(StrEnum):
     """How a viewer is doing, in one word (the console's ``state`` column)."""

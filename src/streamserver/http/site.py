@@ -36,6 +36,9 @@ class RootResource(Resource):
         super().__init__()
         self.factory = factory
         self.streams = FlvResource(factory)
+        from streamserver.http.api import ApiResource
+
+        self.putChild(b"api", ApiResource(factory))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:

@@ -1,0 +1,478 @@
+"""The JSON API under ``/api``: what the server holds, and moderation with a token.
+
+Read (always):
+
+``GET /api/streams``
+    every stream: publisher, media info, bit rate in, viewers by wire protocol,
+    bytes in and out, frames dropped by reason, chat;
+``GET /api/streams/APP/NAME``
+    one stream, the same and each of its viewers (``APP`` may be several
+    segments; ``NAME`` is the last);
+``GET /api/server``
+    version, uptime, connections by protocol, bytes held in transports,
+    viewer disconnects by reason, refusals.
+
+Write (only with ``--api-token``; without one these paths do not exist, 404),
+each with ``Authorization: Bearer TOKEN`` (401 without it):
+
+``POST /api/streams/APP/NAME/kick``
+    disconnect the publisher (the stream ends);
+``POST /api/streams/APP/NAME/viewers/ID/kick``
+    disconnect viewer ``ID`` (its connection id);
+``POST /api/streams/APP/NAME/chat/mute`` and ``.../chat/unmute``
+    with the body ``{"nick": "..."}``;
+``POST /api/streams/APP/NAME/chat/clear``
+    forget the room's history.
+
+A ``GET`` always reads the stream its whole path names and a ``POST`` always
+acts, so a stream called ``kick`` stays readable.  Every answer is JSON
+(``Cache-Control: no-cache``, ``Access-Control-Allow-Origin`` from
+``--http-cors-origin``), errors included: ``{"error": "message"}`` with 400 (bad
+body), 401 (token), 404 (no such path, stream or viewer), 405 (method, with
+``Allow``), 409 (nobody publishes the stream), 413 (body over
+:data:`MAX_BODY_BYTES`).  Every action is logged with the caller's address.
+
+Numbers come from the typed snapshots (:mod:`streamserver.stats`), as the
+console's do; actions go through the factory and the stream's chat room.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from typing_extensions import override
+
+from streamserver import __version__
+from streamserver.policy import DisconnectReason
+from streamserver.protocol.chat import clean_nick
+from streamserver.stats import WIRE_PROTOCOLS
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+    from streamserver.factory import RTMPServerFactory
+    from streamserver.media.stream import Stream
+    from streamserver.stats import ConnectionStats, StreamStats, ViewerStats
+
+_log = Logger()
+
+__all__ = ["MAX_BODY_BYTES", "ApiResource"]
+
+#: Largest request body accepted.  The biggest body the API reads is
+#: ``{"nick": ...}`` with a 32-character nick; 4 KiB leaves room for any client's
+#: formatting and bounds what one request makes us parse.
+MAX_BODY_BYTES = 4 * 1024
+
+_READ = (b"GET", b"HEAD", b"OPTIONS")
+_WRITE = (b"POST", b"OPTIONS")
+
+#: The chat moderation actions: ``.../chat/ACTION``.
+_CHAT_ACTIONS = ("mute", "unmute", "clear")
+
+
+class _ApiError(Exception):
+    """An answer other than 200: its status, message and extra headers."""
+
+    def __init__(self, code: int, message: str, headers: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def _not_allowed(allowed: tuple[bytes, ...]) -> _ApiError:
+    methods = b", ".join(allowed)
+    return _ApiError(
+        405, f"method not allowed here (allowed: {methods.decode()})", {b"allow": methods}
+    )
+
+
+def _by_protocol(counts: dict[str, int], total: int) -> dict[str, int]:
+    """``{"total": ..., "rtmp": ..., "http-flv": ..., "ws-flv": ..., other...}``."""
+    out = {"total": total, **dict.fromkeys(WIRE_PROTOCOLS, 0)}
+    out.update(counts)
+    return out
+
+
+class _JsonResource(Resource):
+    """A resource that answers JSON, errors included.
+
+    Subclasses implement :meth:`answer`; this class adds the headers, answers
+    ``HEAD`` as ``GET`` without the body and ``OPTIONS`` (the CORS preflight),
+    and turns an :class:`_ApiError` -- or a bug -- into its JSON error.
+    """
+
+    isLeaf = True
+
+    def __init__(self, factory: RTMPServerFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def answer(self, request: Request, method: bytes, path: list[str]) -> Any:
+        """The JSON value answering *method* on *path* (the segments after this resource).
+
+        :raises _ApiError: anything but a 200.
+        """
+        raise NotImplementedError
+
+    @override
+    def render(self, request: Request) -> bytes:
+        method = request.method
+        code = 200
+        headers: dict[bytes, bytes] = {}
+        try:
+            path = _segments(request.postpath or [])
+            if method == b"OPTIONS":
+                return self._preflight(request)
+            payload = self.answer(request, b"GET" if method == b"HEAD" else method, path)
+        except _ApiError as error:
+            code, headers, payload = error.code, error.headers, {"error": error.message}
+        except Exception:
+            _log.failure(
+                "answering {method} {uri} failed", Failure(), method=method, uri=request.uri
+            )
+            code, payload = 500, {"error": "internal error"}
+        body = json.dumps(payload, indent=2, allow_nan=False).encode("ascii") + b"\n"
+        request.setResponseCode(code)
+        self._common_headers(request)
+        request.setHeader(b"content-type", b"application/json")
+        for name, value in headers.items():
+            request.setHeader(name, value)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b"" if method == b"HEAD" else body
+
+    def _common_headers(self, request: Request) -> None:
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        origin = self.factory.config.http_cors_origin
+        if origin:
+            request.setHeader(b"access-control-allow-origin", origin.encode("utf-8"))
+
+    def _preflight(self, request: Request) -> bytes:
+        """A CORS preflight: the API's methods and the token's header are allowed."""
+        request.setResponseCode(204)
+        self._common_headers(request)
+        request.setHeader(b"access-control-allow-methods", b"GET, HEAD, POST, OPTIONS")
+        request.setHeader(b"access-control-allow-headers", b"authorization, content-type")
+        request.setHeader(b"access-control-max-age", b"86400")
+        return b""
+
+
+def _segments(postpath: list[bytes]) -> list[str]:
+    """The path segments after the resource, decoded; a trailing slash is ignored.
+
+    :raises _ApiError: a segment is not UTF-8 (no stream can be named so).
+    """
+    if postpath and postpath[-1] == b"":
+        postpath = postpath[:-1]
+    try:
+        return [segment.decode("utf-8") for segment in postpath]
+    except UnicodeDecodeError:
+        raise _ApiError(404, "not found") from None
+
+
+class _NotFound(_JsonResource):
+    """Any path under ``/api`` that is none of the API's."""
+
+    def answer(self, request: Request, method: bytes, path: list[str]) -> Any:
+        raise _ApiError(404, "not found: see /api")
+
+
+class ApiResource(_JsonResource):
+    """``/api``: the index of the API, and the root of its paths."""
+
+    isLeaf = False
+
+    def __init__(self, factory: RTMPServerFactory) -> None:
+        super().__init__(factory)
+        self.putChild(b"streams", StreamsResource(factory))
+        self.putChild(b"server", ServerResource(factory))
+        self._not_found = _NotFound(factory)
+
+    @override
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"" and not request.postpath:
+            return self
+        return self._not_found
+
+    def answer(self, request: Request, method: bytes, path: list[str]) -> Any:
+        if method not in _READ:
+            raise _not_allowed(_READ)
+        return {
+            "streams": "/api/streams",
+            "stream": "/api/streams/APP/NAME",
+            "server": "/api/server",
+            "writable": self.factory.config.api_token is not None,
+        }
+
+
+class ServerResource(_JsonResource):
+    """``/api/server``: the server as a whole."""
+
+    def answer(self, request: Request, method: bytes, path: list[str]) -> Any:
+        if path:
+            raise _ApiError(404, "not found: see /api")
+        if method not in _READ:
+            raise _not_allowed(_READ)
+        factory = self.factory
+        connections = factory.connection_stats()
+        counts: dict[str, int] = {}
+        for connection in connections:
+            counts[connection.protocol] = counts.get(connection.protocol, 0) + 1
+        streams = factory.streams()
+        return {
+            "version": __version__,
+            "uptime": round(factory.seconds() - factory.started_at, 3),
+            "connections": _by_protocol(counts, len(connections)),
+            "streams": len(streams),
+            "published": sum(1 for stream in streams if stream.publisher is not None),
+            "viewers": sum(stream.subscriber_count for stream in streams),
+            "bytes_queued": factory.bytes_queued_total(),
+            "disconnects": {**dict.fromkeys(DisconnectReason, 0), **factory.disconnects},
+            "refusals": dict(factory.refusals),
+        }
+
+
+class StreamsResource(_JsonResource):
+    """``/api/streams`` and everything under it: the streams, and the actions on them."""
+
+    # --- routing -------------------------------------------------------------------
+
+    def answer(self, request: Request, method: bytes, path: list[str]) -> Any:
+        factory = self.factory
+        writable = factory.config.api_token is not None
+        if not path:
+            if method not in _READ:
+                raise _not_allowed(_READ)
+            now = factory.seconds()
+            conn_ids = self._conn_ids()
+            streams = sorted(factory.streams(), key=lambda s: (s.app, s.name))
+            return {"streams": [self._describe(s, s.stats(), now, conn_ids) for s in streams]}
+        action = _action(path) if writable else None
+        if method == b"POST" and action is not None:
+            target, verb, argument = action
+            self._authorize(request)
+            body = _read_body(request)
+            return self._act(request, self._find(target), verb, argument, body)
+        stream = self._lookup(path) if len(path) >= 2 else None
+        if stream is not None:
+            if method not in _READ:
+                raise _not_allowed(_READ)
+            return self._detail(stream)
+        if action is not None:
+            raise _not_allowed(_WRITE)
+        raise _ApiError(404, _missing(path) if len(path) >= 2 else "not found: see /api")
+
+    def _lookup(self, path: list[str]) -> Stream | None:
+        """The stream ``APP.../NAME`` names, or ``None``."""
+        return self.factory.find_stream("/".join(path[:-1]), path[-1])
+
+    def _find(self, path: list[str]) -> Stream:
+        """The stream ``APP.../NAME`` names, or :class:`_ApiError` 404."""
+        stream = self._lookup(path)
+        if stream is None:
+            raise _ApiError(404, _missing(path))
+        return stream
+
+    # --- reading ---------------------------------------------------------------------
+
+    def _conn_ids(self) -> dict[int, int]:
+        """The connection id of each connection, by the connection object's identity."""
+        return {id(connection): conn_id for conn_id, connection in self.factory.connections.items()}
+
+    def _describe(
+        self, stream: Stream, stats: StreamStats, now: float, conn_ids: dict[int, int]
+    ) -> dict[str, Any]:
+        """One stream's entry of ``/api/streams``."""
+        publisher = None
+        if stats.publisher is not None and stream.publisher is not None:
+            published_at = stats.published_at if stats.published_at is not None else now
+            publisher = {
+                "id": conn_ids.get(id(stream.publisher)),
+                "address": stats.publisher,
+                "uptime": round(now - published_at, 3),
+            }
+        media = stats.media
+        return {
+            "app": stats.app,
+            "name": stats.name,
+            "publisher": publisher,
+            "video": asdict(media.video) if media.video is not None else None,
+            "audio": asdict(media.audio) if media.audio is not None else None,
+            "bitrate_in": round(stats.bitrate_in) if stats.bitrate_in is not None else None,
+            "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out,
+            "viewers": _by_protocol(dict(stats.viewers_by_protocol), stats.viewers),
+            "dropped": {str(reason): count for reason, count in stats.dropped.items()},
+            "chat": {
+                "participants": stats.chat_participants,
+                "messages": stats.chat_posted,
+                "history": stats.chat_messages,
+            },
+        }
+
+    def _detail(self, stream: Stream) -> dict[str, Any]:
+        """``/api/streams/APP/NAME``: the stream's entry and each of its viewers."""
+        factory = self.factory
+        entry = self._describe(stream, stream.stats(), factory.seconds(), self._conn_ids())
+        owners = {id(viewer.owner) for viewer in stream.subscribers}
+        viewers = []
+        for conn_id in sorted(factory.connections):
+            connection = factory.connections[conn_id]
+            if id(connection) not in owners:
+                continue
+            stats = connection.stats()
+            if stats.viewer is not None:
+                viewers.append(_viewer(stats, stats.viewer))
+        entry["viewer_list"] = viewers
+        return entry
+
+    # --- acting ------------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        """The request carries the API's bearer token, or :class:`_ApiError` 401."""
+        token = self.factory.config.api_token or ""
+        scheme, _, credentials = (request.getHeader(b"authorization") or b"").partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(
+            credentials.strip(), token.encode("utf-8")
+        ):
+            return
+        challenge = b'Bearer realm="streamserver"'
+        if scheme:
+            challenge += b', error="invalid_token"'  # RFC 6750 3.1: one was sent, and is wrong
+        raise _ApiError(
+            401,
+            "this needs the API token: Authorization: Bearer TOKEN",
+            {b"www-authenticate": challenge},
+        )
+
+    def _act(
+        self,
+        request: Request,
+        stream: Stream,
+        verb: str,
+        argument: str | None,
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Carry out *verb* on *stream*; the answer says what was done."""
+        factory = self.factory
+        key = f"{stream.app}/{stream.name}"
+        caller = _caller(request)
+        if verb == "kick":
+            publisher = stream.publisher
+            conn_id = self._conn_ids().get(id(publisher)) if publisher is not None else None
+            if conn_id is None:
+                raise _ApiError(409, f"nobody publishes {key}")
+            _log.info("API: {caller} kicks the publisher of {stream}", caller=caller, stream=key)
+            factory.kick(conn_id, f"kicked through the API by {caller}")
+            return {"stream": key, "kicked": conn_id}
+        if verb == "kick-viewer":
+            conn_id = int(argument) if argument is not None and argument.isdecimal() else None
+            connection = factory.connections.get(conn_id) if conn_id is not None else None
+            if (
+                conn_id is None
+                or connection is None
+                or not any(viewer.owner is connection for viewer in stream.subscribers)
+            ):
+                raise _ApiError(404, f"{key} has no viewer {argument}")
+            _log.info(
+                "API: {caller} kicks viewer {id} of {stream}", caller=caller, id=conn_id, stream=key
+            )
+            factory.kick(conn_id, f"kicked through the API by {caller}")
+            return {"stream": key, "kicked": conn_id}
+        room = stream.chat
+        if verb == "clear":
+            count = room.clear_history()
+            _log.info(
+                "API: {caller} cleared {count} chat messages of {stream}",
+                caller=caller,
+                count=count,
+                stream=key,
+            )
+            return {"stream": key, "cleared": count}
+        nick = clean_nick(body.get("nick"))
+        if not nick:
+            raise _ApiError(400, 'the body must be {"nick": "..."} with a non-empty nick')
+        changed = room.mute(nick) if verb == "mute" else room.unmute(nick)
+        _log.info(
+            "API: {caller} {verb}s {nick} in {stream}{unchanged}",
+            caller=caller,
+            verb=verb,
+            nick=nick,
+            stream=key,
+            unchanged="" if changed else " (no change)",
+        )
+        return {"stream": key, "nick": nick, "muted": room.is_muted(nick), "changed": changed}
+
+
+def _viewer(connection: ConnectionStats, viewer: ViewerStats) -> dict[str, Any]:
+    """One viewer of ``/api/streams/APP/NAME``."""
+    return {
+        "id": connection.conn_id,
+        "protocol": viewer.protocol,
+        "address": viewer.peer,
+        "state": str(viewer.state),
+        "queued": viewer.queued,
+        "kernel_queued": viewer.kernel_queued,
+        "peak_queued": max(viewer.queued, viewer.peak_queued),
+        "lag_ms": viewer.lag_ms,
+        "bytes_sent": viewer.bytes_sent,
+        "frames_sent": viewer.frames_sent,
+        "dropped": {str(reason): count for reason, count in viewer.dropped.items()},
+        "catch_ups": viewer.catch_ups,
+    }
+
+
+def _action(path: list[str]) -> tuple[list[str], str, str | None] | None:
+    """``(stream path, verb, argument)`` if *path* ends in an action, else ``None``.
+
+    The verbs: ``kick`` (``.../kick``), ``kick-viewer`` (``.../viewers/ID/kick``,
+    argument ``ID``), ``mute``, ``unmute``, ``clear`` (``.../chat/VERB``).  The
+    stream path before the action must have an application and a name.
+    """
+    if len(path) >= 5 and path[-3] == "viewers" and path[-1] == "kick":
+        return path[:-3], "kick-viewer", path[-2]
+    if len(path) >= 4 and path[-2] == "chat" and path[-1] in _CHAT_ACTIONS:
+        return path[:-2], path[-1], None
+    if len(path) >= 3 and path[-1] == "kick":
+        return path[:-1], "kick", None
+    return None
+
+
+def _missing(path: list[str]) -> str:
+    return f"no stream {'/'.join(path)}"
+
+
+def _caller(request: Request) -> str:
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return f"{host}:{getattr(address, 'port', '')}" if host is not None else str(address)
+
+
+def _read_body(request: Request) -> dict[str, Any]:
+    """The request's body: empty (``{}``) or a JSON object of at most :data:`MAX_BODY_BYTES`.
+
+    :raises _ApiError: 413 for a larger body, 400 for anything but a JSON object.
+    """
+    declared = request.getHeader(b"content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _ApiError(413, f"the body is over {MAX_BODY_BYTES} bytes")
+    content = request.content
+    data = content.read(MAX_BODY_BYTES + 1) if content is not None else b""
+    if len(data) > MAX_BODY_BYTES:
+        raise _ApiError(413, f"the body is over {MAX_BODY_BYTES} bytes")
+    if not data.strip():
+        return {}
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise _ApiError(400, "the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise _ApiError(400, "the body must be a JSON object")
+    return value
