@@ -37,8 +37,10 @@ class RootResource(Resource):
         self.factory = factory
         self.streams = FlvResource(factory)
         from streamserver.http.api import ApiResource
+        from streamserver.http.metrics import MetricsResource
 
         self.putChild(b"api", ApiResource(factory))
+        self.putChild(b"metrics", MetricsResource(factory))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
