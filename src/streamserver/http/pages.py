@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
+    from streamserver.codec.mediainfo import MediaInfo
     from streamserver.factory import RTMPServerFactory
 
 _PAGE = """<!doctype html>
@@ -33,6 +34,28 @@ the stream then appears here.  <a href="/api/streams">/api/streams</a> has the n
 """
 
 
+def describe_media(info: MediaInfo) -> str:
+    """One line for people: ``h264 High 3.1 1280x720 30 fps, aac LC 48 kHz 2 ch``."""
+    parts = []
+    video = info.video
+    if video is not None:
+        words = [video.codec, video.profile or "", video.level or ""]
+        if video.width and video.height:
+            words.append(f"{video.width}x{video.height}")
+        if video.fps:
+            words.append(f"{video.fps:g} fps")
+        parts.append(" ".join(word for word in words if word))
+    audio = info.audio
+    if audio is not None:
+        words = [audio.codec, audio.profile or ""]
+        if audio.sample_rate:
+            words.append(f"{audio.sample_rate / 1000:g} kHz")
+        if audio.channels:
+            words.append(f"{audio.channels} ch")
+        parts.append(" ".join(word for word in words if word))
+    return ", ".join(parts) or "-"
+
+
 def index_page(factory: RTMPServerFactory, host: str = "HOST") -> bytes:
     """The page at ``/``: one row per published stream, linking its FLV URL and API entry."""
     rows = []
@@ -44,13 +67,16 @@ def index_page(factory: RTMPServerFactory, host: str = "HOST") -> bytes:
             f"<tr><td>{escape(stream.app)}/{escape(stream.name)}</td>"
             f'<td><a href="{escape(path)}.flv">{escape(path)}.flv</a></td>'
             f'<td><a href="/api/streams{escape(path)}">API</a></td>'
+            f"<td>{escape(describe_media(stream.media_info()))}</td>"
             f"<td>{stream.subscriber_count}</td></tr>"
         )
     if rows:
         summary = f"{len(rows)} live stream{'s' if len(rows) != 1 else ''}:"
         table = (
             "<table><thead><tr><th>Stream</th><th>HTTP-FLV</th><th>Numbers</th>"
-            "<th>Viewers</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            "<th>Media</th><th>Viewers</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
         )
     else:
         summary = "No stream is live right now."
