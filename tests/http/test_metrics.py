@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import task
@@ -132,3 +135,20 @@ def test_no_other_path(client: SiteClient) -> None:
     """Only /metrics itself is the exposition."""
     assert client.get("/metrics/extra").status == 404
     assert client.get("/metrics/").status == 200
+
+
+def test_docs_list_every_series(client: SiteClient, scene: Scene) -> None:
+    """docs/http.md's table of series is what /metrics exports, with the same labels."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    rows = re.findall(r"^\| `(streamserver_\w+)` \| (\w+) \|([^|]*)\|", text, re.M)
+    documented = {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+    response = client.get("/metrics")
+    exported = {}
+    for family in text_string_to_metric_families(response.body.decode("utf-8")):
+        if family.name.startswith("streamserver_"):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            labels = {key for sample in family.samples for key in sample.labels}
+            exported[name] = (family.type, labels)
+    # a counter with no sample yet (no refusal) still has its documented labels
+    exported["streamserver_connection_refusals_total"] = ("counter", {"kind"})
+    assert documented == exported
