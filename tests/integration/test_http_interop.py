@@ -8,6 +8,7 @@ binary skips the test, or fails it under ``STREAMSERVER_REQUIRE_INTEROP=1``.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -314,3 +315,92 @@ async def test_websocket_flv_messages_are_an_flv_stream(
     assert any(t.tag_type == TAG_AUDIO and t.payload[:2] == b"\xaf\x00" for t in headers), described
     assert keyframe is not None, described
     assert keyframe.payload[:2] == b"\x17\x01", _describe(keyframe)
+
+
+# --- the JSON API and the metrics, with viewers of three protocols ---------------------
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_curl_reads_the_api_and_metrics_of_a_stream_with_three_kinds_of_viewers(
+    processes: ProcessPool, interop: Interop, sample_flv: Path, tmp_path: Path
+) -> None:
+    """curl on ``/api/streams``, ``/api/streams/live/x`` and ``/metrics`` while an RTMP, an
+    HTTP-FLV and a WebSocket-FLV viewer play: the JSON names each protocol's viewer, and
+    ``prometheus_client``'s parser reads the exposition with the same numbers."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tools = interop.tools("ffmpeg", "curl")
+    curl, ffmpeg = tools["curl"], tools["ffmpeg"]
+    twistd = await start_twistd(processes, interop, tmp_path)
+    # the sample is 10 s long: publish it in a loop so the viewers outlast it
+    publisher = processes.spawn(
+        [ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
+         "-i", str(sample_flv), "-c", "copy", "-f", "flv", twistd.url(STREAM)]
+    )  # fmt: skip
+    url = twistd.http_url(f"{STREAM}.flv")
+    reactor = get_reactor()
+    deadline = reactor.seconds() + 15
+    while await _http_status(b"HEAD", url) != 200:
+        assert publisher.running and reactor.seconds() < deadline, "the stream never went live"
+        await sleep(0.1)
+    rtmp_viewer = processes.spawn(_play_argv(ffmpeg, twistd.url(STREAM), 30))
+    http_viewer = processes.spawn(_play_argv(ffmpeg, url, 30))
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", twistd.http_port, timeout=5)
+    ws_viewer = _WebSocketFlvClient(f"127.0.0.1:{twistd.http_port}", f"/{STREAM}.flv")
+    await within(connectProtocol(endpoint, ws_viewer), 10, "the WebSocket connection")
+    try:
+        await within(ws_viewer.accepted, 10, "the WebSocket handshake")
+
+        async def get(path: str) -> bytes:
+            result = await run(
+                [curl, "-sS", "--fail", "--max-time", "10", twistd.http_url(path)], 20
+            )
+            assert result.exit_code == 0, result.describe()
+            return result.stdout
+
+        async def three_viewers() -> bool:
+            streams = json.loads(await get("api/streams"))["streams"]
+            return bool(streams) and streams[0]["viewers"]["total"] == 3
+
+        deadline = reactor.seconds() + 20
+        while not await three_viewers():
+            assert reactor.seconds() < deadline, "the API never counted three viewers"
+            await sleep(0.2)
+        await sleep(2.5)  # the bit rate needs a few of the watchdog's samples
+        listing = json.loads(await get("api/streams"))
+        detail = json.loads(await get(f"api/streams/{STREAM}"))
+        server = json.loads(await get("api/server"))
+        metrics = (await get("metrics")).decode()
+    finally:
+        ws_viewer.close()
+    _log.info("GET /api/streams: %s", json.dumps(listing))
+    _log.info("GET /api/streams/%s: %s", STREAM, json.dumps(detail))
+    _log.info("GET /api/server: %s", json.dumps(server))
+    _log.info("GET /metrics (streamserver_ lines):\n%s", "\n".join(
+        line for line in metrics.splitlines() if line.startswith("streamserver_")
+    ))  # fmt: skip
+
+    (stream,) = listing["streams"]
+    assert (stream["app"], stream["name"]) == ("live", "x")
+    assert stream["viewers"] == {"total": 3, "rtmp": 1, "http-flv": 1, "ws-flv": 1}
+    assert stream["video"]["codec"] == "h264" and stream["audio"]["codec"] == "aac"
+    assert (stream["video"]["width"], stream["video"]["height"]) == (320, 240)
+    assert stream["bitrate_in"] > 0 and stream["bytes_out"] > 0
+    assert sorted(v["protocol"] for v in detail["viewer_list"]) == ["http-flv", "rtmp", "ws-flv"]
+    assert server["connections"]["rtmp"] == 2  # the publisher and the RTMP viewer
+
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    connections = {
+        s.labels["protocol"]: s.value for s in families["streamserver_connections"].samples
+    }
+    assert connections == {"rtmp": 2.0, "http-flv": 1.0, "ws-flv": 1.0}
+    viewers_by_protocol = {
+        s.labels["protocol"]: s.value
+        for s in families["streamserver_stream_viewers"].samples
+        if s.labels.get("name") == "x"
+    }
+    assert viewers_by_protocol == {"rtmp": 1.0, "http-flv": 1.0, "ws-flv": 1.0}
+    assert families["streamserver_streams"].samples[0].value == 1.0
+    assert "process_resident_memory_bytes" in families
+    assert rtmp_viewer.running and http_viewer.running and publisher.running
