@@ -27,3 +27,48 @@ def test_media_in_one_line() -> None:
     assert describe_media(MediaInfo()) == "-"
     assert describe_media(MediaInfo(VideoInfo("hevc", fps=59.94), None)) == "hevc 59.94 fps"
     assert describe_media(MediaInfo(None, AudioInfo("mp3", None, 48000, None))) == "mp3 48 kHz"
+
+
+def test_the_page_links_each_stream_to_its_player(
+    factory: RTMPServerFactory, client: SiteClient
+) -> None:
+    """The row's player link is the server's own player page."""
+    publish(factory, "live", "cam")
+    assert '<a href="/play/live/cam">play</a>' in client.get("/").body.decode()
+
+
+def test_the_player_page_plays_the_streams_flv_with_the_bundled_player(client: SiteClient) -> None:
+    """``/play/APP/NAME``: the stream's path as a JavaScript string, mpegts.js from /static/."""
+    response = client.get("/play/a/b/cam")
+    assert response.status == 200
+    page = response.body.decode()
+    assert 'const path = "/a/b/cam";' in page
+    assert '<script src="/static/mpegts.min.js"></script>' in page
+    assert client.get("/play/").status == 404
+    assert client.get("/play/cam").status == 404  # no application
+
+
+def test_a_stream_name_cannot_break_out_of_the_player_page(client: SiteClient) -> None:
+    """A name with markup is escaped in the title and cannot close the script element."""
+    page = client.get("/play/live/%3C%2Fscript%3E%3Cscript%3Ealert(1)").body.decode()
+    assert "</script><script>alert(1)" not in page
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)" in page  # the title, as text
+
+
+def test_static_serves_the_bundled_files_only(client: SiteClient) -> None:
+    """The listed files, with their types and a long cache; nothing else, however named."""
+    script = client.get("/static/mpegts.min.js")
+    assert script.status == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "max-age" in script.headers["cache-control"]
+    assert b"mpegts" in script.body[:2000]
+    assert b"Apache License" in client.get("/static/LICENSE.mpegts.js.txt").body
+    for path in (
+        "/static/README.md",
+        "/static/../pages.py",
+        "/static/%2e%2e/pages.py",
+        "/static/..%2fpages.py",
+        "/static/sub/mpegts.min.js",
+        "/static/",
+    ):
+        assert client.get(path).status == 404, path

@@ -41,7 +41,7 @@ from twisted.web.server import Site
 from streamserver.codec.messages import MessageType
 from streamserver.http import build_site
 from streamserver.http.flv import FlvSession
-from tests.integration.support import get_reactor, sleep, wait_until
+from tests.integration.support import get_reactor, run, sleep, wait_until
 from tests.integration.test_interop import _publish_sample
 
 if TYPE_CHECKING:
@@ -415,3 +415,137 @@ async def test_chromium_plays_the_stream_with_mpegts_js(
     assert figures.width > 0, f"{figures.line()}\n{detail}"
     errors = [entry for entry in notes if entry["kind"] in PAGE_ERRORS]
     assert errors == [], f"{figures.line()}\n{detail}"
+
+
+# --- the server's own player page, driven over the DevTools protocol ----------------------
+
+
+class _DevTools:
+    """One DevTools (CDP) connection to a page target: ``evaluate`` JavaScript in it."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.answers: dict[int, defer.Deferred[Any]] = {}
+        self.next_id = 1
+
+    def negotiationStarted(self, transport: Any) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def bytesMessageReceived(self, data: bytes) -> None:
+        pass
+
+    def textMessageReceived(self, message: str) -> None:
+        answer = json.loads(message)
+        waiting = self.answers.pop(answer.get("id", 0), None)
+        if waiting is not None:
+            waiting.callback(answer)
+
+    def connectionLost(self, reason: Any) -> None:
+        for waiting in self.answers.values():
+            waiting.errback(reason)
+        self.answers.clear()
+
+    async def evaluate(self, expression: str) -> Any:
+        """The value of *expression* in the page (JSON-serializable)."""
+        ident = self.next_id
+        self.next_id += 1
+        self.answers[ident] = answer = defer.Deferred()
+        params = {"expression": expression, "returnByValue": True}
+        self.transport.sendTextMessage(
+            json.dumps({"id": ident, "method": "Runtime.evaluate", "params": params})
+        )
+        result = await answer
+        if "exceptionDetails" in result.get("result", {}):
+            return None  # the page's script is not there yet
+        return result["result"]["result"].get("value")
+
+
+async def _devtools_page(curl: str, profile: Path, url_part: str) -> _DevTools:
+    """A DevTools connection to the page whose URL contains *url_part* (Chromium writes
+    its DevTools port into ``DevToolsActivePort`` in the profile)."""
+    from twisted.web.websocket import WebSocketClientEndpoint
+
+    reactor = get_reactor()
+    active = profile / "DevToolsActivePort"
+    await wait_until(active.exists, 10, "Chromium's DevTools port")
+    await wait_until(lambda: bool(active.read_text().split()), 5, "the port written")
+    port = int(active.read_text().split()[0])
+    targets: list[dict[str, Any]] = []
+
+    async def find() -> bool:
+        nonlocal targets
+        listing = await run(
+            [curl, "-sS", "--max-time", "5", f"http://127.0.0.1:{port}/json/list"], 10
+        )
+        targets = json.loads(listing.stdout or b"[]")
+        return any(url_part in t.get("url", "") for t in targets)
+
+    deadline = reactor.seconds() + 10
+    while not await find():
+        assert reactor.seconds() < deadline, f"no page target with {url_part}: {targets}"
+        await sleep(0.2)
+    target = next(t for t in targets if url_part in t.get("url", ""))
+    endpoint = WebSocketClientEndpoint.new(reactor, target["webSocketDebuggerUrl"])
+
+    class _Factory:
+        def buildProtocol(self, url: str) -> _DevTools:
+            return _DevTools()
+
+    devtools: _DevTools = await defer.ensureDeferred(endpoint.connect(_Factory()))
+    return devtools
+
+
+@pytest.mark.timeout(90)
+@pytest_twisted.ensureDeferred
+async def test_the_servers_own_player_page_plays_the_stream(
+    flv_site: FlvSite,
+    processes: ProcessPool,
+    interop: Interop,
+    sample_flv: Path,
+    tmp_path: Path,
+) -> None:
+    """What a newcomer clicks: ``/play/live/x`` from the server itself, with the mpegts.js
+    it serves at ``/static/``, plays the stream (``currentTime`` advances ≥ 5 s in 8 s)."""
+    chromium_path = next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    if chromium_path is None:
+        interop.unavailable(f"Chromium is not on PATH (tried {', '.join(CHROMIUM_NAMES)})")
+    tools = interop.tools("ffmpeg", "env", "curl")
+    await _publish_sample(flv_site.server, processes, tools["ffmpeg"], sample_flv, "x")
+    base = Path(tempfile.mkdtemp(prefix="chromium-"))
+    page = flv_site.url("http", "play/live/x")
+    argv = chromium_argv(tools["env"], chromium_path, base, page)
+    argv.insert(argv.index(page), "--remote-debugging-port=0")
+    chromium = processes.spawn(argv, cwd=tmp_path)
+    try:
+        devtools = await _devtools_page(tools["curl"], base / "profile", "/play/live/x")
+        expression = (
+            "(() => { const v = document.getElementById('video');"
+            " return {t: v.currentTime, w: v.videoWidth,"
+            " frames: v.getVideoPlaybackQuality().totalVideoFrames,"
+            " status: document.getElementById('status').textContent}; })()"
+        )
+        reactor = get_reactor()
+        first = None
+        deadline = reactor.seconds() + BROWSER_DEADLINE
+        while True:
+            state = await devtools.evaluate(expression) or {"t": 0}
+            if first is None and state["t"] > 0:
+                first = (reactor.seconds(), state["t"])
+            if first is not None and reactor.seconds() - first[0] >= WATCH_SECONDS:
+                break
+            assert reactor.seconds() < deadline, f"the page never played 8 s: {state}"
+            await sleep(0.5)
+        devtools.transport.loseConnection()
+    finally:
+        await _stop_chromium(chromium, base)
+    advanced = state["t"] - first[1]
+    print(f"\nthe server's player page: advanced {advanced:.2f} s in {WATCH_SECONDS} s, {state}")
+    assert advanced >= MIN_ADVANCE, state
+    assert state["frames"] > 0 and state["w"] > 0, state
+    assert state["status"] == "Live", state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -65,6 +66,7 @@ def index_page(factory: RTMPServerFactory, host: str = "HOST") -> bytes:
         path = f"/{quote(stream.app)}/{quote(stream.name)}"
         rows.append(
             f"<tr><td>{escape(stream.app)}/{escape(stream.name)}</td>"
+            f'<td><a href="/play{escape(path)}">play</a></td>'
             f'<td><a href="{escape(path)}.flv">{escape(path)}.flv</a></td>'
             f'<td><a href="/api/streams{escape(path)}">API</a></td>'
             f"<td>{escape(describe_media(stream.media_info()))}</td>"
@@ -73,7 +75,7 @@ def index_page(factory: RTMPServerFactory, host: str = "HOST") -> bytes:
     if rows:
         summary = f"{len(rows)} live stream{'s' if len(rows) != 1 else ''}:"
         table = (
-            "<table><thead><tr><th>Stream</th><th>HTTP-FLV</th><th>Numbers</th>"
+            "<table><thead><tr><th>Stream</th><th>Player</th><th>HTTP-FLV</th><th>Numbers</th>"
             "<th>Media</th><th>Viewers</th></tr></thead><tbody>"
             + "".join(rows)
             + "</tbody></table>"
@@ -82,3 +84,91 @@ def index_page(factory: RTMPServerFactory, host: str = "HOST") -> bytes:
         summary = "No stream is live right now."
         table = ""
     return _PAGE.format(summary=summary, table=table, host=escape(host)).encode("utf-8")
+
+
+_PLAYER = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} - streamserver</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1rem auto; max-width: 60rem; padding: 0 1rem; }}
+video {{ width: 100%; background: #000; aspect-ratio: 16 / 9; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<video id="video" controls muted autoplay playsinline></video>
+<p>
+<label for="transport">Transport</label>
+<select id="transport">
+<option value="http">HTTP-FLV</option>
+<option value="ws">WebSocket-FLV</option>
+</select>
+<span id="status" role="status" aria-live="polite"></span>
+</p>
+<p><a href="/">All streams</a> &middot; <a id="flv" href="">FLV URL</a></p>
+<script src="/static/mpegts.min.js"></script>
+<script>
+"use strict";
+const path = {path};
+const video = document.getElementById("video");
+const status = document.getElementById("status");
+const transport = document.getElementById("transport");
+document.getElementById("flv").href = path + ".flv";
+let player = null;
+let retry = null;
+
+function url() {{
+  const base = transport.value === "ws"
+    ? (location.protocol === "https:" ? "wss://" : "ws://") + location.host
+    : location.origin;
+  return base + path + ".flv" + location.search;
+}}
+
+function again(text) {{
+  status.textContent = text;
+  clearTimeout(retry);
+  retry = setTimeout(start, 3000);
+}}
+
+function start() {{
+  clearTimeout(retry);
+  if (player) {{ player.destroy(); player = null; }}
+  if (!window.mpegts || !mpegts.getFeatureList().mseLivePlayback) {{
+    status.textContent = "This browser cannot play FLV (no Media Source Extensions).";
+    return;
+  }}
+  status.textContent = "Connecting...";
+  player = mpegts.createPlayer(
+    {{type: "flv", isLive: true, url: url()}},
+    {{enableStashBuffer: false, liveSync: true}});
+  player.on(mpegts.Events.ERROR, () => again("Waiting for the publisher..."));
+  player.on(mpegts.Events.LOADING_COMPLETE,
+            () => again("The stream ended; waiting for it to come back..."));
+  player.attachMediaElement(video);
+  player.load();
+  const playing = player.play();
+  if (playing) {{ playing.catch(() => {{}}); }}
+}}
+
+video.addEventListener("playing", () => {{ status.textContent = "Live"; }});
+transport.addEventListener("change", start);
+start();
+</script>
+</body>
+</html>
+"""
+
+
+def play_page(app: str, name: str) -> bytes:
+    """A page playing ``/APP/NAME.flv`` with the bundled mpegts.js (HTTP-FLV or WebSocket-FLV).
+
+    It tries again every 3 s while the stream is not published, so it starts by
+    itself when the publisher comes (and comes back).
+    """
+    path = f"/{quote(app)}/{quote(name)}"
+    # JSON is JavaScript; with "<" escaped, no "</script>" in a name can end the element
+    literal = json.dumps(path).replace("<", "\\u003c")
+    return _PLAYER.format(title=escape(f"{app}/{name}"), path=literal).encode("utf-8")

@@ -8,7 +8,11 @@
 ``/api/...``
     the JSON API (:mod:`streamserver.http.api`);
 ``/metrics``
-    the Prometheus exposition (:mod:`streamserver.http.metrics`).
+    the Prometheus exposition (:mod:`streamserver.http.metrics`);
+``/play/APP/NAME``
+    a page playing the stream with the bundled mpegts.js;
+``/static/NAME``
+    the bundled player JavaScript and its licences (:mod:`streamserver.http.assets`).
 
 Every path not listed is a stream's: its last segment is ``NAME.flv`` and the
 segments before it are the application (``/live/cam.flv`` is ``rtmp://HOST/live/cam``).
@@ -21,7 +25,8 @@ from typing import TYPE_CHECKING
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from streamserver.http.flv import FlvResource
+from streamserver.http.assets import AssetsResource
+from streamserver.http.flv import SUFFIX, FlvResource, parse_stream_path
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -41,6 +46,8 @@ class RootResource(Resource):
 
         self.putChild(b"api", ApiResource(factory))
         self.putChild(b"metrics", MetricsResource(factory))
+        self.putChild(b"static", AssetsResource())
+        self.putChild(b"play", PlayerResource())
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
@@ -53,6 +60,27 @@ class RootResource(Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         return index_page(self.factory)
+
+
+class PlayerResource(Resource):
+    """``/play/APP/NAME``: a page playing the stream's HTTP-FLV in the browser."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        from streamserver.http.pages import play_page
+
+        segments = list(request.postpath or [])
+        if segments:
+            segments[-1] += SUFFIX.encode()
+        target = parse_stream_path(segments)
+        if target is None:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"not found: players are at /play/APP/NAME\n"
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return play_page(*target)
 
 
 #: Seconds an HTTP connection may sit idle between requests (Twisted's default is
