@@ -34,10 +34,11 @@ def nal_units(*units: bytes) -> bytes:
 
 
 def video_message(timestamp: int, *, key: bool, index: int, size: int = 300) -> Message:
-    """An AVC NALU tag: an IDR (type 5) or a non-IDR slice (type 1) of *size* bytes."""
+    """An AVC NALU tag: an IDR (type 5) or a non-IDR slice (type 1) of *size* bytes, unique."""
     header = b"\x17\x01\x00\x00\x00" if key else b"\x27\x01\x00\x00\x00"
-    unit = bytes([0x65 if key else 0x41]) + index.to_bytes(4, "big")
-    unit += bytes([index & 0xFF]) * (size - len(unit))
+    # No zero bytes: a real NAL unit never holds a start code (emulation prevention).
+    unit = bytes([0x65 if key else 0x41]) + f"{index:08d}".encode()
+    unit += bytes([index % 250 + 1]) * (size - len(unit))
     return Message(MessageType.VIDEO, 1, timestamp, header + nal_units(unit))
 
 
