@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 from twisted.internet import task
 
+from streamserver.codec.fmp4 import ms_to_ticks
 from streamserver.codec.messages import Message, MessageType
 from streamserver.media.hls import MIN_PART_MS, HlsSettings, Part, Segment, Segmenter
 from streamserver.media.stream import Stream
@@ -258,6 +259,24 @@ def test_video_only_streams_have_one_track() -> None:
     info = read_init(parse_boxes(init))
     assert [(t.handler, t.width, t.height) for t in info.tracks] == [(b"vide", 320, 240)]
     assert [s.duration for s in feed.complete()] == pytest.approx([2.0] * 3)
+
+
+def test_audio_up_to_a_part_before_the_first_keyframe_is_kept() -> None:
+    """Audio sent before the first keyframe: kept from one part target before it, not older."""
+    feed = Feed()
+    feed.publish()
+    for index in range(22):  # AAC frames from 0 to 487 ms
+        feed.stream.broadcast(audio_message(index * AAC_FRAME * 1000 // SAMPLE_RATE, index=index))
+    feed.stream.broadcast(video_message(500, key=True, index=0))
+    for index in range(1, 10):
+        feed.stream.broadcast(video_message(500 + index * 33, key=False, index=index))
+        feed.stream.broadcast(audio_message(500 + index * 33, index=100 + index))
+    segment = feed.segmenter.segments[0]
+    first = fragments_of(feed, segment)[0]
+    audio = next(t for t in first.trafs if t.track_id == 2)
+    # 300 ms is the earliest kept: the frame at 301 ms (frame 13) comes first.
+    assert audio.base_decode_time == ms_to_ticks(301, SAMPLE_RATE)
+    assert audio.samples[0].data[:4] == (13).to_bytes(4, "big")
 
 
 # --- what the fMP4 holds -------------------------------------------------------------

@@ -87,6 +87,11 @@ MAX_STEP_BACK_MS = 1000
 #: duration for a whole window.
 MAX_GAP_MS = 10_000
 
+#: Audio received while waiting for the keyframe that starts a timeline is
+#: kept this long: encoders interleave audio up to a few hundred ms ahead,
+#: and what is at most one part older than the keyframe goes into its segment.
+WAIT_MS = 2000
+
 #: Audio frames grouped into one TS PES packet (see TsMuxer's audio_group_ms):
 #: a 64 kbit/s AAC frame alone takes two 188-byte packets; ffmpeg groups too.
 TS_AUDIO_GROUP_MS = 100
@@ -354,6 +359,8 @@ class Segmenter:
         configuration change or a jump.
     :ivar _timeline: the timeline the segment in progress belongs to.
     :ivar _ts_buffer: the TS bytes of the segment in progress, if it gets any.
+    :ivar _waiting: audio samples received while waiting for a keyframe to
+        start a timeline with (see :data:`WAIT_MS`).
     """
 
     def __init__(
@@ -387,6 +394,7 @@ class Segmenter:
         self._discontinuity = False
         self._timeline: _Timeline | None = None
         self._ts_buffer: bytearray | None = None
+        self._waiting: list[Sample] = []
 
     def __repr__(self) -> str:
         return (
@@ -570,6 +578,7 @@ class Segmenter:
             self._discontinuity = True
         self._configs.clear()
         self._unwrappers.clear()
+        self._waiting.clear()
         self._size = None
 
     def _metadata(self, payload: bytes) -> None:
@@ -611,9 +620,11 @@ class Segmenter:
     def _media(self, sample: Sample) -> bool:
         """Take one media sample; return whether a part or segment finished."""
         timeline = self._timeline
+        started = timeline is None
         if timeline is None:
             timeline = self._timeline = self._start_timeline(sample)
             if timeline is None:
+                self._wait(sample)
                 return False
         track = timeline.track(sample.track)
         if track is None or (track is not timeline.lead and self._playlist.current is None):
@@ -632,7 +643,23 @@ class Segmenter:
         if track is not timeline.lead:
             track.pending.append(pending)
             return False
-        return self._lead(timeline, pending)
+        finished = self._lead(timeline, pending)
+        if started:
+            # Audio that came before the first keyframe goes in too, up to one part
+            # earlier than it (encoders start audio a frame or two before video).
+            early, self._waiting = self._waiting, []
+            for waited in early:
+                if waited.dts >= sample.dts - self.settings.part_ms:
+                    finished = self._media(waited) or finished
+        return finished
+
+    def _wait(self, sample: Sample) -> None:
+        """Keep an audio sample that came before the keyframe a timeline starts with."""
+        if sample.track is not Track.AUDIO:
+            return
+        self._waiting.append(sample)
+        while self._waiting[0].dts < sample.dts - WAIT_MS:
+            self._waiting.pop(0)
 
     def _start_timeline(self, sample: Sample) -> _Timeline | None:
         """A timeline starting with *sample*, if it is a lead sample that can start a segment."""
