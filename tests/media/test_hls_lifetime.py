@@ -16,7 +16,7 @@ import pytest
 from streamserver.codec.messages import Message, MessageType
 from streamserver.media.hls import MAX_GAP_MS, MAX_STEP_BACK_MS, HlsSettings
 from tests.codec.mp4_reader import parse_boxes, read_init
-from tests.integration.support import AVC_SEQUENCE_HEADER
+from tests.integration.support import AAC_SEQUENCE_HEADER, AVC_SEQUENCE_HEADER
 from tests.media.test_hls import (
     AAC_FRAME,
     AVC_SEQUENCE_HEADER_2,
@@ -214,3 +214,31 @@ def test_a_small_step_back_is_held_at_the_last_time() -> None:
     assert feed.stream.consumers == [feed.segmenter] and feed.segmenter.failure is None
     assert not any(s.discontinuity for s in feed.segmenter.segments)
     assert feed.complete()[0].duration == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("late_ms", [50, 400])
+def test_an_audio_header_after_the_first_keyframe(late_ms: int) -> None:
+    """Before the first part is out the segment is made again with audio; after, a new timeline."""
+    feed = Feed()
+    feed.stream.publish(feed.publisher)
+    feed.stream.broadcast(Message(MessageType.VIDEO, 1, 0, AVC_SEQUENCE_HEADER))
+    feed.video_index = feed.audio_index = 0
+    feed.session_start = 0.0
+    feed.audio = False
+    feed.run(late_ms / 1000)
+    feed.stream.broadcast(Message(MessageType.AUDIO, 1, late_ms, AAC_SEQUENCE_HEADER))
+    feed.audio = True
+    feed.audio_index = round(late_ms / 1000 * SAMPLE_RATE / AAC_FRAME) + 1
+    feed.run(4)
+    segments = feed.segmenter.segments
+    inits = {s.init for s in segments}
+    if late_ms < 200:
+        assert not any(s.discontinuity for s in segments) and inits == {0}
+        assert segments[0].parts[0].duration == pytest.approx(0.2)
+    else:
+        assert [s.discontinuity for s in segments] == [False, True, False]
+        assert [s.init for s in segments] == [0, 1, 1]
+        assert segments[0].duration == pytest.approx(late_ms / 1000, abs=0.002)
+    last = feed.segmenter.init_segment(max(inits))
+    assert last is not None
+    assert [t.handler for t in read_init(parse_boxes(last)).tracks] == [b"vide", b"soun"]

@@ -10,11 +10,12 @@ later, from the next segment.
 
 from __future__ import annotations
 
+from streamserver.codec.messages import Message, MessageType
 from streamserver.codec.mpegts import AUDIO_PID, DECODE_DELAY_MS, VIDEO_PID, StreamType
 from streamserver.media.hls import Segment
 from tests.codec.mp4_reader import parse_boxes, read_fragments
 from tests.codec.ts_reader import read_ts, split_adts, split_annex_b
-from tests.media.test_hls import published
+from tests.media.test_hls import Feed, published
 
 
 def mp4_samples(segment: Segment) -> dict[int, list[bytes]]:
@@ -98,3 +99,30 @@ def test_bytes_held_counts_the_ts_of_the_segment_in_progress() -> None:
     feed.unpublish()
     made = sum(len(s.mp4()) + len(s.ts) for s in segmenter.segments)
     assert segmenter.bytes_held == made + init
+
+
+def mp3_message(timestamp: int, index: int) -> Message:
+    """An MP3 tag: FLV sound format 2, then an MPEG-1 layer III frame (128 kbit/s, 44.1 kHz)."""
+    frame = b"\xff\xfb\x90\x64" + bytes([index % 250 + 1]) * 413
+    return Message(MessageType.AUDIO, 1, timestamp, b"\x2f" + frame)
+
+
+def test_mp3_audio_goes_into_the_ts_variant_only() -> None:
+    """H.264 + MP3 (no sequence header): one timeline, fMP4 video only, TS with both."""
+    feed = Feed(audio=False)
+    feed.publish()
+    for index in range(int(5 * 44100 / 1152)):
+        timestamp = index * 1152 * 1000 // 44100
+        while feed.video_index * 1000 // feed.fps <= timestamp:
+            feed.stream.broadcast(feed.next_message())
+        feed.stream.broadcast(mp3_message(timestamp, index))
+    segmenter = feed.segmenter
+    assert not any(s.discontinuity for s in segmenter.segments)
+    first = feed.complete()[0]
+    assert first.msn == 0 and first.init == 0 and segmenter.init_segment(1) is None
+    assert set(mp4_samples(first)) == {1, 2} and mp4_samples(first)[2] == []
+    ts = read_ts(first.ts)
+    assert ts.streams == {VIDEO_PID: StreamType.H264, AUDIO_PID: StreamType.MPEG1_AUDIO}
+    audio = b"".join(pes.data for pes in ts.pes_of(AUDIO_PID))
+    # The 77 frames before 2 s but the last, held back until the one after it came.
+    assert audio.startswith(b"\xff\xfb\x90\x64") and len(audio) == 417 * 76

@@ -300,6 +300,7 @@ class _Timeline:
     :ivar ts_muxer: its TS muxer, made when a segment first needs it.
     :ivar segment_start: the lead ticks where the segment in progress began.
     :ivar part_start: the lead ticks where the part in progress began.
+    :ivar segments: the segments started in it.
     """
 
     lead: _Track
@@ -310,6 +311,7 @@ class _Timeline:
     ts_muxer: TsMuxer | None = None
     segment_start: int = 0
     part_start: int = 0
+    segments: int = 0
 
     @property
     def tracks(self) -> tuple[_Track, ...]:
@@ -597,6 +599,10 @@ class Segmenter:
     def _configure(self, kind: Track, config: Sample) -> bool:
         """A sequence header: a new configuration ends the timeline (new init, discontinuity).
 
+        Before anything of the segment in progress is out (no part yet: a
+        track whose header came just after the first keyframe, MP3 which has
+        none), the segment is made again with the new configuration instead.
+
         :returns: whether a part or segment finished.
         """
         known = self._configs.get(kind)
@@ -606,8 +612,28 @@ class Segmenter:
         timeline = self._timeline
         if timeline is None or _signature(self._tracks()) == timeline.signature:
             return False
+        current = self._playlist.current
+        if current is not None and not current.parts and not current.duration:
+            return self._restart(timeline, current)
         finished = self._end_timeline()
         self._discontinuity = True
+        return finished
+
+    def _restart(self, timeline: _Timeline, current: Segment) -> bool:
+        """Forget *timeline*'s segment in progress (nothing of it is out) and make it again."""
+        replay = sorted(
+            (item.sample for track in timeline.tracks for item in track.pending),
+            key=lambda sample: (sample.dts, sample.track is not Track.VIDEO),
+        )
+        self._timeline = None
+        self._ts_buffer = None
+        self._playlist.abandon()
+        self._playlist.active_init = None
+        # After segments of the old configuration, the new one is a discontinuity.
+        self._discontinuity = current.discontinuity or timeline.segments > 1
+        finished = False
+        for sample in replay:
+            finished = self._media(sample) or finished
         return finished
 
     def _tracks(self) -> dict[Track, _Track]:
@@ -708,6 +734,7 @@ class Segmenter:
         self._playlist.open(discontinuity=self._discontinuity, init=timeline.init)
         self._discontinuity = False
         timeline.segment_start = timeline.part_start = ticks
+        timeline.segments += 1
         muxer = timeline.muxer() if self._ts_on else None
         self._ts_buffer = bytearray(muxer.segment_start()) if muxer is not None else None
 

@@ -275,7 +275,10 @@ class MediaPlaylist:
         return segment
 
     def abandon(self) -> None:
-        """Forget the segment in progress: it holds nothing (its number is used again)."""
+        """Forget the segment in progress: nothing of it was served (its number is used again).
+
+        Its init segment goes too if it was the last one made and nothing else uses it.
+        """
         segment = self.current
         if segment is None:
             return
@@ -283,6 +286,12 @@ class MediaPlaylist:
         self._bytes -= segment.size
         self._next_msn = segment.msn
         self.current = None
+        latest = self._next_init - 1
+        if segment.init == latest and all(s.init != latest for s in self.segments):
+            self._bytes -= len(self._inits.pop(latest, b""))
+            self._next_init = latest
+            if self.active_init == latest:
+                self.active_init = None
 
     # --- lifetime and memory -------------------------------------------------------
 
