@@ -69,7 +69,9 @@ def check_fmp4(segmenter: Segmenter, text: str | None) -> m3u8.M3U8:
         for part in segment.parts:
             assert part.duration <= part_target + 1e-9
         if segment.uri is not None:
-            assert sum(p.duration for p in segment.parts) == pytest.approx(segment.duration)
+            # Each duration is written with 5 decimals: the sum is off by that much per part.
+            total = sum(p.duration for p in segment.parts)
+            assert abs(total - segment.duration) <= 1e-5 * len(segment.parts)
             for part in segment.parts[:-1]:
                 assert part.duration >= 0.85 * part_target
     hint = playlist.preload_hint

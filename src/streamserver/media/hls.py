@@ -17,7 +17,9 @@ a segment ends at the first keyframe once :attr:`HlsSettings.segment_seconds`
 has passed (audio only: at the first part boundary once it has passed); a
 part ends at the first sample once :attr:`HlsSettings.part_ms` has passed,
 and always where a segment ends, so every segment starts with a new part and,
-for video, with a keyframe.  The other track's samples go into the part
+for video, with a keyframe.  "Passed" allows half a sample: the boundary
+nearest the target is taken, so that millisecond jitter does not add a frame
+to a part (or a GOP to a segment).  The other track's samples go into the part
 whose time they fall in, as far as they have arrived.  Each track holds back
 its last sample until the next one arrives, so every duration written is
 exact (the ``next_dts`` of :meth:`FragmentWriter.write
@@ -711,8 +713,14 @@ class Segmenter:
                 return False
             self._start_segment(timeline, ticks)
         else:
-            part_due = ticks - timeline.part_start >= lead.ticks(self.settings.part_ms / 1000)
-            segment_due = ticks - timeline.segment_start >= lead.ticks(
+            # Cut at the sample boundary nearest the target (half the part's mean
+            # sample duration early): millisecond timestamps jitter, and 15 fps
+            # frames at 199 or 201 ms must not make a 200 ms part 267 ms long
+            # (nor a keyframe at 1999 ms a 4 s segment).
+            elapsed = ticks - timeline.part_start
+            slack = elapsed // (2 * len(lead.pending)) if lead.pending else 0
+            part_due = elapsed + slack >= lead.ticks(self.settings.part_ms / 1000)
+            segment_due = ticks - timeline.segment_start + slack >= lead.ticks(
                 self.settings.segment_seconds
             )
             if lead.kind is Track.VIDEO:
