@@ -458,3 +458,14 @@ def test_part_and_segment_lookups() -> None:
     assert segmenter.part(1, segmenter.next_part) is None
     assert segmenter.part(7, 0) is None and segmenter.segment(-1) is None
     assert segmenter.init_segment(0) is not None and segmenter.init_segment(1) is None
+
+
+def test_frames_of_another_codec_than_the_header_are_dropped() -> None:
+    """Opus frames after an AAC header (and no new header): dropped, the segmenter goes on."""
+    feed = published()
+    feed.run(1)
+    opus = b"\x91Opus" + b"\xfc" * 40  # Enhanced RTMP audio: CodedFrames, Opus
+    feed.stream.broadcast(Message(MessageType.AUDIO, 1, 1000, opus))
+    feed.run(2)
+    assert feed.stream.consumers == [feed.segmenter] and feed.segmenter.failure is None
+    assert feed.complete() and not any(s.discontinuity for s in feed.segmenter.segments)

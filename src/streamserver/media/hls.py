@@ -657,6 +657,8 @@ class Segmenter:
         track = timeline.track(sample.track)
         if track is None or (track is not timeline.lead and self._playlist.current is None):
             return False
+        if sample.codec is not track.config.codec:
+            return False  # a frame of another codec than the sequence header said
         last = track.last_ms
         if last is not None:
             step = sample.dts - last
