@@ -19,6 +19,7 @@ import re
 import m3u8
 import pytest
 
+from streamserver.media import playlist as playlist_module
 from streamserver.media.hls import HlsSettings, Segmenter
 from streamserver.media.playlist import render_fmp4
 from tests.media.test_hls import Feed, published
@@ -279,3 +280,28 @@ def test_render_fmp4_lists_map_and_discontinuity_before_the_parts_in_progress() 
     )
     # (m3u8 does not give the tags before trailing parts to that segment; hls.js does.)
     assert m3u8.loads(text).segments[-1].parts[1].uri == "part-1-1.m4s"
+
+
+def test_a_playlist_is_rendered_once_per_change_whatever_the_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many viewers with their own tokens between two parts: one rendering, their query put in."""
+    feed = published()
+    feed.run(3)
+    renders: list[int] = []
+    real = playlist_module._fmp4_text
+
+    def counting(*args: object, **kwargs: object) -> str:
+        renders.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(playlist_module, "_fmp4_text", counting)
+    segmenter = feed.segmenter
+    texts = [segmenter.playlist("fmp4", query=f"?token={n}") for n in range(50)]
+    assert len(renders) == 1
+    assert texts[7] == texts[0].replace("?token=0", "?token=7")  # type: ignore[union-attr]
+    assert segmenter.playlist("fmp4") == texts[0].replace("?token=0", "")  # type: ignore[union-attr]
+    feed.run(0.25)  # a part finishes
+    after = segmenter.playlist("fmp4", query="?token=1")
+    assert len(renders) == 2 and after != texts[1]
+    assert f"part-{segmenter.next_msn}-{segmenter.next_part}.m4s?token=1" in (after or "")

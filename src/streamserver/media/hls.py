@@ -796,7 +796,7 @@ class Segmenter:
             self._playlist.add_part(
                 Part(len(segment.parts), duration, fragment.independent, fragment.data)
             )
-        segment.duration = (lead_end - timeline.segment_start) / lead.timescale
+        self._playlist.advance((lead_end - timeline.segment_start) / lead.timescale)
         timeline.part_start = lead_end
         if self._ts_buffer is not None and timeline.ts_muxer is not None:
             self._write_ts(timeline.ts_muxer, self._ts_buffer, runs)

@@ -85,8 +85,13 @@ PART_SEGMENTS = 2
 #: parts older than that.
 PART_TARGET_DURATIONS = 3
 
-#: Characters a query string cannot hold inside a quoted URI or a URI line.
-_FORBIDDEN_IN_QUERY = frozenset('"\r\n')
+#: Characters a query string cannot hold inside a quoted URI or a URI line
+#: (and the placeholder below).
+_FORBIDDEN_IN_QUERY = frozenset('"\r\n\x00')
+
+#: Where the query goes in a playlist rendered once for every query: NUL
+#: cannot be in a playlist (RFC 8216 §4.1), so it cannot clash.
+_QUERY = "\x00"
 
 
 def format_seconds(seconds: float) -> str:
@@ -184,6 +189,9 @@ class MediaPlaylist:
     :ivar _listed_from: the media sequence number of the first listed segment.
     :ivar _expiry: by msn, the clock time a retained segment may be freed.
     :ivar _dropped_discontinuities: discontinuities among the segments freed.
+    :ivar _version: counts the changes a playlist shows.
+    :ivar _rendered: by (variant, skip), the playlist text of a version with
+        :data:`_QUERY` for the query: rendered once, served to every request.
     """
 
     def __init__(
@@ -212,6 +220,8 @@ class MediaPlaylist:
         self._bytes = 0
         self._last_complete: int | None = None
         self._last_part: tuple[int, int] | None = None
+        self._version = 0
+        self._rendered: dict[tuple[str, bool], tuple[int, str | None]] = {}
 
     # --- making --------------------------------------------------------------------
 
@@ -238,6 +248,7 @@ class MediaPlaylist:
     def open(self, *, discontinuity: bool, init: int) -> Segment:
         """Start the next segment: the one in progress from now."""
         segment = Segment(self._next_msn, 0.0, discontinuity, init)
+        self._version += 1
         self._next_msn += 1
         self.segments.append(segment)
         self.current = segment
@@ -249,8 +260,15 @@ class MediaPlaylist:
         if segment is None:
             raise ValueError("no segment in progress to add a part to")
         segment.parts.append(part)
+        self._version += 1
         self._bytes += len(part.data)
         self._last_part = (segment.msn, part.index)
+
+    def advance(self, duration: float) -> None:
+        """The segment in progress now lasts *duration* seconds."""
+        if self.current is not None and self.current.duration != duration:
+            self.current.duration = duration
+            self._version += 1
 
     def finish(self, ts: bytes = b"") -> Segment:
         """Complete the segment in progress (with its TS bytes) and slide the window."""
@@ -259,6 +277,7 @@ class MediaPlaylist:
             raise ValueError("no segment in progress to complete")
         segment.ts = ts
         segment.complete = True
+        self._version += 1
         self._bytes += len(ts)
         self.current = None
         self._last_complete = segment.msn
@@ -283,6 +302,7 @@ class MediaPlaylist:
         if segment is None:
             return
         self.segments.remove(segment)
+        self._version += 1
         self._bytes -= segment.size
         self._next_msn = segment.msn
         self.current = None
@@ -317,9 +337,11 @@ class MediaPlaylist:
         self._inits.clear()
         self._expiry.clear()
         self._bytes = 0
+        self._version += 1
 
     def _drop_oldest(self) -> None:
         segment = self.segments.pop(0)
+        self._version += 1
         self._bytes -= segment.size
         self._expiry.pop(segment.msn, None)
         if segment.discontinuity:
@@ -416,11 +438,25 @@ class MediaPlaylist:
         segment with TS bytes for TS.  A variant lists the last run of listed
         segments it has bytes for.
 
+        The text is rendered once per change and variant, the query put in for
+        each request.
+
         :param skip: a delta update (``_HLS_skip=YES``), fMP4 only.
         :param query: appended to every URI (a play token).
         :raises ValueError: an unknown variant, or a query that cannot be written.
         """
+        if variant not in ("fmp4", "ts"):
+            raise ValueError(f"no HLS variant {variant!r}")
+        query = _check_query(query)
         self.expire()
+        key = (variant, skip and variant == "fmp4")
+        cached = self._rendered.get(key)
+        if cached is None or cached[0] != self._version:
+            cached = self._rendered[key] = (self._version, self._render(*key))
+        text = cached[1]
+        return None if text is None else text.replace(_QUERY, query)
+
+    def _render(self, variant: str, skip: bool) -> str | None:
         listed = self._listed()
         if variant == "fmp4":
             segments = _suffix(listed, lambda s: bool(s.parts))
@@ -428,7 +464,7 @@ class MediaPlaylist:
             if not segments and current is None:
                 return None
             first = segments[0].msn if segments else self.next_msn
-            return render_fmp4(
+            return _fmp4_text(
                 segments,
                 current,
                 target_duration=self.target_duration,
@@ -436,19 +472,17 @@ class MediaPlaylist:
                 discontinuity_sequence=self._discontinuities_before(first),
                 preload=(self.next_msn, self.next_part),
                 skip=skip,
-                query=query,
+                query=_QUERY,
             )
-        if variant == "ts":
-            segments = _suffix(listed, lambda s: bool(s.ts))
-            if not segments:
-                return None
-            return render_ts(
-                segments,
-                target_duration=self.target_duration,
-                discontinuity_sequence=self._discontinuities_before(segments[0].msn),
-                query=query,
-            )
-        raise ValueError(f"no HLS variant {variant!r}")
+        segments = _suffix(listed, lambda s: bool(s.ts))
+        if not segments:
+            return None
+        return _ts_text(
+            segments,
+            target_duration=self.target_duration,
+            discontinuity_sequence=self._discontinuities_before(segments[0].msn),
+            query=_QUERY,
+        )
 
 
 def _suffix(segments: list[Segment], keep: Callable[[Segment], bool]) -> list[Segment]:
@@ -524,7 +558,29 @@ def render_fmp4(
     :param query: appended to every URI (``?`` added if missing).
     :raises ValueError: *query* holds a quote or a line break.
     """
-    query = _check_query(query)
+    return _fmp4_text(
+        segments,
+        current,
+        target_duration=target_duration,
+        part_target_ms=part_target_ms,
+        discontinuity_sequence=discontinuity_sequence,
+        preload=preload,
+        skip=skip,
+        query=_check_query(query),
+    )
+
+
+def _fmp4_text(
+    segments: Sequence[Segment],
+    current: Segment | None,
+    *,
+    target_duration: int,
+    part_target_ms: int,
+    discontinuity_sequence: int,
+    preload: tuple[int, int],
+    skip: bool,
+    query: str,
+) -> str:
     first = segments[0].msn if segments else current.msn if current else preload[0]
     lines = _header(FMP4_VERSION, target_duration)
     lines += [
@@ -592,7 +648,17 @@ def render_ts(
         each with its TS bytes; at least one.
     :raises ValueError: *query* holds a quote or a line break.
     """
-    query = _check_query(query)
+    return _ts_text(
+        segments,
+        target_duration=target_duration,
+        discontinuity_sequence=discontinuity_sequence,
+        query=_check_query(query),
+    )
+
+
+def _ts_text(
+    segments: Sequence[Segment], *, target_duration: int, discontinuity_sequence: int, query: str
+) -> str:
     lines = _header(TS_VERSION, target_duration)
     lines += [
         f"#EXT-X-MEDIA-SEQUENCE:{segments[0].msn}",
