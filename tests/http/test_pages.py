@@ -63,6 +63,9 @@ def test_static_serves_the_bundled_files_only(client: SiteClient) -> None:
     assert "max-age" in script.headers["cache-control"]
     assert b"mpegts" in script.body[:2000]
     assert b"Apache License" in client.get("/static/LICENSE.mpegts.js.txt").body
+    hls = client.get("/static/hls.min.js")
+    assert hls.status == 200 and hls.headers["content-type"].startswith("text/javascript")
+    assert b"Apache License" in client.get("/static/LICENSE.hls.js.txt").body
     for path in (
         "/static/README.md",
         "/static/../pages.py",

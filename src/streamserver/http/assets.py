@@ -22,6 +22,8 @@ ASSETS: dict[str, bytes] = {
     "mpegts.min.js": b"text/javascript; charset=utf-8",
     "LICENSE.mpegts.js.txt": b"text/plain; charset=utf-8",
     "mpegts.js.LICENSE.txt": b"text/plain; charset=utf-8",
+    "hls.min.js": b"text/javascript; charset=utf-8",
+    "LICENSE.hls.js.txt": b"text/plain; charset=utf-8",
 }
 
 #: Seconds a browser may keep a file: they change only with the package.
