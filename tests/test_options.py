@@ -64,6 +64,18 @@ def test_socket_options_reach_the_config() -> None:
     assert (config.notsent_lowat, config.send_buffer) == (0, 65536)
 
 
+def test_hls_options_reach_the_config() -> None:
+    """--hls and its tuning options set their fields; 100 ms parts are the shortest allowed."""
+    config = _parse(
+        "--hls", "always", "--hls-segment-seconds", "1", "--hls-part-ms", "100",
+        "--hls-window", "5", "--hls-max-bytes", "8388608", "--hls-idle-timeout", "0",
+    ).config()  # fmt: skip
+    assert (config.hls, config.hls_segment_seconds, config.hls_part_ms) == ("always", 1.0, 100)
+    assert (config.hls_window, config.hls_max_bytes, config.hls_idle_timeout) == (5, 8388608, 0)
+    assert _parse("--hls", "off").config().hls == "off"
+    assert ServerConfig().hls == "on-demand"
+
+
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
@@ -79,6 +91,12 @@ def test_socket_options_reach_the_config() -> None:
         (["--max-connections-per-ip", "-1"], "--max-connections-per-ip"),
         (["--callback-timeout", "-1"], "--callback-timeout"),
         (["--ping-interval", "nan"], "--ping-interval"),
+        (["--hls-part-ms", "99"], "--hls-part-ms"),
+        (["--hls-part-ms", "3000"], "--hls-part-ms"),
+        (["--hls-segment-seconds", "0"], "--hls-segment-seconds"),
+        (["--hls-window", "2"], "--hls-window"),
+        (["--hls-max-bytes", "1000"], "--hls-max-bytes"),
+        (["--hls-idle-timeout", "-1"], "--hls-idle-timeout"),
     ],
 )
 def test_a_value_out_of_range_names_its_flag(argv: list[str], flag: str) -> None:
@@ -96,6 +114,7 @@ def test_a_value_out_of_range_names_its_flag(argv: list[str], flag: str) -> None
         (["--publish-from", "10.0.0.0/33"], "--publish-from"),
         (["--on-play", "ftp://example.com/"], "--on-play"),
         (["--play-token-secret", "file:/nonexistent/secret"], "--play-token-secret"),
+        (["--hls", "sometimes"], "--hls"),
     ],
 )
 def test_an_unparsable_value_names_its_flag(argv: list[str], flag: str) -> None:

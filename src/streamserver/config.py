@@ -32,9 +32,11 @@ from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES
 from streamserver.policy import PolicyLimits
 
 __all__ = [
+    "HLS_MODES",
     "MAX_CHUNK_SIZE",
     "MAX_MESSAGE_BYTES",
     "MIN_CHUNK_SIZE",
+    "MIN_HLS_PART_MS",
     "ConfigError",
     "ServerConfig",
 ]
@@ -47,6 +49,14 @@ MAX_CHUNK_SIZE = 65536
 #: A largest message above 16 MiB would mean nothing: the 24-bit length field of
 #: a chunk header carries at most 16 MiB - 1.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: ``--hls``: a segmenter per stream on its first HLS request, for every published
+#: stream, or none (``docs/hls.md``).
+HLS_MODES = ("on-demand", "always", "off")
+
+#: The shortest LL-HLS part accepted: shorter parts multiply playlist requests and
+#: break players (hls.js stalls on 20 ms parts; MediaMTX's users saw it).
+MIN_HLS_PART_MS = 100
 
 #: Counts and durations where 0 means "none" or "no limit"; only a negative
 #: value (or NaN) is wrong.
@@ -67,6 +77,7 @@ _NON_NEGATIVE = (
     "chat_history",
     "chat_history_bytes",
     "http_play_wait",
+    "hls_idle_timeout",
 )
 
 #: Settings where 0 would make the server useless rather than unlimited: no
@@ -147,6 +158,17 @@ class ServerConfig:
         (``docs/http.md``); empty sends none.
     :ivar http_play_wait: seconds an HTTP-FLV or WebSocket-FLV request for a
         stream nobody publishes waits for its publisher before the 404.
+    :ivar hls: ``on-demand`` (a stream's segmenter starts on its first HLS
+        request), ``always`` (on every published stream) or ``off`` (no HLS).
+    :ivar hls_segment_seconds: an HLS segment is cut at the first keyframe once
+        this long has passed (the encoder's keyframe interval decides the rest).
+    :ivar hls_part_ms: the duration of an LL-HLS part, at least
+        :data:`MIN_HLS_PART_MS`.
+    :ivar hls_window: segments a playlist lists.
+    :ivar hls_max_bytes: what one stream's segmenter may hold, in bytes.
+    :ivar hls_idle_timeout: seconds without an HLS request after which a
+        stream's segmenter stops (with ``always``: once its stream is no longer
+        published); 0 never stops it.
     :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
         chat moderation); without one the API is read-only and they are absent.
     """
@@ -195,6 +217,17 @@ class ServerConfig:
     # through it (RTMP waits without limit: its viewer gets PublishNotify).
     http_play_wait: float = 10.0
     api_token: str | None = None
+    hls: str = "on-demand"
+    # 2 s segments with 200 ms parts: what hls.js and Apple's LL-HLS guidance use;
+    # 7 segments: the LL-HLS minimum gohlslib enforces (a 14 s window), and 64 MiB
+    # holds 7 + the retained segments of a 10 Mbit/s stream with room to spare.
+    hls_segment_seconds: float = 2.0
+    hls_part_ms: int = 200
+    hls_window: int = 7
+    hls_max_bytes: int = 64 * 1024 * 1024
+    # 30 s: a player that stopped is gone, one reloading its playlist every
+    # part (200 ms) or segment (2 s) is not; MediaMTX keeps a muxer 60 s.
+    hls_idle_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -261,6 +294,24 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be positive", name)
         if any(c in self.http_cors_origin for c in "\r\n"):
             raise ConfigError("http_cors_origin must be one line", "http_cors_origin")
+        if self.hls not in HLS_MODES:
+            raise ConfigError(f"hls must be one of {', '.join(HLS_MODES)}", "hls")
+        if not 0 < self.hls_segment_seconds <= 60:
+            raise ConfigError(
+                "hls_segment_seconds must be above 0 and at most 60", "hls_segment_seconds"
+            )
+        if not MIN_HLS_PART_MS <= self.hls_part_ms <= self.hls_segment_seconds * 1000:
+            raise ConfigError(
+                f"hls_part_ms must be at least {MIN_HLS_PART_MS} and at most hls_segment_seconds",
+                "hls_part_ms",
+                "hls_segment_seconds",
+            )
+        if not self.hls_window >= 3:
+            raise ConfigError(
+                "hls_window must be at least 3 (RFC 8216: 3 target durations)", "hls_window"
+            )
+        if not self.hls_max_bytes >= 1024 * 1024:
+            raise ConfigError("hls_max_bytes must be at least 1 MiB", "hls_max_bytes")
         if not self.access.callback_timeout >= 0:
             raise ConfigError("callback_timeout must not be negative", "access.callback_timeout")
         try:

@@ -39,7 +39,14 @@ from typing import Any, TypeVar
 from twisted.python import reflect, usage
 
 from streamserver.auth import AddressAuthorizer, IAuthorizer, load_publish_keys
-from streamserver.config import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ConfigError, ServerConfig
+from streamserver.config import (
+    HLS_MODES,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    MIN_HLS_PART_MS,
+    ConfigError,
+    ServerConfig,
+)
 
 __all__ = [
     "DEFAULT_HTTP_ENDPOINT",
@@ -223,6 +230,16 @@ def _http_url(value: str) -> str:
     """
     if not value.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _hls_mode(value: str) -> str:
+    """*value*, if it is one of :data:`~streamserver.config.HLS_MODES`.
+
+    :raises ValueError: it is not.
+    """
+    if value not in HLS_MODES:
+        raise ValueError(f"must be one of {', '.join(HLS_MODES)}")
     return value
 
 
@@ -574,8 +591,55 @@ OPTIONS: tuple[Option, ...] = (
         "http_play_wait",
         float,
         "SECONDS",
-        "Seconds an HTTP-FLV request for an unpublished stream waits for the publisher "
-        "before answering 404.",
+        "Seconds an HTTP-FLV request for an unpublished stream waits for the publisher, "
+        "and an HLS playlist request for the stream's first segment, before answering 404.",
+    ),
+    # --- HLS (docs/hls.md)
+    Option(
+        "hls",
+        "hls",
+        _hls_mode,
+        "MODE",
+        "HLS and LL-HLS at /APP/NAME/index.m3u8 and /APP/NAME/ts.m3u8: on-demand (a "
+        "stream's segmenter starts on its first HLS request), always (on every published "
+        "stream) or off.",
+    ),
+    Option(
+        "hls-segment-seconds",
+        "hls_segment_seconds",
+        float,
+        "SECONDS",
+        "An HLS segment is cut at the first keyframe after this long; set the encoder's "
+        "keyframe interval to at most this.",
+    ),
+    Option(
+        "hls-part-ms",
+        "hls_part_ms",
+        int,
+        "MS",
+        f"Duration of an LL-HLS part in milliseconds (at least {MIN_HLS_PART_MS}).",
+    ),
+    Option(
+        "hls-window",
+        "hls_window",
+        int,
+        "N",
+        "Segments an HLS playlist lists (at least 3).",
+    ),
+    Option(
+        "hls-max-bytes",
+        "hls_max_bytes",
+        int,
+        "BYTES",
+        "Bytes one stream's HLS segments and parts may hold in memory.",
+    ),
+    Option(
+        "hls-idle-timeout",
+        "hls_idle_timeout",
+        float,
+        "SECONDS",
+        "Seconds without an HLS request after which a stream's segmenter stops (with "
+        "--hls always: once the stream is unpublished); 0 never stops it.",
     ),
     Option(
         "on-publish",
