@@ -96,6 +96,8 @@ class RTMPServerFactory(ServerFactory):
     :ivar refusals: connections closed by a limit or timeout, by reason.
     :ivar shutting_down: :meth:`shutdown` has begun.
     :ivar started_at: when the factory was made, by its clock (the server's uptime).
+    :ivar hls: the HLS segmenters of the streams
+        (:class:`~streamserver.http.hls_manager.HlsManager`).
     """
 
     #: The protocol class to build; ``None`` means ``RTMPServerProtocol``.
@@ -123,6 +125,9 @@ class RTMPServerFactory(ServerFactory):
         self._grace_call: IDelayedCall | None = None
         self._refusal_log: dict[str, tuple[float | None, int]] = {}
         self.started_at = self.seconds()
+        from streamserver.http.hls_manager import HlsManager
+
+        self.hls = HlsManager(self)
 
     def startFactory(self) -> None:
         """Start the stall watchdog; warn loudly if dropping is disabled."""
@@ -174,6 +179,9 @@ class RTMPServerFactory(ServerFactory):
         viewer's :meth:`~streamserver.media.viewer.Viewer.check_progress` (drain
         rate and the drop policy's stall check), whatever its wire protocol, and
         every stream's input bit rate is sampled (:meth:`Stream.sample_rate`).
+        Then the HLS segmenters' turn (:meth:`HlsManager.check
+        <streamserver.http.hls_manager.HlsManager.check>`: parked requests past
+        their deadline, idle segmenters, ``--hls always``).
         """
         now = self.seconds()
         for protocol in list(self.connections.values()):
@@ -182,6 +190,7 @@ class RTMPServerFactory(ServerFactory):
             stream.sample_rate(now)
             for viewer in stream.subscribers:
                 viewer.check_progress(now)
+        self.hls.check(now)
 
     def set_policy(self, **limits: Any) -> PolicyLimits:
         """Change policy limits for every viewer at once; return the new limits.
@@ -402,6 +411,7 @@ class RTMPServerFactory(ServerFactory):
         if self._drained is None:
             self.shutting_down = True
             self._drained = defer.Deferred()
+            self.hls.shutdown()
             protocols = list(self.connections.values())
             if protocols:
                 _log.info("shutting down: closing {count} connections", count=len(protocols))

@@ -515,11 +515,22 @@ def parse_stream_path(segments: list[bytes]) -> tuple[str, str] | None:
     """
     if len(segments) < 2 or not segments[-1].endswith(SUFFIX.encode()):
         return None
+    return stream_names([*segments[:-1], segments[-1][: -len(SUFFIX)]])
+
+
+def stream_names(segments: list[bytes]) -> tuple[str, str] | None:
+    """``(app, name)`` of the path segments ``APP.../NAME``, or ``None`` if they name none.
+
+    The rules of :func:`parse_stream_path` (the HLS paths ``/APP/NAME/FILE`` use
+    them too): at least two segments, each non-empty UTF-8 without control
+    characters, neither ``.`` nor ``..``, and neither name too long.
+    """
+    if len(segments) < 2:
+        return None
     try:
         parts = [segment.decode("utf-8") for segment in segments]
     except UnicodeDecodeError:
         return None
-    parts[-1] = parts[-1][: -len(SUFFIX)]
     for part in parts:
         if not part or part in (".", "..") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in part):
             return None

@@ -5,6 +5,9 @@
 ``/APP/NAME.flv``
     the live stream as HTTP-FLV, or as WebSocket-FLV when the request asks for
     an ``Upgrade: websocket`` (:mod:`streamserver.http.flv`);
+``/APP/NAME/index.m3u8``, ``/APP/NAME/ts.m3u8`` and the files they name
+    the live stream as LL-HLS (fMP4) and classic HLS (MPEG-TS)
+    (:mod:`streamserver.http.hls`);
 ``/api/...``
     the JSON API (:mod:`streamserver.http.api`);
 ``/metrics``
@@ -14,8 +17,11 @@
 ``/static/NAME``
     the bundled player JavaScript and its licences (:mod:`streamserver.http.assets`).
 
-Every path not listed is a stream's: its last segment is ``NAME.flv`` and the
-segments before it are the application (``/live/cam.flv`` is ``rtmp://HOST/live/cam``).
+Every other path is a stream's, routed on its last segment: a playlist or
+segment name (:func:`~streamserver.http.hls.is_hls_name`) goes to HLS, the
+segments before it being the application and the stream (``/live/cam/index.m3u8``);
+anything else to HTTP-FLV, whose last segment is ``NAME.flv`` after the
+application (``/live/cam.flv`` is ``rtmp://HOST/live/cam``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from twisted.web.server import Site
 
 from streamserver.http.assets import AssetsResource
 from streamserver.http.flv import SUFFIX, FlvResource, parse_stream_path
+from streamserver.http.hls import HlsResource, is_hls_name
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
 
 
 class RootResource(Resource):
-    """``/`` and the routing of every stream path to :class:`FlvResource`."""
+    """``/``, and every stream path routed to :class:`FlvResource` or :class:`HlsResource`."""
 
     def __init__(self, factory: RTMPServerFactory) -> None:
         super().__init__()
@@ -48,11 +55,13 @@ class RootResource(Resource):
         self.putChild(b"metrics", MetricsResource(factory))
         self.putChild(b"static", AssetsResource())
         self.putChild(b"play", PlayerResource())
+        self.hls = HlsResource(factory)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
             return self
-        return self.streams
+        last = request.postpath[-1] if request.postpath else path
+        return self.hls if is_hls_name(last) else self.streams
 
     def render_GET(self, request: Request) -> bytes:
         from streamserver.http.pages import index_page
