@@ -27,6 +27,7 @@ from streamserver.codec.chunk import (
     MAX_ENCODABLE_CHUNK_SIZE,
 )
 from streamserver.errors import StreamServerError
+from streamserver.media.hls import MIN_PART_MS, HlsSettings
 from streamserver.media.rooms import DEFAULT_CHAT_HISTORY, DEFAULT_CHAT_HISTORY_BYTES
 from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES
 from streamserver.policy import PolicyLimits
@@ -54,9 +55,12 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: stream, or none (``docs/hls.md``).
 HLS_MODES = ("on-demand", "always", "off")
 
-#: The shortest LL-HLS part accepted: shorter parts multiply playlist requests and
-#: break players (hls.js stalls on 20 ms parts; MediaMTX's users saw it).
-MIN_HLS_PART_MS = 100
+#: The shortest LL-HLS part accepted (the segmenter's own bound): shorter parts
+#: multiply playlist requests and break players (hls.js on 20 ms parts, mediamtx #938).
+MIN_HLS_PART_MS = MIN_PART_MS
+
+#: The segmenter's defaults, which the ``hls_*`` fields take.
+_HLS = HlsSettings()
 
 #: Counts and durations where 0 means "none" or "no limit"; only a negative
 #: value (or NaN) is wrong.
@@ -221,10 +225,10 @@ class ServerConfig:
     # 2 s segments with 200 ms parts: what hls.js and Apple's LL-HLS guidance use;
     # 7 segments: the LL-HLS minimum gohlslib enforces (a 14 s window), and 64 MiB
     # holds 7 + the retained segments of a 10 Mbit/s stream with room to spare.
-    hls_segment_seconds: float = 2.0
-    hls_part_ms: int = 200
-    hls_window: int = 7
-    hls_max_bytes: int = 64 * 1024 * 1024
+    hls_segment_seconds: float = _HLS.segment_seconds
+    hls_part_ms: int = _HLS.part_ms
+    hls_window: int = _HLS.window
+    hls_max_bytes: int = _HLS.max_bytes
     # 30 s: a player that stopped is gone, one reloading its playlist every
     # part (200 ms) or segment (2 s) is not; MediaMTX keeps a muxer 60 s.
     hls_idle_timeout: float = 30.0

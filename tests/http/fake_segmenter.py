@@ -154,7 +154,9 @@ class FakeSegmenter:
         return segment.parts[index]
 
     def has(self, msn: int, part: int | None) -> bool:
-        index = 0 if part is None else part
+        if part is None:  # the whole segment, complete
+            return msn < self.next_msn
+        index = part
         if msn < self.next_msn:
             segment = self.segment(msn)
             if segment is not None and index >= len(segment.parts):

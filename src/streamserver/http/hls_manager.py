@@ -62,12 +62,23 @@ _RENDERED_LIMIT = 512
 class SegmenterLike(Protocol):
     """What the manager and the resource use of a :class:`~streamserver.media.hls.Segmenter`."""
 
-    next_msn: int
-    next_part: int
-    bytes_held: int
-    target_duration: int
-    part_target: float
+    closed: bool
     last_request: float
+
+    @property
+    def next_msn(self) -> int: ...
+
+    @property
+    def next_part(self) -> int: ...
+
+    @property
+    def bytes_held(self) -> int: ...
+
+    @property
+    def target_duration(self) -> int: ...
+
+    @property
+    def part_target(self) -> float: ...
 
     def start(self) -> None: ...
 
@@ -341,7 +352,7 @@ class HlsManager:
             stream = entry.stream
             if self.factory.find_stream(stream.app, stream.name) is not stream:
                 self._stop(entry, "its stream is gone")
-            elif entry.segmenter not in stream.consumers:
+            elif entry.segmenter.closed or entry.segmenter not in stream.consumers:
                 self._stop(entry, "it was detached from its stream")
             elif (
                 idle
