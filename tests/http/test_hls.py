@@ -21,6 +21,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -28,6 +29,8 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from streamserver.auth import AccessConfig, AllOf, IAuthorizer
+from streamserver.client import RTMPClientProtocol, connect_client
+from streamserver.codec.messages import Message, MessageType
 from streamserver.factory import RTMPServerFactory, ServerConfig
 from streamserver.http import build_site
 from streamserver.http.hls import (
@@ -43,7 +46,16 @@ from streamserver.http.hls import (
 from streamserver.http.hls_manager import HlsManager
 from streamserver.tokens import signed_query
 from tests.http.fake_segmenter import FakeSegmenter, FakeSegmenters
-from tests.integration.support import get_reactor, sleep, wait_until, within
+from tests.integration.support import (
+    AAC_SEQUENCE_HEADER,
+    AVC_SEQUENCE_HEADER,
+    get_reactor,
+    sleep,
+    wait_until,
+    within,
+)
+from tests.media.test_hls import AAC_FRAME, SAMPLE_RATE, audio_message, video_message
+from tests.protocol import media
 
 pytestmark = pytest.mark.integration
 
@@ -87,13 +99,14 @@ class _Body(Protocol):
 class HlsServer:
     """A factory with RTMP and HTTP on 127.0.0.1 whose segmenters the test drives."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, fake: bool = True) -> None:
         reactor = get_reactor()
         self.factory = RTMPServerFactory(config, reactor=reactor)
         self.skew = 0.0
         self.factory.seconds = lambda: reactor.seconds() + self.skew  # type: ignore[method-assign]
         self.segmenters = FakeSegmenters(self.factory)
-        self.factory.hls = HlsManager(self.factory, self.segmenters)
+        if fake:
+            self.factory.hls = HlsManager(self.factory, self.segmenters)
         self.rtmp = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.http = reactor.listenTCP(0, build_site(self.factory), interface="127.0.0.1")
         self.port: int = self.http.getHost().port
@@ -144,6 +157,16 @@ class HlsServer:
 async def server(request: pytest.FixtureRequest) -> AsyncIterator[HlsServer]:
     config = getattr(request, "param", None) or ServerConfig()
     running = HlsServer(config)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def real_server() -> AsyncIterator[HlsServer]:
+    """A server whose segmenters are the real ones (``streamserver.media.hls``)."""
+    running = HlsServer(ServerConfig(), fake=False)
     try:
         yield running
     finally:
@@ -675,3 +698,150 @@ async def test_http_flv_still_routes_beside_hls(server: HlsServer) -> None:
     reply = await server.get("/live/x.flv")
     assert reply.code == 404 and "no stream live/x is being published" in reply.text
     assert server.segmenters.made == []
+
+
+# --- the real segmenter, fed by an RTMP publisher ---------------------------------------------
+
+
+class PacedMedia:
+    """Our RTMP client publishing synthetic H.264 (a keyframe a second) and AAC in real time."""
+
+    def __init__(self, client: RTMPClientProtocol, stream_id: int, fps: int = 30) -> None:
+        self.client = client
+        self.stream_id = stream_id
+        self.fps = fps
+        self.video = self.audio = 0
+        self.loop = LoopingCall(self._tick)
+        self.loop.clock = get_reactor()
+        self.started = 0.0
+
+    def _send(self, message: Message) -> None:
+        self.client.send(
+            Message(message.type_id, self.stream_id, message.timestamp, message.payload)
+        )
+
+    def start(self) -> None:
+        self._send(media.metadata(self.stream_id))
+        self._send(Message(MessageType.VIDEO, self.stream_id, 0, AVC_SEQUENCE_HEADER))
+        self._send(Message(MessageType.AUDIO, self.stream_id, 0, AAC_SEQUENCE_HEADER))
+        self.started = get_reactor().seconds()
+        self.loop.start(1 / self.fps)
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+    def _tick(self) -> None:
+        now_ms = (get_reactor().seconds() - self.started) * 1000
+        while self.video * 1000 / self.fps <= now_ms:
+            ts = self.video * 1000 // self.fps
+            self._send(video_message(ts, key=self.video % self.fps == 0, index=self.video))
+            self.video += 1
+        while self.audio * AAC_FRAME * 1000 / SAMPLE_RATE <= now_ms:
+            ts = self.audio * AAC_FRAME * 1000 // SAMPLE_RATE
+            self._send(audio_message(ts, index=self.audio))
+            self.audio += 1
+
+
+async def publishing(server: HlsServer) -> tuple[RTMPClientProtocol, PacedMedia]:
+    """A publisher of ``live/x`` sending paced media, once the stream has a keyframe cached."""
+    port = server.rtmp.getHost().port
+    client = await within(
+        connect_client(get_reactor(), f"rtmp://127.0.0.1:{port}/live"), 10, "connect"
+    )
+    stream_id = await within(client.create_stream(), 10, "createStream")
+    await within(client.publish("x", stream_id), 10, "publish")
+    paced = PacedMedia(client, stream_id)
+    paced.start()
+    await wait_until(
+        lambda: bool(getattr(server.factory.find_stream("live", "x"), "gop", None)), 5, "a GOP"
+    )
+    return client, paced
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_the_real_segmenter_s_files_are_served_as_made(real_server: HlsServer) -> None:
+    """An RTMP publish played over HLS: the LL playlist parses, its init, parts and segments
+    come with their types and are the bytes the segmenter holds; ts.m3u8 gets TS segments."""
+    client, paced = await publishing(real_server)
+    try:
+        reply = await real_server.get("/live/x/index.m3u8")
+        assert reply.code == 200, reply
+        entry = real_server.factory.hls.streams[0]
+        segmenter = entry.segmenter
+        playlist = reply.playlist()
+        assert playlist.version == 10 and playlist.part_inf.part_target == pytest.approx(0.2)
+        assert playlist.server_control.can_block_reload == "YES"
+        init = await real_server.get(f"/live/x/{playlist.segment_map[0].uri}")
+        assert (init.code, init.headers["content-type"]) == (200, "video/mp4")
+        assert init.body[4:8] == b"ftyp" and init.body == segmenter.init_segment(0)
+        first = playlist.segments[0].parts[0]
+        part = await real_server.get(f"/live/x/{first.uri}")
+        assert (part.code, part.headers["content-type"]) == (200, "video/mp4")
+        assert part.body[4:8] == b"moof" and part.body == segmenter.part(0, 0).data
+        await wait_until(lambda: segmenter.next_msn >= 1, 10, "a complete segment")
+        segment = await real_server.get(f"/live/x/seg-0.m4s?sid={entry.session}")
+        assert segment.code == 200 and segment.body == segmenter.segment(0).mp4()
+        ts = await within(real_server.start("/live/x/ts.m3u8"), 15, "the TS playlist")
+        assert ts.code == 200, ts
+        uri = ts.playlist().segments[0].uri
+        data = await real_server.get(f"/live/x/{uri}")
+        assert (data.code, data.headers["content-type"]) == (200, "video/mp2t")
+        assert data.body[0] == 0x47 and len(data.body) % 188 == 0
+        stream = real_server.factory.find_stream("live", "x")
+        assert real_server.factory.hls.bytes_held(stream) == segmenter.bytes_held > 0
+    finally:
+        paced.stop()
+        client.close()
+
+
+async def blocking_reload(
+    server: HlsServer, segmenter: Any, msn: int, index: int
+) -> tuple[Reply, float | None, float]:
+    """The reply to ``_HLS_msn=msn&_HLS_part=index``, when the segmenter had that part
+    (``None`` if it had it before the request), and when the reply came."""
+    waiting = server.start(f"/live/x/index.m3u8?_HLS_msn={msn}&_HLS_part={index}")
+    finished: list[float] = []
+
+    def heard() -> None:
+        if not finished and segmenter.has(msn, index):
+            finished.append(get_reactor().seconds())
+
+    segmenter.add_listener(heard)
+    try:
+        reply = await within(waiting, 5, f"part {msn}.{index}")
+    finally:
+        segmenter.remove_listener(heard)
+    return reply, (finished[0] if finished else None), get_reactor().seconds()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_blocking_reload_on_the_real_segmenter_answers_as_the_part_finishes(
+    real_server: HlsServer,
+) -> None:
+    """Asking for the part the preload hint names: no answer before it is finished, an
+    answer listing it within 100 ms of it, five times in a row as hls.js asks."""
+    client, paced = await publishing(real_server)
+    try:
+        reply = await real_server.get("/live/x/index.m3u8")
+        segmenter = real_server.factory.hls.streams[0].segmenter
+        delays = []
+        for _ in range(5):
+            hint = reply.playlist().preload_hint.uri
+            msn, index = (int(n) for n in hint.split("?")[0][5:-4].split("-"))
+            asked = get_reactor().seconds()
+            reply, finished, answered = await blocking_reload(real_server, segmenter, msn, index)
+            assert reply.code == 200, reply
+            assert f"part-{msn}-{index}.m4s" in reply.text
+            assert finished is not None, "answered before the part was finished"
+            delays.append(answered - finished)
+            assert answered - asked < 1.0
+        print(
+            f"\nblocking reloads answered {[round(d * 1000, 1) for d in delays]} ms after the part"
+        )
+        assert max(delays) < 0.1
+    finally:
+        paced.stop()
+        client.close()
