@@ -79,7 +79,7 @@ class Reply:
         return m3u8.loads(self.text)
 
 
-class _Body(Protocol):
+class BodyCollector(Protocol):
     """Collects a response body; :attr:`done` fires with it."""
 
     def __init__(self) -> None:
@@ -122,7 +122,7 @@ class HlsServer:
             response = await agent.request(method, url, headers)
             body = b""
             if method != b"HEAD":
-                collector = _Body()
+                collector = BodyCollector()
                 response.deliverBody(collector)
                 body = await collector.done
             found = {
@@ -174,13 +174,17 @@ async def real_server() -> AsyncIterator[HlsServer]:
 
 
 async def started(server: HlsServer, parts: int = 1, path: str = "/live/x/index.m3u8") -> Reply:
-    """A segmenter started by a playlist request, answered once it has *parts* parts."""
+    """A segmenter started by a playlist request, answered once segment 0 (one part) is
+    complete; then segment 1 is being made, with *parts* parts."""
     made = len(server.segmenters.made)
     waiting = server.start(path)
     await wait_until(lambda: len(server.segmenters.made) > made, 5, "the segmenter")
+    server.fake.add_part()
+    server.fake.end_segment()
+    reply = await within(waiting, 5, "the first playlist")
     for _ in range(parts):
         server.fake.add_part()
-    return await within(waiting, 5, "the first playlist")
+    return reply
 
 
 async def parked(server: HlsServer, count: int) -> None:
@@ -252,7 +256,7 @@ def test_the_query_carried_onto_uris_keeps_the_token_and_drops_the_directives() 
 @pytest_twisted.ensureDeferred
 async def test_every_file_has_its_content_type_caching_and_cors(server: HlsServer) -> None:
     """Playlists: the HLS type, no-cache; init, parts, segments: their types, long-lived."""
-    first = await started(server, parts=3)
+    first = await started(server, parts=3)  # segment 0 complete, segment 1 with 3 parts
     assert first.code == 200
     assert first.headers["cache-control"] == "no-cache"
     assert first.headers["access-control-allow-origin"] == "*"
@@ -268,9 +272,9 @@ async def test_every_file_has_its_content_type_caching_and_cors(server: HlsServe
     assert (await within(ts_waiting, 5, "the TS playlist")).code == 200
     files = {
         f"init-0.mp4?sid={sid}": "video/mp4",
-        f"part-0-1.m4s?sid={sid}": "video/mp4",
+        f"part-1-1.m4s?sid={sid}": "video/mp4",
         f"seg-0.m4s?sid={sid}": "video/mp4",
-        f"seg-1.ts?sid={sid}": "video/mp2t",
+        f"seg-2.ts?sid={sid}": "video/mp2t",
     }
     for name, content_type in files.items():
         reply = await server.get(f"/live/x/{name}")
@@ -279,11 +283,11 @@ async def test_every_file_has_its_content_type_caching_and_cors(server: HlsServe
         assert reply.headers["cache-control"] == "public, max-age=3600, immutable", name
         assert reply.headers["access-control-allow-origin"] == "*", name
         assert reply.length == len(reply.body) > 0, name
-    assert (await server.get(f"/live/x/part-0-1.m4s?sid={sid}")).body == server.fake.part(0, 1).data
+    assert (await server.get(f"/live/x/part-1-1.m4s?sid={sid}")).body == server.fake.part(1, 1).data
     assert (await server.get(f"/live/x/seg-0.m4s?sid={sid}")).body == server.fake.segment(0).mp4()
     ts = await server.get("/live/x/ts.m3u8")
     assert ts.code == 200 and ts.headers["cache-control"] == "no-cache"
-    assert [s.uri for s in ts.playlist().segments] == [f"seg-1.ts?sid={sid}"]
+    assert [s.uri for s in ts.playlist().segments] == [f"seg-2.ts?sid={sid}"]
     preflight = await server.get("/live/x/index.m3u8", method=b"OPTIONS")
     assert preflight.code == 204
     assert preflight.headers["access-control-allow-origin"] == "*"
@@ -333,19 +337,24 @@ async def test_hls_off_answers_404_and_starts_nothing(server: HlsServer) -> None
 @pytest.mark.parametrize("server", [ServerConfig(http_play_wait=2.0)], indirect=True)
 @pytest.mark.timeout(30)
 @pytest_twisted.ensureDeferred
-async def test_a_playlist_before_the_first_part_waits_for_it_then_404s(
+async def test_a_playlist_before_the_first_segment_waits_for_it_then_404s(
     server: HlsServer,
 ) -> None:
-    """No answer while the segmenter has nothing; the first part answers it at once.
-    A second stream's request that gets nothing within --http-play-wait is a 404."""
+    """No answer while the segmenter has no complete segment (parts alone are nothing to
+    ffmpeg); the end of the first segment answers it at once.  A second stream's request
+    that gets nothing within --http-play-wait is a 404."""
     waiting = server.start("/live/x/index.m3u8")
     await wait_until(lambda: bool(server.segmenters.made), 5, "the segmenter")
     await sleep(0.3)
     assert not waiting.called
     server.fake.add_part()
+    server.fake.add_part()
+    await sleep(0.3)
+    assert not waiting.called, "answered with parts only"
+    server.fake.end_segment()
     reply = await within(waiting, 5, "the playlist")
-    assert reply.code == 200 and "#EXTINF" not in reply.text
-    assert [s.uri for s in reply.playlist().segments] == [None], "one partial segment"
+    assert reply.code == 200
+    assert [s.uri.split("?")[0] for s in reply.playlist().segments] == ["seg-0.m4s"]
     assert "#EXT-X-PART:" in reply.text and "#EXT-X-PRELOAD-HINT" in reply.text
 
     late = server.start("/live/y/index.m3u8")
@@ -366,10 +375,10 @@ async def test_a_blocking_reload_is_answered_when_its_part_is_finished(server: H
     next segment's first (RFC 8216bis 6.2.5.2)."""
     await started(server, parts=2)
     fake = server.fake
-    ready = await server.get("/live/x/index.m3u8?_HLS_msn=0&_HLS_part=1")
+    ready = await server.get("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=1")
     assert ready.code == 200, "a part that exists is answered at once"
     assert ready.headers["cache-control"].startswith("public, max-age=")
-    blocked = server.start("/live/x/index.m3u8?_HLS_msn=0&_HLS_part=3")
+    blocked = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=3")
     await parked(server, 1)
     fake.add_part()  # part 2: not the one asked for
     await sleep(0.2)
@@ -377,9 +386,9 @@ async def test_a_blocking_reload_is_answered_when_its_part_is_finished(server: H
     fake.add_part()  # part 3
     reply = await within(blocked, 5, "the reload")
     assert reply.code == 200
-    assert 'URI="part-0-3.m4s' in reply.text
-    # past the last part of segment 0: the first part of segment 1
-    beyond = server.start("/live/x/index.m3u8?_HLS_msn=0&_HLS_part=7")
+    assert 'URI="part-1-3.m4s' in reply.text
+    # past the last part of segment 1: the first part of segment 2
+    beyond = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=7")
     await parked(server, 1)
     fake.end_segment()
     await sleep(0.2)
@@ -400,7 +409,7 @@ async def test_parked_reloads_are_answered_in_the_order_their_parts_finish(
     answered: list[str] = []
     requests = {}
     for label, part in (("p3", 3), ("p2a", 2), ("p2b", 2)):
-        requests[label] = server.start(f"/live/x/index.m3u8?_HLS_msn=0&_HLS_part={part}")
+        requests[label] = server.start(f"/live/x/index.m3u8?_HLS_msn=1&_HLS_part={part}")
         requests[label].addCallback(lambda reply, label=label: answered.append(label) or reply)
         # each request on the server before the next, so their order is known
         await parked(server, len(requests))
@@ -421,7 +430,7 @@ async def test_a_blocking_reload_that_waits_three_target_durations_is_a_503(
 ) -> None:
     """Nothing comes for 3 target durations: 503 (RFC 8216bis 6.2.5.2), not before."""
     await started(server)
-    blocked = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=0")
+    blocked = server.start("/live/x/index.m3u8?_HLS_msn=2&_HLS_part=0")
     await parked(server, 1)
     target = server.fake.target_duration
     server.later(3 * target - 0.5)
@@ -438,22 +447,22 @@ async def test_a_blocking_reload_that_waits_three_target_durations_is_a_503(
         ("_HLS_part=1", "_HLS_part needs _HLS_msn"),
         ("_HLS_msn=abc", "_HLS_msn must be a decimal integer"),
         ("_HLS_msn=1&_HLS_part=-2", "_HLS_part must be a decimal integer"),
-        ("_HLS_msn=3", "more than two segments past the last one (0)"),
-        ("_HLS_msn=0&_HLS_part=17", "_HLS_part=17 is more than 15 parts past the last one"),
-        ("_HLS_msn=1&_HLS_part=15", "_HLS_part=15 is more than 15 parts past the last one"),
+        ("_HLS_msn=4", "more than two segments past the last one (1)"),
+        ("_HLS_msn=1&_HLS_part=17", "_HLS_part=17 is more than 15 parts past the last one"),
+        ("_HLS_msn=2&_HLS_part=15", "_HLS_part=15 is more than 15 parts past the last one"),
     ],
 )
 @pytest.mark.timeout(30)
 @pytest_twisted.ensureDeferred
 async def test_the_spec_s_400_cases(server: HlsServer, query: str, why: str) -> None:
     """Malformed directives, a part without a segment, too far ahead: 400 at once."""
-    await started(server, parts=2)  # segment 0 is being made: parts 0 and 1 exist
+    await started(server, parts=2)  # segment 1 is being made: parts 0 and 1 exist
     reply = await server.get(f"/live/x/index.m3u8?{query}")
     assert reply.code == 400, reply
     assert why in reply.text
     assert server.factory.hls.streams[0].waiting == 0
     # the nearest that is not refused is parked
-    near = server.start("/live/x/index.m3u8?_HLS_msn=2")
+    near = server.start("/live/x/index.m3u8?_HLS_msn=3")
     await parked(server, 1)
     near.cancel()
     await wait_until(lambda: server.factory.hls.streams[0].waiting == 0, 5, "cancelled")
@@ -474,7 +483,7 @@ async def test_skip_asks_for_a_delta_update_of_the_ll_playlist_only(server: HlsS
     await within(ts_waiting, 5, "the TS playlist")
     fake.skips.clear()
     delta = await server.get("/live/x/index.m3u8?_HLS_skip=YES")
-    assert delta.code == 200 and "#EXT-X-SKIP:SKIPPED-SEGMENTS=2" in delta.text
+    assert delta.code == 200 and "#EXT-X-SKIP:SKIPPED-SEGMENTS=3" in delta.text
     full = await server.get("/live/x/index.m3u8")
     assert "#EXT-X-SKIP" not in full.text
     await server.get("/live/x/ts.m3u8?_HLS_skip=YES")
@@ -488,19 +497,19 @@ async def test_a_part_named_by_the_preload_hint_waits_until_it_is_finished(
 ) -> None:
     """The next part (the preload hint's) and the next segment's first wait; each is
     answered with its bytes once made; a part the segment ended without is a 404."""
-    first = await started(server, parts=1)
+    first = await started(server, parts=0)
     sid = server.factory.hls.streams[0].session
     hint = first.playlist().preload_hint
-    assert hint.uri == f"part-0-1.m4s?sid={sid}"
+    assert hint.uri == f"part-1-0.m4s?sid={sid}"
     hinted = server.start(f"/live/x/{hint.uri}")
-    never = server.start(f"/live/x/part-0-3.m4s?sid={sid}")
+    never = server.start(f"/live/x/part-1-2.m4s?sid={sid}")
     await parked(server, 2)
     part = server.fake.add_part()
     reply = await within(hinted, 5, "the hinted part")
     assert (reply.code, reply.body) == (200, part.data)
     assert reply.headers["cache-control"] == "public, max-age=3600, immutable"
     server.fake.end_segment()
-    server.fake.add_part()  # segment 1 begins: segment 0 will never have a part 3
+    server.fake.add_part()  # segment 2 begins: segment 1 will never have a part 2
     reply = await within(never, 5, "the 404")
     assert reply.code == 404
 
@@ -512,7 +521,7 @@ async def test_a_player_that_leaves_while_parked_is_forgotten(server: HlsServer)
     part that comes later answers nobody."""
     await started(server)
     entry = server.factory.hls.streams[0]
-    blocked = server.start("/live/x/index.m3u8?_HLS_msn=0&_HLS_part=1")
+    blocked = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=1")
     await wait_until(lambda: entry.waiting == 1, 5, "parked")
     blocked.addErrback(lambda _: None)
     blocked.cancel()
@@ -564,10 +573,10 @@ async def test_play_tokens_are_checked_on_every_request_and_carried_onto_every_u
     sid = server.factory.hls.streams[0].session
     uris = [playlist.segment_map[0].uri, playlist.preload_hint.uri]
     uris += [s.uri for s in playlist.segments] + [p.uri for s in playlist.segments for p in s.parts]
-    assert len(uris) == 5
+    assert len(uris) == 7
     for uri in uris:
         assert uri.endswith(f"?sid={sid}&{query}"), uri
-        if "part-1-0" not in uri:  # the preload hint's part is not made yet
+        if "part-2-0" not in uri:  # the preload hint's part is not made yet
             assert (await server.get(f"/live/x/{uri}")).code == 200, uri
         assert (await server.get(f"/live/x/{uri.split('?')[0]}?sid={sid}")).code == 403, uri
     other = signed_query(SECRET, "play", "live", "other", int(time.time()) + 60)
@@ -683,7 +692,7 @@ async def test_shutdown_answers_parked_requests_and_stops_every_segmenter(
 ) -> None:
     """The server stopping answers what waits (503) and closes the segmenters."""
     await started(server)
-    blocked = server.start("/live/x/index.m3u8?_HLS_msn=0&_HLS_part=1")
+    blocked = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=1")
     await parked(server, 1)
     await within(server.factory.shutdown(grace=1), 5, "shutdown")
     assert (await within(blocked, 5, "the answer")).code == 503

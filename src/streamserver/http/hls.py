@@ -18,8 +18,9 @@ holds the segmenter; a playlist request starts it if the stream has none
 (``--hls on-demand``).  Everything served is bytes the segmenter made once: a
 segment or part is never muxed per request.
 
-A playlist asked for before the segmenter has made anything waits for its first
-part (at most ``--http-play-wait`` seconds, then 404); a blocking reload waits
+A playlist asked for before the segmenter has made a whole segment waits for it
+(at most ``--http-play-wait`` seconds, then 404: a playlist of parts alone has
+nothing for players that ignore parts, ffmpeg's among them); a blocking reload waits
 until the playlist holds the part it names (at most three target durations,
 then 503), and the part a preload hint names waits until it is finished.  These
 waits are parked on the stream (:meth:`HlsStream.park
@@ -456,7 +457,7 @@ class _HlsRequest:
         if variant == "ts":
             entry.enable_ts()
         segmenter = entry.segmenter
-        body = self._playlist(entry)
+        body = self._playlist(entry) if entry.ready(variant) else None
         if body is None:
             wait = factory.config.http_play_wait
             if not wait:
@@ -465,7 +466,7 @@ class _HlsRequest:
             self._park(
                 entry,
                 ("first", variant),
-                lambda s: entry.playlist(variant) is not None,
+                lambda s: entry.ready(variant),
                 wait,
                 self.serve_playlist,
                 self._no_playlist,

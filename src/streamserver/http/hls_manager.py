@@ -19,7 +19,7 @@ calls :meth:`HlsManager.check`: idle segmenters stop there, and so do parked
 requests whose time is up.
 
 Parked requests: a request that can only be answered once the segmenter has
-made something (a playlist before its first part, a blocking playlist reload
+made something (a playlist before its first segment, a blocking playlist reload
 ``_HLS_msn``/``_HLS_part``, the part a preload hint names) is a :class:`Wait`
 parked on its stream under a *key* (what it waits for).  The segmenter's
 listener, called after every finished part and segment, evaluates each key's
@@ -64,6 +64,9 @@ class SegmenterLike(Protocol):
 
     closed: bool
     last_request: float
+
+    @property
+    def segments(self) -> list[Any]: ...
 
     @property
     def next_msn(self) -> int: ...
@@ -154,6 +157,7 @@ class HlsStream:
         self.session = secrets.token_hex(4)
         self.started_at = now
         self.ts_enabled = False
+        self._ready: set[str] = set()
         self._parked: dict[Hashable, _Parked] = {}
         self._rendered: dict[tuple[str, bool, str], bytes | None] = {}
         self._rendered_at: tuple[int, int] = (-1, -1)
@@ -175,6 +179,22 @@ class HlsStream:
         if not self.ts_enabled:
             self.ts_enabled = True
             self.segmenter.enable_ts()
+
+    def ready(self, variant: str) -> bool:
+        """Whether the playlist of *variant* has listed a complete segment yet.
+
+        Until then a playlist is not served: players that ignore parts (ffmpeg,
+        every classic one) find nothing to play in parts alone.
+        """
+        if variant in self._ready:
+            return True
+        if variant == "ts":
+            made = self.playlist(variant) is not None  # it lists complete TS segments only
+        else:
+            made = any(segment.complete for segment in self.segmenter.segments)
+        if made:
+            self._ready.add(variant)
+        return made
 
     def playlist(self, variant: str, *, skip: bool = False, query: str = "") -> bytes | None:
         """The playlist as served (UTF-8), rendered once per segmenter update and query."""
