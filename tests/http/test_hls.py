@@ -43,7 +43,7 @@ from streamserver.http.hls import (
     parse_directives,
     parse_hls_path,
 )
-from streamserver.http.hls_manager import HlsManager
+from streamserver.http.hls_manager import FIRST_SEGMENTS, HlsManager
 from streamserver.tokens import signed_query
 from tests.http.fake_segmenter import FakeSegmenter, FakeSegmenters
 from tests.integration.support import (
@@ -173,14 +173,19 @@ async def real_server() -> AsyncIterator[HlsServer]:
         await running.close()
 
 
+#: The segment being made once :func:`started` returns (0 and 1 are complete).
+LIVE = FIRST_SEGMENTS["fmp4"]
+
+
 async def started(server: HlsServer, parts: int = 1, path: str = "/live/x/index.m3u8") -> Reply:
-    """A segmenter started by a playlist request, answered once segment 0 (one part) is
-    complete; then segment 1 is being made, with *parts* parts."""
+    """A segmenter started by a playlist request, answered once segments 0 and 1 (one part
+    each) are complete; then segment :data:`LIVE` is being made, with *parts* parts."""
     made = len(server.segmenters.made)
     waiting = server.start(path)
     await wait_until(lambda: len(server.segmenters.made) > made, 5, "the segmenter")
-    server.fake.add_part()
-    server.fake.end_segment()
+    for _ in range(LIVE):
+        server.fake.add_part()
+        server.fake.end_segment()
     reply = await within(waiting, 5, "the first playlist")
     for _ in range(parts):
         server.fake.add_part()
@@ -256,7 +261,7 @@ def test_the_query_carried_onto_uris_keeps_the_token_and_drops_the_directives() 
 @pytest_twisted.ensureDeferred
 async def test_every_file_has_its_content_type_caching_and_cors(server: HlsServer) -> None:
     """Playlists: the HLS type, no-cache; init, parts, segments: their types, long-lived."""
-    first = await started(server, parts=3)  # segment 0 complete, segment 1 with 3 parts
+    first = await started(server, parts=3)
     assert first.code == 200
     assert first.headers["cache-control"] == "no-cache"
     assert first.headers["access-control-allow-origin"] == "*"
@@ -264,17 +269,18 @@ async def test_every_file_has_its_content_type_caching_and_cors(server: HlsServe
     sid = server.factory.hls.streams[0].session
     assert playlist.segment_map[0].uri == f"init-0.mp4?sid={sid}"
     server.fake.end_segment()
-    ts_waiting = server.start("/live/x/ts.m3u8")  # turns TS on: the next segment has some
+    ts_waiting = server.start("/live/x/ts.m3u8")  # turns TS on: the next segments have some
     await wait_until(lambda: server.fake.ts_enabled, 5, "TS on")
-    for _ in range(2):
+    for _ in range(FIRST_SEGMENTS["ts"]):
         server.fake.add_part()
-    server.fake.end_segment()
+        server.fake.add_part()
+        server.fake.end_segment()
     assert (await within(ts_waiting, 5, "the TS playlist")).code == 200
     files = {
         f"init-0.mp4?sid={sid}": "video/mp4",
-        f"part-1-1.m4s?sid={sid}": "video/mp4",
+        f"part-{LIVE}-1.m4s?sid={sid}": "video/mp4",
         f"seg-0.m4s?sid={sid}": "video/mp4",
-        f"seg-2.ts?sid={sid}": "video/mp2t",
+        f"seg-{LIVE + 1}.ts?sid={sid}": "video/mp2t",
     }
     for name, content_type in files.items():
         reply = await server.get(f"/live/x/{name}")
@@ -283,11 +289,15 @@ async def test_every_file_has_its_content_type_caching_and_cors(server: HlsServe
         assert reply.headers["cache-control"] == "public, max-age=3600, immutable", name
         assert reply.headers["access-control-allow-origin"] == "*", name
         assert reply.length == len(reply.body) > 0, name
-    assert (await server.get(f"/live/x/part-1-1.m4s?sid={sid}")).body == server.fake.part(1, 1).data
+    part = server.fake.part(LIVE, 1)
+    assert (await server.get(f"/live/x/part-{LIVE}-1.m4s?sid={sid}")).body == part.data
     assert (await server.get(f"/live/x/seg-0.m4s?sid={sid}")).body == server.fake.segment(0).mp4()
     ts = await server.get("/live/x/ts.m3u8")
     assert ts.code == 200 and ts.headers["cache-control"] == "no-cache"
-    assert [s.uri for s in ts.playlist().segments] == [f"seg-2.ts?sid={sid}"]
+    assert [s.uri for s in ts.playlist().segments] == [
+        f"seg-{LIVE + 1}.ts?sid={sid}",
+        f"seg-{LIVE + 2}.ts?sid={sid}",
+    ]
     preflight = await server.get("/live/x/index.m3u8", method=b"OPTIONS")
     assert preflight.code == 204
     assert preflight.headers["access-control-allow-origin"] == "*"
@@ -307,9 +317,9 @@ async def test_unknown_streams_files_and_sessions_are_short_404s(server: HlsServ
     await started(server)
     server.fake.end_segment()  # without TS: nobody asked for ts.m3u8
     for path in (
-        "/live/x/seg-5.m4s",
-        "/live/x/part-1-9.m4s",
-        "/live/x/part-4-0.m4s",
+        "/live/x/seg-9.m4s",
+        f"/live/x/part-{LIVE}-9.m4s",
+        f"/live/x/part-{LIVE + 3}-0.m4s",
         "/live/x/init-7.mp4",
         "/live/x/seg-0.ts",
         "/live/x/seg-0.m4s?sid=0ther",
@@ -352,9 +362,13 @@ async def test_a_playlist_before_the_first_segment_waits_for_it_then_404s(
     await sleep(0.3)
     assert not waiting.called, "answered with parts only"
     server.fake.end_segment()
+    await sleep(0.3)
+    assert not waiting.called, "answered with the first segment only"
+    server.fake.add_part()
+    server.fake.end_segment()
     reply = await within(waiting, 5, "the playlist")
     assert reply.code == 200
-    assert [s.uri.split("?")[0] for s in reply.playlist().segments] == ["seg-0.m4s"]
+    assert [s.uri.split("?")[0] for s in reply.playlist().segments] == ["seg-0.m4s", "seg-1.m4s"]
     assert "#EXT-X-PART:" in reply.text and "#EXT-X-PRELOAD-HINT" in reply.text
 
     late = server.start("/live/y/index.m3u8")
@@ -375,10 +389,10 @@ async def test_a_blocking_reload_is_answered_when_its_part_is_finished(server: H
     next segment's first (RFC 8216bis 6.2.5.2)."""
     await started(server, parts=2)
     fake = server.fake
-    ready = await server.get("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=1")
+    ready = await server.get(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=1")
     assert ready.code == 200, "a part that exists is answered at once"
     assert ready.headers["cache-control"].startswith("public, max-age=")
-    blocked = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=3")
+    blocked = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=3")
     await parked(server, 1)
     fake.add_part()  # part 2: not the one asked for
     await sleep(0.2)
@@ -386,9 +400,9 @@ async def test_a_blocking_reload_is_answered_when_its_part_is_finished(server: H
     fake.add_part()  # part 3
     reply = await within(blocked, 5, "the reload")
     assert reply.code == 200
-    assert 'URI="part-1-3.m4s' in reply.text
-    # past the last part of segment 1: the first part of segment 2
-    beyond = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=7")
+    assert f'URI="part-{LIVE}-3.m4s' in reply.text
+    # past the last part of the segment: the first part of the next one
+    beyond = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=7")
     await parked(server, 1)
     fake.end_segment()
     await sleep(0.2)
@@ -409,7 +423,7 @@ async def test_parked_reloads_are_answered_in_the_order_their_parts_finish(
     answered: list[str] = []
     requests = {}
     for label, part in (("p3", 3), ("p2a", 2), ("p2b", 2)):
-        requests[label] = server.start(f"/live/x/index.m3u8?_HLS_msn=1&_HLS_part={part}")
+        requests[label] = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part={part}")
         requests[label].addCallback(lambda reply, label=label: answered.append(label) or reply)
         # each request on the server before the next, so their order is known
         await parked(server, len(requests))
@@ -430,7 +444,7 @@ async def test_a_blocking_reload_that_waits_three_target_durations_is_a_503(
 ) -> None:
     """Nothing comes for 3 target durations: 503 (RFC 8216bis 6.2.5.2), not before."""
     await started(server)
-    blocked = server.start("/live/x/index.m3u8?_HLS_msn=2&_HLS_part=0")
+    blocked = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE + 1}&_HLS_part=0")
     await parked(server, 1)
     target = server.fake.target_duration
     server.later(3 * target - 0.5)
@@ -447,22 +461,22 @@ async def test_a_blocking_reload_that_waits_three_target_durations_is_a_503(
         ("_HLS_part=1", "_HLS_part needs _HLS_msn"),
         ("_HLS_msn=abc", "_HLS_msn must be a decimal integer"),
         ("_HLS_msn=1&_HLS_part=-2", "_HLS_part must be a decimal integer"),
-        ("_HLS_msn=4", "more than two segments past the last one (1)"),
-        ("_HLS_msn=1&_HLS_part=17", "_HLS_part=17 is more than 15 parts past the last one"),
-        ("_HLS_msn=2&_HLS_part=15", "_HLS_part=15 is more than 15 parts past the last one"),
+        (f"_HLS_msn={LIVE + 3}", f"more than two segments past the last one ({LIVE})"),
+        (f"_HLS_msn={LIVE}&_HLS_part=17", "_HLS_part=17 is more than 15 parts past the last one"),
+        (f"_HLS_msn={LIVE + 1}&_HLS_part=15", "_HLS_part=15 is more than 15 parts past the last"),
     ],
 )
 @pytest.mark.timeout(30)
 @pytest_twisted.ensureDeferred
 async def test_the_spec_s_400_cases(server: HlsServer, query: str, why: str) -> None:
     """Malformed directives, a part without a segment, too far ahead: 400 at once."""
-    await started(server, parts=2)  # segment 1 is being made: parts 0 and 1 exist
+    await started(server, parts=2)  # segment LIVE is being made: parts 0 and 1 exist
     reply = await server.get(f"/live/x/index.m3u8?{query}")
     assert reply.code == 400, reply
     assert why in reply.text
     assert server.factory.hls.streams[0].waiting == 0
     # the nearest that is not refused is parked
-    near = server.start("/live/x/index.m3u8?_HLS_msn=3")
+    near = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE + 2}")
     await parked(server, 1)
     near.cancel()
     await wait_until(lambda: server.factory.hls.streams[0].waiting == 0, 5, "cancelled")
@@ -483,7 +497,8 @@ async def test_skip_asks_for_a_delta_update_of_the_ll_playlist_only(server: HlsS
     await within(ts_waiting, 5, "the TS playlist")
     fake.skips.clear()
     delta = await server.get("/live/x/index.m3u8?_HLS_skip=YES")
-    assert delta.code == 200 and "#EXT-X-SKIP:SKIPPED-SEGMENTS=3" in delta.text
+    assert delta.code == 200
+    assert f"#EXT-X-SKIP:SKIPPED-SEGMENTS={len(fake.segments) - 2}" in delta.text
     full = await server.get("/live/x/index.m3u8")
     assert "#EXT-X-SKIP" not in full.text
     await server.get("/live/x/ts.m3u8?_HLS_skip=YES")
@@ -500,16 +515,16 @@ async def test_a_part_named_by_the_preload_hint_waits_until_it_is_finished(
     first = await started(server, parts=0)
     sid = server.factory.hls.streams[0].session
     hint = first.playlist().preload_hint
-    assert hint.uri == f"part-1-0.m4s?sid={sid}"
+    assert hint.uri == f"part-{LIVE}-0.m4s?sid={sid}"
     hinted = server.start(f"/live/x/{hint.uri}")
-    never = server.start(f"/live/x/part-1-2.m4s?sid={sid}")
+    never = server.start(f"/live/x/part-{LIVE}-2.m4s?sid={sid}")
     await parked(server, 2)
     part = server.fake.add_part()
     reply = await within(hinted, 5, "the hinted part")
     assert (reply.code, reply.body) == (200, part.data)
     assert reply.headers["cache-control"] == "public, max-age=3600, immutable"
     server.fake.end_segment()
-    server.fake.add_part()  # segment 2 begins: segment 1 will never have a part 2
+    server.fake.add_part()  # the next segment begins: this one will never have a part 2
     reply = await within(never, 5, "the 404")
     assert reply.code == 404
 
@@ -521,7 +536,7 @@ async def test_a_player_that_leaves_while_parked_is_forgotten(server: HlsServer)
     part that comes later answers nobody."""
     await started(server)
     entry = server.factory.hls.streams[0]
-    blocked = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=1")
+    blocked = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=1")
     await wait_until(lambda: entry.waiting == 1, 5, "parked")
     blocked.addErrback(lambda _: None)
     blocked.cancel()
@@ -573,10 +588,10 @@ async def test_play_tokens_are_checked_on_every_request_and_carried_onto_every_u
     sid = server.factory.hls.streams[0].session
     uris = [playlist.segment_map[0].uri, playlist.preload_hint.uri]
     uris += [s.uri for s in playlist.segments] + [p.uri for s in playlist.segments for p in s.parts]
-    assert len(uris) == 7
+    assert len(uris) == 8  # init, hint, 3 segments, the parts of the last 2 (1 + 2)
     for uri in uris:
         assert uri.endswith(f"?sid={sid}&{query}"), uri
-        if "part-2-0" not in uri:  # the preload hint's part is not made yet
+        if f"part-{LIVE + 1}-0" not in uri:  # the preload hint's part is not made yet
             assert (await server.get(f"/live/x/{uri}")).code == 200, uri
         assert (await server.get(f"/live/x/{uri.split('?')[0]}?sid={sid}")).code == 403, uri
     other = signed_query(SECRET, "play", "live", "other", int(time.time()) + 60)
@@ -692,7 +707,7 @@ async def test_shutdown_answers_parked_requests_and_stops_every_segmenter(
 ) -> None:
     """The server stopping answers what waits (503) and closes the segmenters."""
     await started(server)
-    blocked = server.start("/live/x/index.m3u8?_HLS_msn=1&_HLS_part=1")
+    blocked = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=1")
     await parked(server, 1)
     await within(server.factory.shutdown(grace=1), 5, "shutdown")
     assert (await within(blocked, 5, "the answer")).code == 503

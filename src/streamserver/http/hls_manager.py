@@ -50,9 +50,18 @@ if TYPE_CHECKING:
     from streamserver.factory import RTMPServerFactory
     from streamserver.media.stream import Consumer, Stream
 
-__all__ = ["HlsManager", "HlsStream", "MakeSegmenter", "SegmenterLike", "Wait"]
+__all__ = ["FIRST_SEGMENTS", "HlsManager", "HlsStream", "MakeSegmenter", "SegmenterLike", "Wait"]
 
 _log = Logger()
+
+#: Complete segments a playlist lists before it is first served.  A playlist of
+#: parts alone has nothing for players that ignore parts (ffmpeg, every classic
+#: player); hls.js, started on an LL-HLS playlist whose only complete segment is
+#: the first of a timeline, reloads that segment's last part in a loop for
+#: seconds (its buffered media ends a few ms before the playlist says, the audio
+#: ending at an AAC frame); from the second on it starts at the last complete
+#: one and plays.  gohlslib waits for 2 (fMP4) and 1 (TS) the same way.
+FIRST_SEGMENTS = {"fmp4": 2, "ts": 2}
 
 #: Rendered playlists kept per stream between two segmenter updates (one per
 #: distinct query string: with play tokens, one per viewer).
@@ -181,17 +190,16 @@ class HlsStream:
             self.segmenter.enable_ts()
 
     def ready(self, variant: str) -> bool:
-        """Whether the playlist of *variant* has listed a complete segment yet.
+        """Whether the playlist of *variant* has listed :data:`FIRST_SEGMENTS` complete segments.
 
-        Until then a playlist is not served: players that ignore parts (ffmpeg,
-        every classic one) find nothing to play in parts alone.
+        Until then a playlist is not served (see :data:`FIRST_SEGMENTS`).
         """
         if variant in self._ready:
             return True
+        complete = [s for s in self.segmenter.segments if s.complete]
         if variant == "ts":
-            made = self.playlist(variant) is not None  # it lists complete TS segments only
-        else:
-            made = any(segment.complete for segment in self.segmenter.segments)
+            complete = [s for s in complete if s.ts]
+        made = len(complete) >= FIRST_SEGMENTS[variant]
         if made:
             self._ready.add(variant)
         return made
