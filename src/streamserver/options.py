@@ -290,9 +290,9 @@ OPTIONS: tuple[Option, ...] = (
         None,
         str,
         "ENDPOINT",
-        "Serve HTTP (the page at /, HTTP-FLV and WebSocket-FLV at /APP/NAME.flv, the JSON "
-        "API, /metrics; docs/http.md) on ENDPOINT, a Twisted endpoint string.  May be "
-        "given more than once.",
+        "Serve HTTP (the page at /, HTTP-FLV and WebSocket-FLV at /APP/NAME.flv, HLS at "
+        "/APP/NAME/index.m3u8, the JSON API, /metrics; docs/http.md) on ENDPOINT, a Twisted "
+        "endpoint string.  May be given more than once.",
         shown=DEFAULT_HTTP_ENDPOINT,
         repeatable=True,
     ),
