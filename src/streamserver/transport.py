@@ -217,6 +217,25 @@ class TransportAdapter:
             return False
         return True
 
+    def set_no_delay(self, enabled: bool) -> bool:
+        """Turn Nagle's algorithm off (*enabled*) or on for the TCP socket, where there is one.
+
+        ``twisted.web`` turns it off on every HTTP connection; a media stream
+        keeps it on, as RTMP connections do: a small frame (an audio packet)
+        written while the previous segment is unacknowledged then leaves with the
+        next, half the TCP segments per frame (``docs/benchmarks.md``).
+
+        :returns: whether a socket was configured.
+        """
+        sock = self._socket
+        try:
+            if sock is None or sock.family == socket.AF_UNIX:
+                return False
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(enabled))
+        except OSError:
+            return False
+        return True
+
     def register_producer(self, producer: IPushProducer) -> bool:
         """Register *producer* as the transport's streaming producer.
 

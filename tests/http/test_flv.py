@@ -162,6 +162,9 @@ async def test_a_late_viewer_gets_headers_then_metadata_headers_gop_and_live(
     (session,) = server.sessions()
     stats = session.stats()
     assert (stats.protocol, stats.role) == ("http-flv", "play live/x")
+    # Nagle stays on for the stream, as for RTMP (twisted.web turns it off for HTTP)
+    sock = session.link.transport.getHandle()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
     assert stats.viewer is not None and stats.viewer.protocol == "http-flv"
 
 

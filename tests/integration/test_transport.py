@@ -128,6 +128,9 @@ async def test_plain_tcp_queue_kernel_and_drain_add_up(
     assert link.configure_socket(16 * 1024, 0)
     sock = holder.transport.getHandle()
     assert sock.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT) == 16 * 1024
+    assert link.set_no_delay(True) and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert link.set_no_delay(False)
+    assert not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     assert link.register_producer(holder)
     assert not link.register_producer(holder), "a second producer is refused, not raised"
     chunk = b"z" * 16384
@@ -206,6 +209,7 @@ def test_transports_without_a_socket() -> None:
     plain = TransportAdapter(StringTransport())
     assert (plain.queued(), plain.kernel_queued(), plain.has_kernel_view) == (0, 0, False)
     assert not plain.configure_socket(16 * 1024, 0)
+    assert not plain.set_no_delay(False)
     fake = FakeTransport()
     link = TransportAdapter(fake)
     link.write_media(b"a" * 100, link.queued())

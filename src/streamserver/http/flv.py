@@ -253,6 +253,9 @@ class FlvSession:
             return
         config = factory.config
         self.link.configure_socket(config.notsent_lowat, config.send_buffer)
+        # twisted.web turned Nagle off for the HTTP connection; the stream keeps it, as
+        # RTMP's does (half the TCP segments per frame: docs/benchmarks.md)
+        self.link.set_no_delay(False)
         if not config.eager_writes:
             self.link.disable_eager_writes()
         access = AccessRequest(
