@@ -87,6 +87,7 @@ def test_streams_describes_each_stream(
         "viewers": {"total": 3, "rtmp": 1, "http-flv": 1, "ws-flv": 1},
         "dropped": {reason: http.dropped[reason] for reason in _REASONS},
         "chat": {"participants": 2, "messages": 1, "history": 1},
+        "hls": None,
     }
     assert entry["dropped"]["inter"] > 0
     assert entry["bytes_out"] > entry["bytes_in"] > 0
@@ -149,6 +150,7 @@ def test_the_server_s_numbers(
         "published": 1,
         "viewers": 3,
         "bytes_queued": scene.http.queued,
+        "hls_bytes_held": 0,
         "disconnects": {"max-queue": 0, "stalled": 0},
         "refusals": {},
     }
@@ -445,3 +447,26 @@ def test_the_cors_origin_is_configurable(clock: task.Clock, origin: str, sent: s
     response = SiteClient(factory, clock).get("/api/server")
     assert response.status == 200
     assert response.headers.get("access-control-allow-origin") == sent
+
+
+def test_a_stream_with_a_segmenter_reports_what_hls_holds(
+    factory: RTMPServerFactory, client: SiteClient, scene: Scene
+) -> None:
+    """Once HLS runs for a stream, its entry says what the segmenter holds and how much."""
+    stream = factory.find_stream("live", "cam")
+    assert stream is not None
+    entry = factory.hls.open(stream)
+    for message in media.gop_frames(scene.sid, 4000, 60) + media.gop_frames(scene.sid, 6000, 60):
+        scene.publisher.send(message)
+    hls = client.get("/api/streams/live/cam").json()["hls"]
+    assert hls["bytes_held"] == entry.segmenter.bytes_held > 0
+    assert hls["segments"] >= 1 and hls["waiting_requests"] == 0 and hls["ts"] is False
+    server = client.get("/api/server").json()
+    assert server["hls_bytes_held"] == factory.hls.total_bytes_held() == hls["bytes_held"]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {
+        f.name: f for f in text_string_to_metric_families(client.get("/metrics").body.decode())
+    }
+    (sample,) = families["streamserver_hls_bytes"].samples
+    assert (sample.labels, sample.value) == ({"app": "live", "name": "cam"}, hls["bytes_held"])

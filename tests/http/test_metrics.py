@@ -151,4 +151,7 @@ def test_docs_list_every_series(client: SiteClient, scene: Scene) -> None:
             exported[name] = (family.type, labels)
     # a counter with no sample yet (no refusal) still has its documented labels
     exported["streamserver_connection_refusals_total"] = ("counter", {"kind"})
+    # and the HLS series have samples only while a segmenter runs
+    exported["streamserver_hls_bytes"] = ("gauge", {"app", "name"})
+    exported["streamserver_hls_waiting_requests"] = ("gauge", {"app", "name"})
     assert documented == exported

@@ -234,6 +234,7 @@ class ServerResource(_JsonResource):
             "published": sum(1 for stream in streams if stream.publisher is not None),
             "viewers": sum(stream.subscriber_count for stream in streams),
             "bytes_queued": factory.bytes_queued_total(),
+            "hls_bytes_held": factory.hls.total_bytes_held(),
             "disconnects": {**dict.fromkeys(DisconnectReason, 0), **factory.disconnects},
             "refusals": dict(factory.refusals),
         }
@@ -315,6 +316,21 @@ class StreamsResource(_JsonResource):
                 "messages": stats.chat_posted,
                 "history": stats.chat_messages,
             },
+            "hls": self._hls(stream),
+        }
+
+    def _hls(self, stream: Stream) -> dict[str, Any] | None:
+        """The stream's HLS segmenter (``None`` while none runs): memory, segments, parked."""
+        entry = self.factory.hls.get(stream)
+        if entry is None:
+            return None
+        segmenter = entry.segmenter
+        return {
+            "bytes_held": segmenter.bytes_held,
+            "segments": sum(1 for segment in segmenter.segments if segment.complete),
+            "next_msn": segmenter.next_msn,
+            "waiting_requests": entry.waiting,
+            "ts": entry.ts_enabled,
         }
 
     def _detail(self, stream: Stream) -> dict[str, Any]:

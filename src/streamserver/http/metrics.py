@@ -15,8 +15,10 @@ tests) in one process never share or clash.
 
 The series (``docs/http.md`` has the list with examples): ``streamserver_info``,
 ``streamserver_connections`` by protocol, ``streamserver_streams``,
-``streamserver_queued_bytes``, the counters ``streamserver_viewer_disconnects_total``
-by reason and ``streamserver_connection_refusals_total`` by kind; per stream
+``streamserver_queued_bytes``, ``streamserver_hls_bytes`` and
+``streamserver_hls_waiting_requests`` per stream with a segmenter, the counters
+``streamserver_viewer_disconnects_total`` by reason and
+``streamserver_connection_refusals_total`` by kind; per stream
 ``streamserver_stream_published``, ``streamserver_stream_viewers`` by protocol,
 the counters ``streamserver_stream_received_bytes_total``,
 ``streamserver_stream_sent_bytes_total``, ``streamserver_stream_frames_dropped_total``
@@ -88,6 +90,21 @@ class StreamServerCollector(Collector):
             "Bytes held in every connection's transport write buffer.",
             value=factory.bytes_queued_total(),
         )
+        hls_bytes = GaugeMetricFamily(
+            "streamserver_hls_bytes",
+            "Bytes a stream's HLS segmenter holds (segments, parts, init segments).",
+            labels=_STREAM,
+        )
+        hls_waiting = GaugeMetricFamily(
+            "streamserver_hls_waiting_requests",
+            "HLS requests parked on a stream (blocking playlist reloads, hinted parts).",
+            labels=_STREAM,
+        )
+        for entry in factory.hls.streams:
+            labels = [entry.stream.app, entry.stream.name]
+            hls_bytes.add_metric(labels, entry.segmenter.bytes_held)
+            hls_waiting.add_metric(labels, entry.waiting)
+        yield from (hls_bytes, hls_waiting)
         disconnects = CounterMetricFamily(
             "streamserver_viewer_disconnects",
             "Viewers the drop policy disconnected, by reason.",
