@@ -1,21 +1,32 @@
 """Side-by-side fan-out benchmark: streamserver and nginx-rtmp under the same load.
 
 For every case ``N@KBPS`` (N fast viewers of a synthetic H.264 + AAC stream at KBPS
-kbit/s) and every server, this script starts the server fresh on a free loopback
-port, runs ``bench/fanout.py`` against it as a separate process (so each run's
-load generator starts clean), stops the server and keeps fanout's JSON line.  The
-servers alternate which goes first from one case to the next, so a drift in the
-machine's state does not always favour the same one.
+kbit/s) and every server and viewer protocol, this script starts the server fresh
+on a free loopback port, runs ``bench/fanout.py`` against it as a separate process
+(so each run's load generator starts clean), stops the server and keeps fanout's
+JSON line.  The runs alternate which goes first from one case (and one
+``--repeat`` round) to the next, so a drift in the machine's state does not
+always favour the same one.
+
+``--protocol`` says how streamserver's viewers play: ``rtmp`` (the default),
+``http-flv`` (``GET /live/NAME.flv``, chunked HTTP/1.1) or ``both`` (two runs of
+streamserver per case and round, one per protocol).  nginx-rtmp plays RTMP only.
 
 - streamserver: ``twistd -n --pidfile= --logfile=FILE streamserver --rtmp
-  tcp:PORT:interface=127.0.0.1`` (plus ``--server-arg``);
+  tcp:PORT:interface=127.0.0.1 --no-http`` (plus ``--server-arg``).  When
+  HTTP-FLV viewers are measured, every streamserver run of the invocation (RTMP
+  ones included: the same server, only the viewers differ) gets ``--http
+  tcp:HTTP_PORT:interface=127.0.0.1 --http-play-wait 60`` instead of
+  ``--no-http``; the wait keeps the requests made before anyone publishes from
+  being answered 404 during the connect phase and the idle RSS sample;
 - nginx-rtmp: ``nginx -p DIR -c DIR/nginx.conf`` with a generated config: one
   process (``master_process off``, ``daemon off``), ``load_module`` of the RTMP
   module, ``listen 127.0.0.1:PORT; chunk_size 4096; application live { live on; }``.
 
-Writes ``compare-TAG.json`` (every run's summary, the machine, the commands) and
-``compare-TAG.md`` (the table) into ``--out-dir`` (default ``bench/results``), and
-prints the table.
+Writes ``compare-TAG.json`` (every run's summary, the machine, the commands, the
+load average before each run) and ``compare-TAG.md`` (the tables: every run, the
+ratios to nginx-rtmp, HTTP-FLV against RTMP per round) into ``--out-dir``
+(default ``bench/results``), and prints the tables.
 
 Other benchmark processes running at the same time make the numbers meaningless,
 so the script refuses to start while ``soak.py`` or ``fanout.py`` processes it did
@@ -23,9 +34,10 @@ not start are running (``--allow-busy`` overrides; the runs are then marked).
 Each run also reports the CPU the rest of the machine used during its
 measurement window (``other s/s`` in the table).
 
-Example (the full comparison, about 10 minutes)::
+Example (the full comparison, about 10 minutes; then HTTP-FLV against RTMP)::
 
     .venv/bin/python bench/compare.py --tag quiet
+    .venv/bin/python bench/compare.py --case 400@1000 --protocol both --repeat 2 --tag http
     .venv/bin/python bench/plot_compare.py bench/results/compare-quiet.json \\
         --out docs/benchmarks-compare.png
 """
@@ -42,6 +54,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,7 +134,12 @@ class Server:
         self.argv: list[str] = []
         self.logfile = workdir / f"{self.name}.log"
 
-    def start(self, port: int) -> None:
+    #: the viewer protocols fanout.py can play it with
+    protocols: tuple[str, ...] = ("rtmp",)
+    #: whether it is started with an HTTP port
+    http = False
+
+    def start(self, port: int, http_port: int | None = None) -> None:
         raise NotImplementedError
 
     @property
@@ -150,13 +168,15 @@ class Server:
 
 class StreamServer(Server):
     name = "streamserver"
+    protocols = ("rtmp", "http-flv")
 
-    def __init__(self, workdir: Path, twistd: str, extra: Sequence[str]) -> None:
+    def __init__(self, workdir: Path, twistd: str, extra: Sequence[str], http: bool) -> None:
         super().__init__(workdir)
         self.twistd = twistd
         self.extra = list(extra)
+        self.http = http
 
-    def start(self, port: int) -> None:
+    def start(self, port: int, http_port: int | None = None) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.logfile.unlink()
         # a Python script (an instrumented twistd) runs with this interpreter
@@ -169,7 +189,11 @@ class StreamServer(Server):
             "streamserver",
             "--rtmp",
             f"tcp:{port}:interface=127.0.0.1",
-            "--no-http",
+            *(
+                ["--http", f"tcp:{http_port}:interface=127.0.0.1", "--http-play-wait", "60"]
+                if http_port is not None
+                else ["--no-http"]
+            ),
             *self.extra,
         ]
         stdio = (self.workdir / "streamserver.stdio").open("wb")
@@ -198,7 +222,7 @@ class NginxRTMP(Server):
         self.prefix = workdir / "nginx"
         self.logfile = self.prefix / "error.log"
 
-    def start(self, port: int) -> None:
+    def start(self, port: int, http_port: int | None = None) -> None:
         self.prefix.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.logfile.unlink()
@@ -292,12 +316,22 @@ def machine() -> dict[str, Any]:
 
 
 def run_case(
-    server: Server, viewers: int, kbps: float, options: argparse.Namespace, logdir: Path
+    server: Server,
+    protocol: str,
+    viewers: int,
+    kbps: float,
+    options: argparse.Namespace,
+    logdir: Path,
+    round_: int,
 ) -> dict[str, Any]:
     port = free_port()
-    server.start(port)
-    label = f"{server.name} {viewers}@{kbps:g}"
-    stderr_path = logdir / f"fanout-{server.name}-{viewers}-{kbps:g}.stderr"
+    http_port = free_port() if server.http else None
+    load_before = os.getloadavg()
+    server.start(port, http_port)
+    label = f"{server.name} {protocol} {viewers}@{kbps:g}"
+    stem = f"{server.name}-{protocol}-{viewers}-{kbps:g}-r{round_ + 1}"
+    stderr_path = logdir / f"fanout-{stem}.stderr"
+    via_http = ["--http-port", str(http_port)] if protocol == "http-flv" and http_port else []
     argv = [
         sys.executable,
         str(BENCH / "fanout.py"),
@@ -315,6 +349,9 @@ def run_case(
         str(server.pid),
         "--label",
         label,
+        "--protocol",
+        protocol,
+        *via_http,
         *options.fanout_arg,
     ]
     log(f"{label}: {shlex.join(server.argv)}")
@@ -331,13 +368,16 @@ def run_case(
     finally:
         status = server.stop()
         with contextlib.suppress(OSError):
-            shutil.copy(server.logfile, logdir / f"{server.name}-{viewers}-{kbps:g}.log")
+            shutil.copy(server.logfile, logdir / f"{stem}.log")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         tail = stderr_path.read_text(errors="replace")[-1500:]
         raise RuntimeError(f"{label}: fanout.py exited {result.returncode}:\n{tail}")
     summary: dict[str, Any] = json.loads(lines[-1])
     summary["server"] = server.name
+    summary["protocol"] = protocol
+    summary["round"] = round_ + 1
+    summary["load_before"] = [round(x, 2) for x in load_before]
     summary["server_command"] = shlex.join(server.argv)
     summary["server_exit_status"] = status
     summary["server_log_problems"] = server.log_problems()
@@ -354,10 +394,11 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 def table(runs: list[dict[str, Any]]) -> str:
     head = (
-        "| server | viewers | stream kbit/s | server CPU s/s | CPU ms per MB | "
-        "RSS before / idle / peak MB | RSS per idle viewer KB | delivered kbit/s min / median | "
-        "frames lost max / total | latency p50 / p99 ms | generator CPU s/s | other s/s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| server | viewers play | viewers | stream kbit/s | server CPU s/s | kernel share "
+        "| CPU ms per MB | CPU µs per frame | RSS before / idle / peak MB | RSS per idle viewer KB "
+        "| delivered kbit/s min / median | frames lost max / total | latency p50 / p99 ms | "
+        "generator CPU s/s | other s/s | load 1 / 5 min before |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for run in runs:
@@ -366,25 +407,31 @@ def table(runs: list[dict[str, Any]]) -> str:
         lost = run["frames_lost_per_viewer"] or {}
         latency = run["latency_ms"]
         per_viewer = run["rss_bytes_per_idle_viewer"]
+        load = run.get("load_before") or [None, None]
         rows.append(
-            f"| {run['server']} | {run['viewers']} | {run['bitrate_kbps']:.0f} "
-            f"| {fmt(run['server_cpu_s_per_s'], 3)} | {fmt(run['server_cpu_ms_per_mb'], 2)} "
+            f"| {run['server']} | {run.get('protocol', 'rtmp')} | {run['viewers']} "
+            f"| {run['bitrate_kbps']:.0f} "
+            f"| {fmt(run['server_cpu_s_per_s'], 3)} | {fmt(run.get('server_cpu_system_share'), 2)} "
+            f"| {fmt(run['server_cpu_ms_per_mb'], 2)} "
+            f"| {fmt(run.get('server_cpu_us_per_frame'), 2)} "
             f"| {fmt(rss['before'])} / {fmt(rss['idle_viewers'])} / {fmt(rss['peak'])} "
             f"| {fmt(per_viewer / 1000 if per_viewer is not None else None)} "
             f"| {fmt(delivered.get('min'))} / {fmt(delivered.get('median'))} "
             f"| {fmt(lost.get('max'))} / {fmt(lost.get('total'))} "
             f"| {fmt(latency['p50'], 2)} / {fmt(latency['p99'], 2)} "
             f"| {fmt(run['generator']['cpu_s_per_s'], 3)} "
-            f"| {fmt(run['machine']['other_cpu_s_per_s'], 2)} |"
+            f"| {fmt(run['machine']['other_cpu_s_per_s'], 2)} "
+            f"| {fmt(load[0], 2)} / {fmt(load[1], 2)} |"
         )
     return head + "\n".join(rows) + "\n"
 
 
 def ratios(runs: list[dict[str, Any]]) -> str:
-    """streamserver against nginx-rtmp, per case."""
+    """streamserver's RTMP viewers against nginx-rtmp, per case (the last round's runs)."""
     by_case: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
     for run in runs:
-        by_case.setdefault((run["viewers"], run["bitrate_kbps"]), {})[run["server"]] = run
+        if run.get("protocol", "rtmp") == "rtmp":
+            by_case.setdefault((run["viewers"], run["bitrate_kbps"]), {})[run["server"]] = run
     lines = [
         "| viewers | stream kbit/s | CPU per MB, streamserver / nginx | "
         "p99 latency, streamserver - nginx, ms | RSS per idle viewer KB, streamserver / nginx |",
@@ -406,6 +453,47 @@ def ratios(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def protocol_ratios(runs: list[dict[str, Any]]) -> str:
+    """streamserver's HTTP-FLV viewers against its RTMP viewers, per case and round."""
+    pairs: dict[tuple[int, float, int], dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        if run["server"] == "streamserver":
+            key = (run["viewers"], run["bitrate_kbps"], run.get("round", 1))
+            pairs.setdefault(key, {})[run.get("protocol", "rtmp")] = run
+    lines = [
+        "| viewers | stream kbit/s | round | CPU ms per MB, RTMP / HTTP-FLV | HTTP-FLV / RTMP "
+        "| CPU µs per frame, RTMP / HTTP-FLV | HTTP-FLV / RTMP | p99 latency ms, RTMP / HTTP-FLV "
+        "| TCP segments per frame, RTMP / HTTP-FLV | other s/s, RTMP / HTTP-FLV |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    found: dict[tuple[int, float], list[float]] = {}
+    for (viewers, kbps, round_), pair in sorted(pairs.items()):
+        rtmp, http = pair.get("rtmp"), pair.get("http-flv")
+        if not rtmp or not http:
+            continue
+        a, b = rtmp["server_cpu_ms_per_mb"], http["server_cpu_ms_per_mb"]
+        c, d = rtmp.get("server_cpu_us_per_frame"), http.get("server_cpu_us_per_frame")
+        if a and b:
+            found.setdefault((viewers, kbps), []).append(b / a)
+        lines.append(
+            f"| {viewers} | {kbps:.0f} | {round_} | {fmt(a, 2)} / {fmt(b, 2)} "
+            f"| {fmt(b / a if a and b else None, 2)}x "
+            f"| {fmt(c, 2)} / {fmt(d, 2)} | {fmt(d / c if c and d else None, 2)}x "
+            f"| {fmt(rtmp['latency_ms']['p99'], 2)} / {fmt(http['latency_ms']['p99'], 2)} "
+            f"| {fmt(rtmp['machine'].get('tcp_segments_per_frame'), 2)} / "
+            f"{fmt(http['machine'].get('tcp_segments_per_frame'), 2)} "
+            f"| {fmt(rtmp['machine']['other_cpu_s_per_s'], 2)} / "
+            f"{fmt(http['machine']['other_cpu_s_per_s'], 2)} |"
+        )
+    if not found:
+        return ""
+    medians = ", ".join(
+        f"{viewers}@{kbps:.0f}: {statistics.median(values):.2f}x ({len(values)} rounds)"
+        for (viewers, kbps), values in sorted(found.items())
+    )
+    return "\n".join(lines) + f"\n\nHTTP-FLV / RTMP CPU per MB, median: {medians}\n"
+
+
 def parse_case(text: str) -> tuple[int, float]:
     viewers, _, kbps = text.partition("@")
     return int(viewers), float(kbps or 1000)
@@ -421,9 +509,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"N@KBPS, repeatable (default: {' '.join(DEFAULT_CASES)})",
     )
     parser.add_argument("--servers", default="streamserver,nginx-rtmp")
+    parser.add_argument(
+        "--protocol",
+        choices=("rtmp", "http-flv", "both"),
+        default="rtmp",
+        help="how streamserver's viewers play (nginx-rtmp's always play RTMP); "
+        "both: one run of each per case and round",
+    )
     parser.add_argument("--duration", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case and server")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds per case: one run per server and protocol each, the order alternating",
+    )
     parser.add_argument(
         "--fanout-arg", action="append", default=[], help="passed to fanout.py (repeatable)"
     )
@@ -476,32 +576,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     options.out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="compare-"))
+    protocols = ("rtmp", "http-flv") if options.protocol == "both" else (options.protocol,)
     servers: list[Server] = []
     for name in options.servers.split(","):
         if name == "streamserver":
-            servers.append(StreamServer(workdir, options.twistd, options.server_arg))
+            servers.append(
+                StreamServer(
+                    workdir, options.twistd, options.server_arg, http="http-flv" in protocols
+                )
+            )
         elif name in ("nginx", "nginx-rtmp"):
             servers.append(NginxRTMP(workdir, options.nginx, options.rtmp_module))
         else:
             raise SystemExit(f"unknown server {name!r}")
     logdir = options.out_dir / f"compare-{options.tag}-logs"
     logdir.mkdir(exist_ok=True)
+    # nginx-rtmp plays RTMP whatever --protocol says: the reference
+    variants = [
+        (server, protocol)
+        for server in servers
+        for protocol in [p for p in protocols if p in server.protocols] or server.protocols[:1]
+    ]
     runs: list[dict[str, Any]] = []
     started = time.time()
-    for index, (viewers, kbps) in enumerate(options.case):
-        order = servers if index % 2 == 0 else servers[::-1]
-        for _ in range(options.repeat):
-            for server in order:
-                summary = run_case(server, viewers, kbps, options, logdir)
+    turn = 0
+    for viewers, kbps in options.case:
+        for round_ in range(options.repeat):
+            order = variants if turn % 2 == 0 else variants[::-1]
+            turn += 1
+            for server, protocol in order:
+                summary = run_case(server, protocol, viewers, kbps, options, logdir, round_)
                 summary["busy_at_start"] = busy
                 runs.append(summary)
                 lost = summary["frames_lost_per_viewer"] or {}
                 log(
-                    f"{server.name} {viewers}@{kbps:g}: cpu {summary['server_cpu_s_per_s']} s/s, "
-                    f"{summary['server_cpu_ms_per_mb']} ms/MB, p99 "
+                    f"{server.name} {protocol} {viewers}@{kbps:g} round {round_ + 1}: "
+                    f"cpu {summary['server_cpu_s_per_s']} s/s, "
+                    f"{summary['server_cpu_ms_per_mb']} ms/MB, "
+                    f"{summary['server_cpu_us_per_frame']} µs/frame, p99 "
                     f"{summary['latency_ms']['p99']} ms, lost {lost.get('total')}, "
                     f"gen {summary['generator']['cpu_s_per_s']} s/s, "
-                    f"other {summary['machine']['other_cpu_s_per_s']} s/s"
+                    f"other {summary['machine']['other_cpu_s_per_s']} s/s, "
+                    f"load before {summary['load_before']}"
                 )
                 time.sleep(3)
     result = {
@@ -510,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "elapsed_s": round(time.time() - started),
         "machine": machine(),
         "source": source_state(options.src),
+        "protocols": list(protocols),
         "versions": {server.name: server.version() for server in servers},
         "busy_at_start": busy,
         "runs": runs,
@@ -524,6 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + table(runs)
         + "\n"
         + ratios(runs)
+        + ("\n" + protocol_ratios(runs) if "http-flv" in protocols else "")
     )
     md_path = options.out_dir / f"compare-{options.tag}.md"
     md_path.write_text(text)

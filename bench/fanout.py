@@ -1,7 +1,8 @@
 """Fan-out benchmark: one publisher, N viewers, one RTMP server, one JSON line.
 
 Works against any RTMP server (streamserver, nginx-rtmp…) given its URL and,
-for the server-side numbers, its process id.  The run:
+for the server-side numbers, its process id; the viewers play RTMP or, from a
+server that serves it, HTTP-FLV (``--protocol``).  The run:
 
 1. reads the server's RSS, connects N viewers (and ``--slow K`` throttled ones)
    that ``play`` the stream while nobody publishes it, waits until every one got
@@ -37,10 +38,21 @@ the bytes waiting for the wake-up never close the TCP window.  The server cannot
 tell: on loopback its writes never wait for such a reader.  All viewers count
 lost frames and delivered bytes (read + ``FIONREAD``); only probes give latency.
 
-Example (streamserver on port 1935, its twistd pid in $PID)::
+``--protocol http-flv`` makes the viewers HTTP-FLV players of the same stream
+(still published over RTMP at ``--url``): each sends ``GET /APP/NAME.flv
+HTTP/1.1`` with a ``Host`` header to ``--http-port`` and reads the chunked
+response with the same socket options, reads and probes as an RTMP viewer;
+``bench/http_flv.py`` walks the chunk-size lines and FLV tag headers and skips
+tag bodies past the stamp.  Delivered bytes are wire bytes in both protocols
+(RTMP chunk headers; HTTP chunk framing and FLV tag headers), so the summary also
+gives server CPU per delivered frame and the wire bytes per frame.
+
+Example (streamserver on port 1935, HTTP on 8080, its twistd pid in $PID)::
 
     .venv/bin/python bench/fanout.py --url rtmp://127.0.0.1:1935/live/bench \\
         --viewers 400 --bitrate 1000 --duration 60 --warmup 10 --server-pid $PID
+    .venv/bin/python bench/fanout.py --url rtmp://127.0.0.1:1935/live/bench \\
+        --protocol http-flv --http-port 8080 --viewers 400 --server-pid $PID
 """
 
 from __future__ import annotations
@@ -63,6 +75,9 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from http_flv import HttpFlvError, HttpFlvReader, request_bytes
 
 from streamserver.client import parse_rtmp_url
 from streamserver.codec import amf0, messages
@@ -167,15 +182,20 @@ class ProcessProbe:
         self.pid = pid
         self._ticks = os.sysconf("SC_CLK_TCK")
 
-    def cpu_s(self) -> float | None:
-        """utime + stime in seconds, or ``None`` if the process is gone."""
+    def cpu_times(self) -> tuple[float, float] | None:
+        """``(utime, stime)`` in seconds, or ``None`` if the process is gone."""
         try:
             with open(f"/proc/{self.pid}/stat") as stat:
                 fields = stat.read().rpartition(")")[2].split()
         except OSError:
             return None
         # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-        return (int(fields[11]) + int(fields[12])) / self._ticks
+        return int(fields[11]) / self._ticks, int(fields[12]) / self._ticks
+
+    def cpu_s(self) -> float | None:
+        """utime + stime in seconds, or ``None`` if the process is gone."""
+        times = self.cpu_times()
+        return times[0] + times[1] if times is not None else None
 
     def rss_mb(self) -> float | None:
         """VmRSS in MB (10**6 bytes), or ``None`` if the process is gone."""
@@ -192,6 +212,16 @@ class ProcessProbe:
 def own_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def tcp_out_segments() -> int | None:
+    """TCP segments the machine sent since boot (``OutSegs`` of ``/proc/net/snmp``), or ``None``."""
+    try:
+        with open("/proc/net/snmp") as snmp:
+            rows = [line.split() for line in snmp if line.startswith("Tcp:")]
+        return int(rows[1][rows[0].index("OutSegs")])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def machine_busy_s() -> float | None:
@@ -596,18 +626,23 @@ class ViewerError(Exception):
 
 
 class Viewer:
-    """One playing connection on a raw non-blocking socket.
+    """One playing connection on a raw non-blocking socket: what every protocol's viewer shares.
 
-    Handshake and commands go through the project's codecs; after the handshake
-    :meth:`_parse` reads chunk headers itself and skips media payloads.
+    A subclass opens the play (:meth:`_opened`) and reads (:meth:`_readable`),
+    calling :meth:`_frame` at the start of each media frame it finds.
 
     :ivar kind: ``"fast"`` or ``"slow"``.
     :ivar probe: whether this viewer reads eagerly and times every frame.
+    :ivar playing: the server took the play (RTMP: ``NetStream.Play.Start``;
+        HTTP-FLV: the request is sent, the server holds it until the stream is
+        published).
     :ivar bytes_read: bytes read from the socket in total.
     :ivar first/last/count/lost/dup: per media type (index 0 video, 1 audio): the
         first and last sequence numbers seen, frames received, frames skipped
         (gaps), frames at or below the last one.
     """
+
+    protocol = ""
 
     def __init__(self, bench: Bench, index: int, kind: str, probe: bool) -> None:
         self.bench = bench
@@ -616,16 +651,7 @@ class Viewer:
         self.probe = probe
         self.sock: socket.socket | None = None
         self.fd = -1
-        self._handshake: ClientHandshake | None = ClientHandshake()
-        self._encoder = ChunkEncoder(128)
         self._out = bytearray()
-        self._leftover = b""
-        self._skip = 0
-        self._chunk_size = 128
-        self._streams: dict[int, list[Any]] = {}
-        self._ack_window = 0
-        self._acked = 0
-        self.stream_id = 0
         loop = asyncio.get_running_loop()
         self.answered: asyncio.Future[str] = loop.create_future()
         # a failure after the connect phase gave up waiting is not an unretrieved error
@@ -669,8 +695,7 @@ class Viewer:
             raise
         self.sock = sock
         self.fd = sock.fileno()
-        assert self._handshake is not None
-        self._write(self._handshake.initial_bytes())
+        self._opened()
         loop.add_reader(self.fd, self._readable)
 
     def close(self, reason: str) -> None:
@@ -747,6 +772,87 @@ class Viewer:
         del self._out[:sent]
         if not self._out:
             self.bench.loop.remove_writer(self.fd)
+
+    # --- what a protocol does ------------------------------------------------------------
+
+    def _opened(self) -> None:
+        """Connected: start the play (the first bytes to the server)."""
+        raise NotImplementedError
+
+    def _readable(self) -> None:
+        """The socket is readable (or, batched, holds ``SO_RCVLOWAT`` bytes)."""
+        raise NotImplementedError
+
+    def _frame(self, type_id: int, buf: bytearray | bytes, at: int, size: int) -> None:
+        """A media frame (RTMP message, FLV tag body) starts at ``buf[at]``, *size* bytes there."""
+        if type_id == _VIDEO:
+            o = at + self.bench.video_stamp_at
+            index = 0
+        else:
+            o = at + AUDIO_STAMP_AT
+            index = 1
+        if o + STAMP_SIZE > at + size or buf[o : o + 4] != MAGIC:
+            self.unstamped += 1
+            return
+        seq = int(buf[o + 4 : o + 12], 16)
+        last = self.last[index]
+        if last < 0:
+            self.first[index] = seq
+        elif seq > last + 1:
+            self.lost[index] += seq - last - 1
+        elif seq <= last:
+            self.dup[index] += 1
+            return
+        self.last[index] = seq
+        self.count[index] += 1
+        bench = self.bench
+        if self.probe and bench.recording:
+            sent_us = int(buf[o + 12 : o + 25], 16)
+            latency = (self._read_us - sent_us) / 1000
+            if self.kind == "fast":
+                bench.latencies.append(latency)
+            else:
+                bench.slow_latencies.append(latency)
+
+    def _throttle(self, size: int) -> None:
+        now = time.monotonic()
+        tokens = min(SLOW_BURST, self._tokens + (now - self._refilled) * self._rate) - size
+        self._refilled = now
+        self._tokens = tokens
+        if tokens < 0 and self._resume is None and self.sock is not None:
+            self.bench.loop.remove_reader(self.fd)
+            self._resume = self.bench.loop.call_later(-tokens / self._rate, self._go_on)
+
+    def _go_on(self) -> None:
+        self._resume = None
+        if self.sock is not None:
+            self.bench.loop.add_reader(self.fd, self._readable)
+
+
+class RtmpViewer(Viewer):
+    """An RTMP play: handshake, ``connect``, ``createStream``, ``play``, then media.
+
+    Handshake and commands go through the project's codecs; after the handshake
+    :meth:`_parse` reads chunk headers itself and skips media payloads.
+    """
+
+    protocol = "rtmp"
+
+    def __init__(self, bench: Bench, index: int, kind: str, probe: bool) -> None:
+        super().__init__(bench, index, kind, probe)
+        self._handshake: ClientHandshake | None = ClientHandshake()
+        self._encoder = ChunkEncoder(128)
+        self._leftover = b""
+        self._skip = 0
+        self._chunk_size = 128
+        self._streams: dict[int, list[Any]] = {}
+        self._ack_window = 0
+        self._acked = 0
+        self.stream_id = 0
+
+    def _opened(self) -> None:
+        assert self._handshake is not None
+        self._write(self._handshake.initial_bytes())
 
     def send(self, message: Message) -> None:
         type_id = message.type_id
@@ -956,7 +1062,7 @@ class Viewer:
             state[5] = 0 if received >= length else received
             if media:
                 if not continuation:
-                    self._frame(type_id, hend, size)
+                    self._frame(type_id, buf, hend, size)
                 available = end - hend
                 if available < size:
                     self._skip = size - available
@@ -981,38 +1087,6 @@ class Viewer:
             self._leftover = bytes(buf[pos:end])
         else:
             self._leftover = b""
-
-    def _frame(self, type_id: int, at: int, size: int) -> None:
-        """A media message starts at ``_SHARED[at]``; *size* of its bytes are there."""
-        buf = _SHARED
-        if type_id == _VIDEO:
-            o = at + self.bench.video_stamp_at
-            index = 0
-        else:
-            o = at + AUDIO_STAMP_AT
-            index = 1
-        if o + STAMP_SIZE > at + size or buf[o : o + 4] != MAGIC:
-            self.unstamped += 1
-            return
-        seq = int(buf[o + 4 : o + 12], 16)
-        last = self.last[index]
-        if last < 0:
-            self.first[index] = seq
-        elif seq > last + 1:
-            self.lost[index] += seq - last - 1
-        elif seq <= last:
-            self.dup[index] += 1
-            return
-        self.last[index] = seq
-        self.count[index] += 1
-        bench = self.bench
-        if self.probe and bench.recording:
-            sent_us = int(buf[o + 12 : o + 25], 16)
-            latency = (self._read_us - sent_us) / 1000
-            if self.kind == "fast":
-                bench.latencies.append(latency)
-            else:
-                bench.slow_latencies.append(latency)
 
     def _control(self, type_id: int, payload: bytes) -> None:
         """A whole non-media message arrived."""
@@ -1062,19 +1136,66 @@ class Viewer:
                 if not self.answered.done():
                     self.answered.set_result(code)
 
-    def _throttle(self, size: int) -> None:
-        now = time.monotonic()
-        tokens = min(SLOW_BURST, self._tokens + (now - self._refilled) * self._rate) - size
-        self._refilled = now
-        self._tokens = tokens
-        if tokens < 0 and self._resume is None and self.sock is not None:
-            self.bench.loop.remove_reader(self.fd)
-            self._resume = self.bench.loop.call_later(-tokens / self._rate, self._go_on)
 
-    def _go_on(self) -> None:
-        self._resume = None
-        if self.sock is not None:
-            self.bench.loop.add_reader(self.fd, self._readable)
+class HttpFlvViewer(Viewer):
+    """An HTTP-FLV play: ``GET /APP/NAME.flv HTTP/1.1``, then a chunked body of FLV tags.
+
+    Reads exactly as :class:`RtmpViewer` does (the same socket options, one
+    ``recv_into`` of up to 256 KiB into the shared buffer per wake-up); the
+    chunk-size lines and tag headers are walked by
+    :class:`http_flv.HttpFlvReader`, which skips tag bodies past the stamp.
+
+    :ivar http_status: the response's status code, once its head is in.
+    """
+
+    protocol = "http-flv"
+
+    def __init__(self, bench: Bench, index: int, kind: str, probe: bool) -> None:
+        super().__init__(bench, index, kind, probe)
+        self.http_status: int | None = None
+        self._reader = HttpFlvReader(self._frame, bench.stamp_ends)
+
+    def _opened(self) -> None:
+        bench = self.bench
+        self._write(request_bytes(bench.host, bench.play_port, bench.play_path))
+        if self.sock is None:
+            return
+        # The server answers only once the stream is published: the request is the play.
+        self.playing = True
+        self._refilled = time.monotonic()
+        self.answered.set_result("request sent")
+
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        size = SLOW_BURST if self.kind == "slow" else RECV_SIZE
+        try:
+            n = sock.recv_into(_SHARED_VIEW[:size], size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self.close(errno.errorcode.get(error.errno or 0, str(error)))
+            return
+        if n == 0:
+            self.close("eof")
+            return
+        self.bytes_read += n
+        if self.probe:
+            self._read_us = time.time_ns() // 1000
+        if self.kind == "slow" and self.playing:
+            self._throttle(n)
+        reader = self._reader
+        try:
+            reader.receive(_SHARED, 0, n)
+        except HttpFlvError as error:
+            self.http_status = reader.status
+            self.fail(str(error))
+            return
+        if self.http_status is None:
+            self.http_status = reader.status
+        if reader.ended:
+            self.close("end of response")
 
 
 #: Audio stamps end here (fixed); video stamps depend on the NAL length size.
@@ -1097,6 +1218,17 @@ class Bench:
         )
         self.video_stamp_at = video_stamp_at(self.source.nal_length_size)
         self.video_stamp_end = self.video_stamp_at + STAMP_SIZE
+        #: the body bytes an HTTP-FLV viewer must see of a tag, per type: up to the stamp's end
+        self.stamp_ends = {_VIDEO: self.video_stamp_end, _AUDIO: AUDIO_STAMP_END}
+        self.viewer_class: type[Viewer] = RtmpViewer
+        self.play_port = self.port
+        self.play_path = ""
+        self.play_url = options.url
+        if options.protocol == "http-flv":
+            self.viewer_class = HttpFlvViewer
+            self.play_port = options.http_port
+            self.play_path = f"/{quote(self.app)}/{quote(self.name)}.flv"
+            self.play_url = f"http://{self.host}:{self.play_port}{self.play_path}"
         self.slow_bytes_per_s = options.slow_kbps * 1000 / 8
         self.server = ProcessProbe(options.server_pid) if options.server_pid else None
         self.t0 = self.loop.time()
@@ -1128,7 +1260,7 @@ class Bench:
         )
         for index, kind in enumerate(kinds):
             probe = kind == "slow" or index in probe_set
-            viewer = Viewer(self, index, kind, probe)
+            viewer = self.viewer_class(self, index, kind, probe)
             self.viewers.append(viewer)
 
     async def connect_viewers(self) -> None:
@@ -1137,7 +1269,7 @@ class Bench:
         async def one(viewer: Viewer) -> None:
             async with gate:
                 try:
-                    await asyncio.wait_for(viewer.open(self.host, self.port), 30)
+                    await asyncio.wait_for(viewer.open(self.host, self.play_port), 30)
                     await asyncio.wait_for(asyncio.shield(viewer.answered), 30)
                 except (OSError, ViewerError, TimeoutError) as error:
                     self.connect_failures.append(f"viewer {viewer.index}: {error!r}")
@@ -1161,12 +1293,13 @@ class Bench:
     def sample(self) -> dict[str, Any]:
         server = self.server
         rss = server.rss_mb() if server else None
-        cpu = server.cpu_s() if server else None
+        times = server.cpu_times() if server else None
         gen = own_cpu_s()
         return {
             "t": round(self.now(), 2),
             "rss_mb": round(rss, 2) if rss is not None else None,
-            "cpu_s": cpu,
+            "cpu_s": times[0] + times[1] if times is not None else None,
+            "system_cpu_s": times[1] if times is not None else None,
             "gen_cpu_s": gen,
             "connected": sum(1 for v in self.viewers if v.sock is not None and v.playing),
         }
@@ -1178,7 +1311,7 @@ class Bench:
         self.make_viewers()
         log(
             f"connecting {options.viewers} fast + {options.slow} slow viewers to "
-            f"{options.url} ({probe_count(options.probes, options.viewers)} probes)"
+            f"{self.play_url} ({probe_count(options.probes, options.viewers)} probes)"
         )
         t_connect = self.loop.time()
         await self.connect_viewers()
@@ -1188,7 +1321,7 @@ class Bench:
         for failure in self.connect_failures[:5]:
             log(f"connect failure: {failure}")
         if self.viewers and not playing:
-            raise BenchError(f"no viewer could play {options.url}")
+            raise BenchError(f"no viewer could play {self.play_url}")
         await asyncio.sleep(options.idle_settle)
         rss_idle = server.rss_mb() if server else None
         per_viewer = (
@@ -1232,6 +1365,8 @@ class Bench:
                 window["start"] = self.snapshot(sample)
                 self.recording = True
                 publisher.record_delays = True
+                if self.viewer_class is HttpFlvViewer:
+                    log(f"HTTP responses by status: {dict(self.http_statuses())}")
             if second % 10 == 0 or second == 1:
                 previous = self.samples[-2]
                 cpu = (
@@ -1262,12 +1397,21 @@ class Bench:
         return {
             "t": self.now(),
             "cpu_s": sample["cpu_s"],
+            "system_cpu_s": sample["system_cpu_s"],
             "gen_cpu_s": own_cpu_s(),
             "machine_busy_s": machine_busy_s(),
+            "tcp_out_segments": tcp_out_segments(),
             "rss_mb": sample["rss_mb"],
             "delivered": [v.delivered_bytes() for v in self.viewers],
+            "frames": sum(v.count[0] + v.count[1] for v in self.viewers),
             "publisher_payload": self.publisher.payload_bytes if self.publisher else 0,
         }
+
+    def http_statuses(self) -> Counter[str]:
+        """HTTP-FLV viewers by the status of their response ("none": no head yet)."""
+        return Counter(
+            str(v.http_status or "none") for v in self.viewers if isinstance(v, HttpFlvViewer)
+        )
 
     async def drain(self) -> None:
         """After the last frame: read what is still in flight, up to a few seconds."""
@@ -1311,6 +1455,11 @@ class Bench:
             else None
         )
         gen_cpu = end["gen_cpu_s"] - start["gen_cpu_s"] if start and end else None
+        system_cpu = (
+            end["system_cpu_s"] - start["system_cpu_s"]
+            if server_cpu is not None and start and end
+            else None
+        )
         machine = (
             end["machine_busy_s"] - start["machine_busy_s"]
             if start and end and start["machine_busy_s"] is not None
@@ -1320,6 +1469,11 @@ class Bench:
         other = (
             machine - (server_cpu or 0) - (gen_cpu or 0)
             if machine is not None and gen_cpu is not None
+            else None
+        )
+        segments = (
+            end["tcp_out_segments"] - start["tcp_out_segments"]
+            if start and end and None not in (start["tcp_out_segments"], end["tcp_out_segments"])
             else None
         )
         rss_values = [s["rss_mb"] for s in self.samples if s["rss_mb"] is not None]
@@ -1392,10 +1546,13 @@ class Bench:
             else 0
         )
         delivered_mb = delivered_total / 1e6
+        frames = end["frames"] - start["frames"] if start and end else 0
         peak = max(rss_values, default=None)
         return {
             "label": options.label,
             "url": options.url,
+            "protocol": options.protocol,
+            "play_url": self.play_url,
             "viewers": options.viewers,
             "slow": options.slow,
             "slow_kbps": options.slow_kbps if options.slow else None,
@@ -1405,12 +1562,20 @@ class Bench:
             "duration_s": round(span, 2),
             "server_pid": options.server_pid,
             "server_cpu_s_per_s": round(server_cpu / span, 4) if server_cpu is not None else None,
+            "server_cpu_system_share": (
+                round(system_cpu / server_cpu, 3) if system_cpu is not None and server_cpu else None
+            ),
             "server_cpu_ms_per_mb": (
                 round(server_cpu * 1000 / delivered_mb, 2)
                 if server_cpu is not None and delivered_mb
                 else None
             ),
             "delivered_mb_per_s": round(delivered_mb / span, 3) if span else None,
+            "frames_delivered": frames,
+            "server_cpu_us_per_frame": (
+                round(server_cpu * 1e6 / frames, 3) if server_cpu is not None and frames else None
+            ),
+            "wire_bytes_per_frame": round(delivered_total / frames, 1) if frames else None,
             "rss_mb": {
                 "before": round(rss_before, 2) if rss_before is not None else None,
                 "idle_viewers": round(rss_idle, 2) if rss_idle is not None else None,
@@ -1451,12 +1616,17 @@ class Bench:
                 "cpus": os.cpu_count(),
                 "busy_s_per_s": round(machine / span, 3) if machine is not None and span else None,
                 "other_cpu_s_per_s": round(other / span, 3) if other is not None and span else None,
+                # loopback: the server's segments and the viewers' ACKs (and anyone else's)
+                "tcp_segments_per_frame": (
+                    round(segments / frames, 3) if segments is not None and frames else None
+                ),
                 "loadavg": os.getloadavg(),
             },
             "connect": {
                 "seconds": round(connect_s, 2),
                 "failures": len(self.connect_failures),
                 "failure_examples": self.connect_failures[:3],
+                "http_status": dict(self.http_statuses()) or None,
             },
             "command": options.command,
         }
@@ -1476,7 +1646,21 @@ def probe_count(spec: str, fast: int) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="rtmp://127.0.0.1:1935/live/bench")
+    parser.add_argument(
+        "--url",
+        default="rtmp://127.0.0.1:1935/live/bench",
+        help="the stream: the publisher's RTMP URL (and the RTMP viewers')",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("rtmp", "http-flv"),
+        default="rtmp",
+        help="how the viewers play: RTMP at --url, or HTTP-FLV "
+        "(GET http://HOST:HTTP_PORT/APP/NAME.flv, HOST, APP and NAME from --url)",
+    )
+    parser.add_argument(
+        "--http-port", type=int, default=None, help="the server's HTTP port (--protocol http-flv)"
+    )
     parser.add_argument("--viewers", type=int, default=100, help="fast viewers")
     parser.add_argument("--slow", type=int, default=0, help="slow viewers (token bucket)")
     parser.add_argument("--slow-kbps", type=float, default=300.0)
@@ -1510,6 +1694,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if options.viewers < 0 or options.slow < 0:
         parser.error("--viewers and --slow must not be negative")
+    if options.protocol == "http-flv" and options.http_port is None:
+        parser.error("--protocol http-flv needs --http-port")
     try:
         probe_count(options.probes, 1)
     except ValueError:

@@ -36,7 +36,13 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
 DIRECT_WRITE = "streamserver, direct write (experiment)"
-COLORS = {"streamserver": "tab:blue", "nginx-rtmp": "tab:orange", DIRECT_WRITE: "tab:green"}
+HTTP_FLV = "streamserver, http-flv"
+COLORS = {
+    "streamserver": "tab:blue",
+    "nginx-rtmp": "tab:orange",
+    DIRECT_WRITE: "tab:green",
+    HTTP_FLV: "tab:purple",
+}
 MODES = ("batched", "eager")
 
 Case = tuple[str, str, int, float]  # mode, server, viewers, kbit/s
@@ -47,9 +53,12 @@ def mode(run: dict[str, Any]) -> str:
 
 
 def server(run: dict[str, Any]) -> str:
-    """The server's name; streamserver started by bench/experiments/ gets its own."""
+    """The server's name; streamserver started by bench/experiments/ gets its own, and so
+    do runs whose viewers played HTTP-FLV."""
     if "twistd_direct_write" in run.get("server_command", ""):
         return DIRECT_WRITE
+    if run.get("protocol", "rtmp") != "rtmp":
+        return f"{run['server']}, {run['protocol']}"
     return str(run["server"])
 
 
@@ -158,7 +167,7 @@ def markdown(cases: dict[Case, list[dict[str, Any]]]) -> str:
             pairs.setdefault((viewers, kbps), {})[name] = runs
         for (viewers, kbps), servers in sorted(pairs.items()):
             theirs = servers.get("nginx-rtmp")
-            for name in ("streamserver", DIRECT_WRITE):
+            for name in ("streamserver", DIRECT_WRITE, HTTP_FLV):
                 ours = servers.get(name)
                 if not ours or not theirs:
                     continue

@@ -16,6 +16,8 @@
 # tree (put first on PYTHONPATH), as bench/compare.py --src does, and TWISTD=PATH to
 # start it with another twistd (a .py script runs with the venv's Python), e.g.
 # bench/experiments/twistd_direct_write.py.  STEM_SUFFIX is appended to the file names.
+# PROTOCOL=http-flv makes the viewers play HTTP-FLV (the server then listens on a
+# loopback HTTP port too, as bench/compare.py starts it) and adds -http-flv to the names.
 set -euo pipefail
 
 VIEWERS=${1:-400}
@@ -28,20 +30,34 @@ VENV=${VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
 PYSPY=$VENV/bin/py-spy
 WARMUP=15
+PROTOCOL=${PROTOCOL:-rtmp}
 if [[ -n "${SRC:-}" ]]; then
     export PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
 mkdir -p "$OUTDIR"
-STEM=$OUTDIR/profile-$VIEWERS-$KBPS${STEM_SUFFIX:-}
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+FREE_PORT='import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+PORT=$("$PY" -c "$FREE_PORT")
+HTTP=(--no-http)
+VIA_HTTP=()
+STEM=$OUTDIR/profile-$VIEWERS-$KBPS
+if [[ "$PROTOCOL" == http-flv ]]; then
+    HTTP_PORT=$("$PY" -c "$FREE_PORT")
+    HTTP=(--http "tcp:$HTTP_PORT:interface=127.0.0.1" --http-play-wait 60)
+    VIA_HTTP=(--http-port "$HTTP_PORT")
+    STEM=$STEM-http-flv
+elif [[ "$PROTOCOL" != rtmp ]]; then
+    echo "PROTOCOL must be rtmp or http-flv, not $PROTOCOL" >&2
+    exit 2
+fi
+STEM=$STEM${STEM_SUFFIX:-}
 
 TWISTD=${TWISTD:-$VENV/bin/twistd}
 LAUNCH=("$TWISTD")
 [[ "$TWISTD" == *.py ]] && LAUNCH=("$PY" "$TWISTD")
 # shellcheck disable=SC2086
 "${LAUNCH[@]}" -n --pidfile= --logfile="$STEM.server.log" streamserver \
-    --rtmp "tcp:$PORT:interface=127.0.0.1" ${SERVER_ARGS:-} >"$STEM.server.stdio" 2>&1 &
+    --rtmp "tcp:$PORT:interface=127.0.0.1" "${HTTP[@]}" ${SERVER_ARGS:-} >"$STEM.server.stdio" 2>&1 &
 SERVER=$!
 FANOUT=
 cleanup() {
@@ -60,7 +76,8 @@ done
 
 "$PY" "$HERE/fanout.py" --url "rtmp://127.0.0.1:$PORT/live/profile" --viewers "$VIEWERS" \
     --bitrate "$KBPS" --warmup "$WARMUP" --duration $((2 * SECONDS_PROFILED + 10)) \
-    --server-pid "$SERVER" --label "profile $VIEWERS@$KBPS" \
+    --server-pid "$SERVER" --label "profile $PROTOCOL $VIEWERS@$KBPS" \
+    --protocol "$PROTOCOL" "${VIA_HTTP[@]}" \
     >"$STEM.fanout.json" 2>"$STEM.fanout.stderr" &
 FANOUT=$!
 
