@@ -361,15 +361,20 @@ def _text(request: Request, code: int, message: str) -> None:
     _send(request, code, message.encode("utf-8") + b"\n", b"text/plain; charset=utf-8", b"no-cache")
 
 
-def _send(request: Request, code: int, body: bytes, content_type: bytes, cache: bytes) -> None:
-    """End *request* with *body*, unless it is over already (answered or disconnected)."""
+def _send(
+    request: Request, code: int, body: bytes | list[bytes], content_type: bytes, cache: bytes
+) -> None:
+    """End *request* with *body* (bytes, or pieces written one after the other: a whole
+    fMP4 segment is its parts, never joined), unless it is over already."""
     if request.finished or request._disconnected:
         return
+    pieces = [body] if isinstance(body, bytes) else body
     request.setResponseCode(code)
     request.setHeader(b"content-type", content_type)
-    request.setHeader(b"content-length", b"%d" % len(body))
+    request.setHeader(b"content-length", b"%d" % sum(len(piece) for piece in pieces))
     request.setHeader(b"cache-control", cache)
-    request.write(body)
+    for piece in pieces:
+        request.write(piece)
     request.finish()
 
 
@@ -550,7 +555,7 @@ class _HlsRequest:
             self._media_failed,
         )
 
-    def _media(self, segmenter: SegmenterLike) -> bytes | None:
+    def _media(self, segmenter: SegmenterLike) -> bytes | list[bytes] | None:
         target = self.target
         if target.kind == "init":
             return segmenter.init_segment(target.number)
@@ -562,7 +567,8 @@ class _HlsRequest:
             return None
         if target.variant == "ts":
             return segment.ts or None
-        return segment.mp4()
+        # the stored parts as they are: every request is served the same bytes, uncopied
+        return [part.data for part in segment.parts] or None
 
     def _soon(self, segmenter: SegmenterLike) -> Condition | None:
         """The condition to wait on for what is asked, if it is being made now; else ``None``."""
@@ -606,7 +612,7 @@ class _HlsRequest:
         else:
             _text(self.request, 404, f"no such HLS file of {target.app}/{target.name}")
 
-    def _send_media(self, data: bytes) -> None:
+    def _send_media(self, data: bytes | list[bytes]) -> None:
         content_type = TS_TYPE if self.target.variant == "ts" else MP4_TYPE
         _send(self.request, 200, data, content_type, MEDIA_CACHE_CONTROL)
 
