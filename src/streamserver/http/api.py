@@ -49,6 +49,7 @@ from twisted.web.resource import Resource
 from typing_extensions import override
 
 from streamserver import __version__
+from streamserver.http.cors import allow_origin, preflight
 from streamserver.policy import DisconnectReason
 from streamserver.protocol.chat import clean_nick
 from streamserver.stats import WIRE_PROTOCOLS
@@ -150,18 +151,17 @@ class _JsonResource(Resource):
     def _common_headers(self, request: Request) -> None:
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        origin = self.factory.config.http_cors_origin
-        if origin:
-            request.setHeader(b"access-control-allow-origin", origin.encode("utf-8"))
+        allow_origin(request, self.factory.config.http_cors_origin)
 
     def _preflight(self, request: Request) -> bytes:
         """A CORS preflight: the API's methods and the token's header are allowed."""
-        request.setResponseCode(204)
         self._common_headers(request)
-        request.setHeader(b"access-control-allow-methods", b"GET, HEAD, POST, OPTIONS")
-        request.setHeader(b"access-control-allow-headers", b"authorization, content-type")
-        request.setHeader(b"access-control-max-age", b"86400")
-        return b""
+        return preflight(
+            request,
+            self.factory.config.http_cors_origin,
+            b"GET, HEAD, POST, OPTIONS",
+            b"authorization, content-type",
+        )
 
 
 def _segments(postpath: list[bytes]) -> list[str]:

@@ -47,6 +47,7 @@ from twisted.web.websocket import WebSocketResource, WebSocketTransport
 from streamserver.auth import AccessRequest, authorize
 from streamserver.codec.flv import TAG_HEADER_SIZE, encode_header, metadata_tracks
 from streamserver.errors import StreamError, UnauthorizedError
+from streamserver.http.cors import allow_origin, preflight
 from streamserver.media.viewer import Viewer
 from streamserver.protocol.session import MAX_NAME_LENGTH
 from streamserver.stats import ConnectionStats
@@ -553,9 +554,7 @@ class FlvResource(Resource):
         self.factory = factory
 
     def _cors(self, request: Request) -> None:
-        origin = self.factory.config.http_cors_origin
-        if origin:
-            request.setHeader(b"access-control-allow-origin", origin.encode("utf-8"))
+        allow_origin(request, self.factory.config.http_cors_origin)
 
     def _text(self, request: Request, code: int, message: str) -> bytes:
         request.setResponseCode(code)
@@ -565,12 +564,7 @@ class FlvResource(Resource):
 
     def render_OPTIONS(self, request: Request) -> bytes:
         """A CORS preflight: GET is allowed from the configured origin."""
-        self._cors(request)
-        request.setResponseCode(204)
-        request.setHeader(b"access-control-allow-methods", b"GET, HEAD, OPTIONS")
-        request.setHeader(b"access-control-allow-headers", b"*")
-        request.setHeader(b"access-control-max-age", b"86400")
-        return b""
+        return preflight(request, self.factory.config.http_cors_origin)
 
     def render_HEAD(self, request: Request) -> bytes:
         """Whether the stream is published, without its body."""

@@ -52,6 +52,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from streamserver.auth import AccessRequest, AllOf, authorize
 from streamserver.errors import StreamError, UnauthorizedError
+from streamserver.http.cors import allow_origin, preflight
 from streamserver.http.flv import stream_names
 from streamserver.http.hls_manager import Condition, HlsStream, SegmenterLike, Wait
 
@@ -628,18 +629,11 @@ class HlsResource(Resource):
         self.access = PlayAccess(factory)
 
     def _cors(self, request: Request) -> None:
-        origin = self.factory.config.http_cors_origin
-        if origin:
-            request.setHeader(b"access-control-allow-origin", origin.encode("utf-8"))
+        allow_origin(request, self.factory.config.http_cors_origin)
 
     def render_OPTIONS(self, request: Request) -> bytes:
         """A CORS preflight: GET is allowed from the configured origin."""
-        self._cors(request)
-        request.setResponseCode(204)
-        request.setHeader(b"access-control-allow-methods", b"GET, HEAD, OPTIONS")
-        request.setHeader(b"access-control-allow-headers", b"*")
-        request.setHeader(b"access-control-max-age", b"86400")
-        return b""
+        return preflight(request, self.factory.config.http_cors_origin)
 
     def render_GET(self, request: Request) -> int:
         """Serve, park or refuse the request (it is always answered later or now)."""
