@@ -173,6 +173,9 @@ class ServerConfig:
     :ivar hls_idle_timeout: seconds without an HLS request after which a
         stream's segmenter stops (with ``always``: once its stream is no longer
         published); 0 never stops it.
+    :ivar http_access_log: the file each HTTP request is logged to (combined log
+        format); ``None`` logs none (a line per request was 20% of the server's CPU
+        under 500 LL-HLS players, ``docs/benchmarks.md``).
     :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
         chat moderation); without one the API is read-only and they are absent.
     """
@@ -221,6 +224,7 @@ class ServerConfig:
     # through it (RTMP waits without limit: its viewer gets PublishNotify).
     http_play_wait: float = 10.0
     api_token: str | None = None
+    http_access_log: str | None = None
     hls: str = "on-demand"
     # 2 s segments with 200 ms parts: what hls.js and Apple's LL-HLS guidance use;
     # 7 segments: the LL-HLS minimum gohlslib enforces (a 14 s window), and 64 MiB

@@ -587,6 +587,14 @@ OPTIONS: tuple[Option, ...] = (
         "Access-Control-Allow-Origin sent with HTTP media and API responses ('' for none).",
     ),
     Option(
+        "http-access-log",
+        "http_access_log",
+        str,
+        "FILE",
+        "Log every HTTP request to FILE (combined log format); without it requests are "
+        "not logged one by one.",
+    ),
+    Option(
         "http-play-wait",
         "http_play_wait",
         float,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from streamserver.codec.mediainfo import AudioInfo, MediaInfo, VideoInfo
 from streamserver.factory import RTMPServerFactory
 from streamserver.http.pages import describe_media
@@ -75,3 +77,39 @@ def test_static_serves_the_bundled_files_only(client: SiteClient) -> None:
         "/static/",
     ):
         assert client.get(path).status == 404, path
+
+
+def test_requests_are_logged_only_to_the_access_log_file(tmp_path: Path) -> None:
+    """Without --http-access-log nothing is logged per request; with it, a line in the file."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from streamserver.config import ServerConfig
+    from streamserver.http import build_site
+
+    class Lines:
+        def __init__(self) -> None:
+            self.written: list[str] = []
+
+        def write(self, line: str) -> None:
+            self.written.append(line)
+
+    quiet = build_site(RTMPServerFactory(ServerConfig()))
+    quiet.startFactory()
+    assert quiet._logFile is not None  # Twisted's default would write to the server's log
+    lines = Lines()
+    quiet._logFile = lines  # type: ignore[assignment]
+    quiet.log(DummyRequest([b""]))  # type: ignore[arg-type]
+    quiet._logFile = None
+    quiet.stopFactory()
+    assert lines.written == []
+    path = tmp_path / "access.log"
+    logged = build_site(RTMPServerFactory(ServerConfig(http_access_log=str(path))))
+    logged.startFactory()
+    request = DummyRequest([b"live", b"x.flv"])
+    request.uri = b"/live/x.flv"
+    request.code = 200
+    request.sentLength = 0
+    request.clientproto = b"HTTP/1.1"
+    logged.log(request)  # type: ignore[arg-type]
+    logged.stopFactory()
+    assert "/live/x.flv" in path.read_text()

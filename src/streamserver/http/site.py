@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -98,9 +99,18 @@ class PlayerResource(Resource):
 IDLE_TIMEOUT = 60
 
 
+class StreamSite(Site):
+    """The site, logging requests only to ``--http-access-log`` (Twisted's ``Site``
+    logs every request into the server's log, 20% of its CPU under many HLS players)."""
+
+    def log(self, request: http.Request) -> None:
+        if self.logPath is not None:
+            super().log(request)
+
+
 def build_site(factory: RTMPServerFactory) -> Site:
     """The site serving every HTTP path of *factory*'s server."""
     root = RootResource(factory)
-    site = Site(root, timeout=IDLE_TIMEOUT)
+    site = StreamSite(root, timeout=IDLE_TIMEOUT, logPath=factory.config.http_access_log)
     site.displayTracebacks = False
     return site
