@@ -52,6 +52,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from streamserver.codec.avc import parse_avc_config, parse_hevc_config
 from streamserver.codec.isobmff import (
     UNITY_MATRIX,
     box,
@@ -101,56 +102,15 @@ def _need(record: bytes, size: int, what: str) -> None:
         raise CodecError(f"{what} of {len(record)} bytes is truncated (needs {size})")
 
 
-def _walk_parameter_sets(record: bytes, pos: int, count: int, what: str) -> int:
-    """Skip *count* u16-length-prefixed parameter sets from *pos*; return the end."""
-    for _ in range(count):
-        _need(record, pos + 2, what)
-        (length,) = struct.unpack_from(">H", record, pos)
-        if length == 0:
-            raise CodecError(f"{what} holds an empty parameter set")
-        pos += 2 + length
-        _need(record, pos, what)
-    return pos
-
-
 def _check_avcc(record: bytes) -> None:
-    """Walk an AVCDecoderConfigurationRecord (14496-15 §5.3.3.1).
-
-    version, profile, compatibility, level, 6 reserved bits + lengthSizeMinusOne,
-    3 reserved bits + numOfSequenceParameterSets, the SPSs, numOfPictureParameterSets,
-    the PPSs; the high-profile extension after them is left as it is.
-    """
-    what = "AVCDecoderConfigurationRecord"
-    _need(record, 7, what)
-    if record[0] != 1:
-        raise CodecError(f"{what} version {record[0]} (expected 1)")
-    sps_count = record[5] & 0x1F
-    if sps_count == 0:
-        raise CodecError(f"{what} holds no SPS")
-    pos = _walk_parameter_sets(record, 6, sps_count, what)
-    _need(record, pos + 1, what)
-    pps_count = record[pos]
-    if pps_count == 0:
-        raise CodecError(f"{what} holds no PPS")
-    _walk_parameter_sets(record, pos + 1, pps_count, what)
-
-
-#: The fixed part of an HEVCDecoderConfigurationRecord, up to numOfArrays.
-_HVCC_HEADER_SIZE = 23
-
-
-def _check_hvcc(record: bytes) -> None:
-    """Walk an HEVCDecoderConfigurationRecord (14496-15 §8.3.3.1): header and NAL arrays."""
-    what = "HEVCDecoderConfigurationRecord"
-    _need(record, _HVCC_HEADER_SIZE, what)
-    if record[0] != 1:
-        raise CodecError(f"{what} version {record[0]} (expected 1)")
-    pos = _HVCC_HEADER_SIZE
-    for _ in range(record[_HVCC_HEADER_SIZE - 1]):
-        # array_completeness, reserved, NAL_unit_type; u16 numNalus.
-        _need(record, pos + 3, what)
-        (count,) = struct.unpack_from(">H", record, pos + 1)
-        pos = _walk_parameter_sets(record, pos + 3, count, what)
+    """Check an AVCDecoderConfigurationRecord (14496-15 §5.3.3.1) with
+    :func:`~streamserver.codec.avc.parse_avc_config`: a sample entry needs an SPS
+    and a PPS in it."""
+    config = parse_avc_config(record)
+    if not config.sps:
+        raise CodecError("AVCDecoderConfigurationRecord holds no SPS")
+    if not config.pps:
+        raise CodecError("AVCDecoderConfigurationRecord holds no PPS")
 
 
 #: marker, version, profile/level, tier/bit depths/chroma, presentation delay.
@@ -223,29 +183,6 @@ def _opus_config(head: bytes, channels: int, sample_rate: int) -> bytes:
 # --- RFC 6381 codec strings (the CODECS attribute of an HLS playlist) ---------------
 
 
-def _reverse_bits_32(value: int) -> int:
-    return int(f"{value:032b}"[::-1], 2)
-
-
-def _hevc_codec_string(record: bytes) -> str:
-    """``hvc1.P.C.TL.B...`` as 14496-15 Annex E.3 builds it from the record."""
-    profile_space = record[1] >> 6
-    tier = "H" if record[1] & 0x20 else "L"
-    profile = record[1] & 0x1F
-    (compatibility,) = struct.unpack_from(">I", record, 2)
-    constraints = list(record[6:12])
-    while constraints and constraints[-1] == 0:
-        constraints.pop()
-    parts = [
-        "hvc1",
-        ("", "A", "B", "C")[profile_space] + str(profile),
-        f"{_reverse_bits_32(compatibility):X}",
-        f"{tier}{record[12]}",
-        *(f"{byte:02X}" for byte in constraints),
-    ]
-    return ".".join(parts)
-
-
 def _av1_codec_string(record: bytes) -> str:
     """``av01.P.LLT.DD`` (AV1-ISOBMFF "Codecs Parameter String") from the record."""
     profile = record[1] >> 5
@@ -294,7 +231,7 @@ class VideoTrack:
         if self.codec == b"avc1":
             _check_avcc(self.config)
         elif self.codec == b"hvc1":
-            _check_hvcc(self.config)
+            parse_hevc_config(self.config)
         else:
             _check_av1c(self.config)
 
@@ -309,7 +246,7 @@ class VideoTrack:
         if self.codec == b"avc1":
             return f"avc1.{self.config[1:4].hex().upper()}"
         if self.codec == b"hvc1":
-            return _hevc_codec_string(self.config)
+            return parse_hevc_config(self.config).codec_string("hvc1")
         return _av1_codec_string(self.config)
 
 
