@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from streamserver.auth import IAuthorizer, build_authorizer, is_loopback
 from streamserver.config import ServerConfig
 from streamserver.errors import StreamError
+from streamserver.events import SessionEvents
 from streamserver.media.rooms import ChatRoom
 from streamserver.media.stream import Stream, StreamRegistry
 from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
@@ -96,6 +97,8 @@ class RTMPServerFactory(ServerFactory):
     :ivar refusals: connections closed by a limit or timeout, by reason.
     :ivar shutting_down: :meth:`shutdown` has begun.
     :ivar started_at: when the factory was made, by its clock (the server's uptime).
+    :ivar events: the observers of publish and play sessions
+        (:class:`~streamserver.events.SessionEvents`).
     :ivar hls: the HLS segmenters of the streams
         (:class:`~streamserver.http.hls_manager.HlsManager`).
     """
@@ -125,6 +128,7 @@ class RTMPServerFactory(ServerFactory):
         self._grace_call: IDelayedCall | None = None
         self._refusal_log: dict[str, tuple[float | None, int]] = {}
         self.started_at = self.seconds()
+        self.events = SessionEvents()
         from streamserver.http.hls_manager import HlsManager
 
         self.hls = HlsManager(self)

@@ -47,6 +47,7 @@ from twisted.web.websocket import WebSocketResource, WebSocketTransport
 from streamserver.auth import AccessRequest, authorize
 from streamserver.codec.flv import TAG_HEADER_SIZE, encode_header, metadata_tracks
 from streamserver.errors import StreamError, UnauthorizedError
+from streamserver.events import PLAY, SessionEvent
 from streamserver.http.cors import allow_origin, preflight
 from streamserver.media.viewer import Viewer
 from streamserver.protocol.session import MAX_NAME_LENGTH
@@ -195,6 +196,8 @@ class FlvSession:
     :ivar app: the application.
     :ivar name: the stream name.
     :ivar viewer: its :class:`~streamserver.media.viewer.Viewer`, once allowed.
+    :ivar access: the request its authorization saw.
+    :ivar event: its session event while it plays (told to ``factory.events``).
     :ivar state: a :class:`SessionState`.
     """
 
@@ -224,6 +227,16 @@ class FlvSession:
         self.closing = False
         self.state = SessionState.AUTHORIZING
         self.viewer: Viewer | None = None
+        self.access = AccessRequest(
+            "play",
+            app,
+            name,
+            args,
+            self.link.peer,
+            self.conn_id,
+            {"tcUrl": request.uri.decode("utf-8", "replace"), "protocol": self.protocol_name},
+        )
+        self.event: SessionEvent | None = None
         self.opened_at = factory.seconds()
         self._pending: defer.Deferred[None] | None = None
         self._tracked = False
@@ -259,16 +272,7 @@ class FlvSession:
         self.link.set_no_delay(False)
         if not config.eager_writes:
             self.link.disable_eager_writes()
-        access = AccessRequest(
-            "play",
-            self.app,
-            self.name,
-            self.args,
-            self.link.peer,
-            self.conn_id,
-            {"tcUrl": request.uri.decode("utf-8", "replace"), "protocol": self.protocol_name},
-        )
-        pending = authorize(factory.authorizer, access)
+        pending = authorize(factory.authorizer, self.access)
         self._pending = pending
         pending.addCallbacks(self._authorized, self._refused)
 
@@ -313,6 +317,10 @@ class FlvSession:
         self.state = SessionState.PLAYING
         request = self.request
         self.link.preamble = self._flv_header
+        self.event = SessionEvent(
+            PLAY, stream, self.access, self.protocol_name, self.factory.seconds()
+        )
+        self.factory.events.started(self.event)
         _log.info(
             "{app}/{name} played by {peer} over {protocol}",
             app=self.app,
@@ -454,6 +462,9 @@ class FlvSession:
         viewer = self.viewer
         if viewer is not None and not viewer.closed:
             viewer.leave()
+            event, self.event = self.event, None
+            if event is not None:
+                self.factory.events.ended(event, self.factory.seconds())
             self.factory.release_stream(viewer.stream)
 
     def _request_gone(self, result: Any) -> None:

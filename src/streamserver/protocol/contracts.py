@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
     from streamserver.codec.messages import Command, Message
     from streamserver.errors import StreamError
+    from streamserver.events import SessionEvent
     from streamserver.media.stream import Stream
     from streamserver.media.viewer import Viewer
 
@@ -108,6 +109,10 @@ class Session(Protocol):
 
     def authorize_access(self, action: str, name: str, args: Mapping[str, str]) -> Deferred[None]:
         """Ask the factory's authorizers whether this peer may *action* *name*."""
+        ...
+
+    def session_event(self, role: str, stream: Stream, args: Mapping[str, str]) -> SessionEvent:
+        """A session event of this connection's *role* (publisher, viewer) in *stream*."""
         ...
 
 

@@ -26,6 +26,7 @@ from typing_extensions import override
 from streamserver.codec import messages
 from streamserver.codec.messages import Command, Message, MessageType
 from streamserver.errors import BadNameError, StreamError
+from streamserver.events import PUBLISH, SessionEvent
 from streamserver.media.stream import Stream
 from streamserver.protocol.base import ProtocolRoot
 from streamserver.protocol.session import split_name
@@ -83,16 +84,20 @@ class PublishMixin(_Contracts):
     :meth:`~streamserver.protocol.session.SessionMixin.refuse`.
 
     :ivar publishing: the streams this connection publishes, by message stream id.
+    :ivar publish_events: their session events (told to ``factory.events``), by
+        message stream id.
     :ivar publish_pending: authorizations in progress, by message stream id.
     """
 
     publishing: dict[int, Stream]
+    publish_events: dict[int, SessionEvent]
     publish_pending: dict[int, defer.Deferred[None]]
     publish_args: dict[str, str]
 
     @override
     def connectionMade(self) -> None:
         self.publishing = {}
+        self.publish_events = {}
         self.publish_pending = {}
         super().connectionMade()
 
@@ -177,6 +182,9 @@ class PublishMixin(_Contracts):
         self.send_status(stream_id, "NetStream.Publish.Start", f"{name} is now published.")
         _log.info("{app}/{name} published by {peer}", app=self.app, name=name, peer=self.peer)
         self.stream_joined(stream, stream_id, "publisher", self.publish_args)
+        event = self.session_event(PUBLISH, stream, self.publish_args)
+        self.publish_events[stream_id] = event
+        self.factory.events.started(event)
 
     def _stop_publishing(self, stream_id: int) -> None:
         stream = self.publishing.pop(stream_id, None)
@@ -184,6 +192,9 @@ class PublishMixin(_Contracts):
             return
         stream.unpublish(self)
         self.stream_left(stream, stream_id, "publisher")
+        event = self.publish_events.pop(stream_id, None)
+        if event is not None:
+            self.factory.events.ended(event, self.factory.seconds())
         self.factory.release_stream(stream)
         _log.info(
             "{app}/{name} unpublished by {peer}", app=stream.app, name=stream.name, peer=self.peer

@@ -33,6 +33,7 @@ from streamserver.auth import AccessRequest, authorize
 from streamserver.codec import messages
 from streamserver.codec.messages import Command, Message, MessageType, UserControlEvent
 from streamserver.errors import ConnectRejectedError, ProtocolError, StreamError
+from streamserver.events import PUBLISH, SessionEvent
 from streamserver.protocol.base import ProtocolRoot
 
 _log = Logger()
@@ -66,6 +67,7 @@ def split_name(raw: Any) -> tuple[str, dict[str, str]]:
 
 
 if TYPE_CHECKING:
+    from streamserver.media.stream import Stream
     from streamserver.protocol.contracts import Messaging, Session
 
     class _Contracts(Messaging, Session, ProtocolRoot): ...
@@ -207,6 +209,19 @@ class SessionMixin(_Contracts):
             self.connect_params,
         )
         return authorize(self.factory.authorizer, request)
+
+    def session_event(self, role: str, stream: Stream, args: Mapping[str, str]) -> SessionEvent:
+        """A :class:`~streamserver.events.SessionEvent` of this connection's *role* in *stream*."""
+        request = AccessRequest(
+            "publish" if role == PUBLISH else "play",
+            stream.app,
+            stream.name,
+            args,
+            self.link.peer,
+            self.conn_id,
+            self.connect_params,
+        )
+        return SessionEvent(role, stream, request, "rtmp", self.factory.seconds())
 
     def reply(self, command: Command, *values: Any) -> None:
         """Send ``_result`` for *command* (nothing for transaction id 0)."""

@@ -46,6 +46,7 @@ from streamserver.codec.messages import (
     MessageType,
 )
 from streamserver.errors import StreamError
+from streamserver.events import PLAY, SessionEvent
 from streamserver.media.stream import Frame, Stream
 from streamserver.media.viewer import Viewer
 from streamserver.policy import PAUSED, Decision
@@ -92,6 +93,7 @@ class SubscribeMixin(_Contracts):
 
     :ivar viewer: the :class:`~streamserver.media.viewer.Viewer` of the current
         play, or ``None``.
+    :ivar play_event: the current play's session event (told to ``factory.events``).
     :ivar play_stream_id: the message stream id the media goes out on.
     :ivar play_args: query parameters of the played name.
     :ivar _paused: the viewer paused the stream (``pause``).
@@ -102,6 +104,7 @@ class SubscribeMixin(_Contracts):
     #: the wire protocol, as viewers' and connections' snapshots name it
     protocol_name = "rtmp"
     viewer: Viewer | None = None
+    play_event: SessionEvent | None = None
     play_stream_id = 0
     play_args: dict[str, str]
     _paused = False
@@ -231,6 +234,8 @@ class SubscribeMixin(_Contracts):
             viewer.send_catch_up(catch_up)
         _log.info("{app}/{name} played by {peer}", app=stream.app, name=name, peer=self.peer)
         self.stream_joined(stream, stream_id, "viewer", self.play_args)
+        self.play_event = self.session_event(PLAY, stream, self.play_args)
+        self.factory.events.started(self.play_event)
 
     def stop_playing(self) -> None:
         """Leave the played stream, if any."""
@@ -241,6 +246,9 @@ class SubscribeMixin(_Contracts):
         viewer.leave()
         stream = viewer.stream
         self.stream_left(stream, self.play_stream_id, "viewer")
+        event, self.play_event = self.play_event, None
+        if event is not None:
+            self.factory.events.ended(event, self.factory.seconds())
         self.factory.release_stream(stream)
 
     def command_pause(self, command: Command) -> None:
