@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import task
 
-from streamserver.events import PLAY, PUBLISH, SessionEvent
+from streamserver.events import PLAY, PUBLISH, RecordingDone, SessionEvent
 from streamserver.factory import RTMPServerFactory
 from streamserver.testing import FakePeer
 from tests.http.support import SiteClient
@@ -106,3 +107,24 @@ def test_http_flv_play_starts_when_it_streams_and_ends_when_it_goes(
     factory.events.remove(observer)
     publisher.transport.loseConnection()
     assert len(observer.seen) == 3
+
+
+def test_recording_listeners_are_told_and_isolated(
+    factory: RTMPServerFactory, log_events: list[dict[str, Any]]
+) -> None:
+    """Each listener gets the record once; one that raises is logged and the rest still told."""
+    got: list[RecordingDone] = []
+
+    def broken(record: RecordingDone) -> None:
+        raise RuntimeError("listener bug")
+
+    factory.recordings.add(broken)
+    factory.recordings.add(got.append)
+    factory.recordings.add(got.append)  # adding twice is adding once
+    record = RecordingDone("live", "cam", Path("x.mp4"), "fmp4", 10, 1.5, 0.0, 2.0, "unpublish")
+    factory.recordings.done(record)
+    assert got == [record]
+    assert sum("recording listener" in e.get("log_format", "") for e in log_events) == 1
+    factory.recordings.remove(got.append)
+    factory.recordings.done(record)
+    assert got == [record]

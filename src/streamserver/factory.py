@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from streamserver.auth import IAuthorizer, build_authorizer, is_loopback
 from streamserver.config import ServerConfig
 from streamserver.errors import StreamError
-from streamserver.events import SessionEvents
+from streamserver.events import RecordingEvents, SessionEvents
 from streamserver.media.rooms import ChatRoom
 from streamserver.media.stream import Stream, StreamRegistry
 from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
@@ -99,6 +99,8 @@ class RTMPServerFactory(ServerFactory):
     :ivar started_at: when the factory was made, by its clock (the server's uptime).
     :ivar events: the observers of publish and play sessions
         (:class:`~streamserver.events.SessionEvents`).
+    :ivar recordings: the listeners of finished recordings
+        (:class:`~streamserver.events.RecordingEvents`).
     :ivar hls: the HLS segmenters of the streams
         (:class:`~streamserver.http.hls_manager.HlsManager`).
     """
@@ -129,6 +131,7 @@ class RTMPServerFactory(ServerFactory):
         self._refusal_log: dict[str, tuple[float | None, int]] = {}
         self.started_at = self.seconds()
         self.events = SessionEvents()
+        self.recordings = RecordingEvents()
         from streamserver.http.hls_manager import HlsManager
 
         self.hls = HlsManager(self)
