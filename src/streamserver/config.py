@@ -176,6 +176,8 @@ class ServerConfig:
     :ivar http_access_log: the file each HTTP request is logged to (combined log
         format); ``None`` logs none (a line per request was 20% of the server's CPU
         under 500 LL-HLS players, ``docs/benchmarks.md``).
+    :ivar record_dir: the directory streams are recorded to (``--record``);
+        ``None`` records nothing.
     :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
         chat moderation); without one the API is read-only and they are absent.
     """
@@ -236,6 +238,8 @@ class ServerConfig:
     # 30 s: a player that stopped is gone, one reloading its playlist every
     # part (200 ms) or segment (2 s) is not; MediaMTX keeps a muxer 60 s.
     hls_idle_timeout: float = 30.0
+    # --- recording (docs/recording.md) ---
+    record_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()

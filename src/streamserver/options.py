@@ -649,6 +649,15 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds without an HLS request after which a stream's segmenter stops (with "
         "--hls always: once the stream is unpublished); 0 never stops it.",
     ),
+    # --- recording ---
+    Option(
+        "record",
+        "record_dir",
+        str,
+        "DIR",
+        "Record every published stream to files under DIR (DIR/APP/NAME/NAME-START.mp4); "
+        "off by default.",
+    ),
     Option(
         "on-publish",
         "access.on_publish",
