@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from streamserver.codec import amf0
 from streamserver.codec.chunk import ChunkDecoder
 from streamserver.codec.messages import MessageType
-from streamserver.media.rooms import ChatMessage, ChatRoom
+from streamserver.errors import (
+    ChatEmptyError,
+    ChatMutedError,
+    ChatRateLimitedError,
+    ChatTooLongError,
+)
+from streamserver.media.rooms import ChatMessage, ChatRateLimit, ChatRoom, accept_message
 from streamserver.media.stream import Stream, StreamRegistry
 
 
@@ -15,6 +23,10 @@ class Seat:
     def __init__(self, chunk_size: int = 4096, stream_id: int = 1) -> None:
         self.fanout_key = (chunk_size, stream_id)
         self.written: list[bytes] = []
+
+    def encode_chat(self, message: ChatMessage, timestamp: int) -> bytes:
+        chunk_size, stream_id = self.fanout_key
+        return message.wire(chunk_size, stream_id, timestamp)
 
     def deliver_chat(self, data: bytes) -> None:
         self.written.append(data)
@@ -143,3 +155,22 @@ def test_post_chat_uses_the_live_timestamp() -> None:
     (decoded,) = decoder.receive_data(seat.written[0])
     assert decoded.timestamp == 0
     assert [m.text for m in stream.chat.history] == ["first"]
+
+
+def test_accept_message_refuses_in_the_documented_order_and_counts_only_accepted() -> None:
+    """Muted before empty before too long before rate limited; refusals use no rate."""
+    room = ChatRoom()
+    rate = ChatRateLimit(2, 10.0)
+    room.mute("Ann")
+    with pytest.raises(ChatMutedError):
+        accept_message(room, "ann", "x" * 99, max_length=5, rate=rate, now=0)
+    for raw in (None, 3, "", " \t\n\0 "):
+        with pytest.raises(ChatEmptyError):
+            accept_message(room, "bob", raw, max_length=5, rate=rate, now=0)
+    with pytest.raises(ChatTooLongError):
+        accept_message(room, "bob", "abcdef", max_length=5, rate=rate, now=0)
+    assert accept_message(room, "bob", " a\tb\x07 ", max_length=5, rate=rate, now=0) == "a b"
+    assert accept_message(room, "bob", "éééé", max_length=5, rate=rate, now=1) == "éééé"
+    with pytest.raises(ChatRateLimitedError):
+        accept_message(room, "bob", "c", max_length=5, rate=rate, now=9.9)
+    assert accept_message(room, "bob", "c", max_length=5, rate=rate, now=10.0) == "c"

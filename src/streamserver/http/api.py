@@ -50,8 +50,8 @@ from typing_extensions import override
 
 from streamserver import __version__
 from streamserver.http.cors import allow_origin, preflight
+from streamserver.media.rooms import clean_nick
 from streamserver.policy import DisconnectReason
-from streamserver.protocol.chat import clean_nick
 from streamserver.stats import WIRE_PROTOCOLS
 
 if TYPE_CHECKING:

@@ -3,18 +3,32 @@
 Plain Python, no Twisted.  A :class:`ChatRoom` is ``Stream.chat``: its
 participants, a history bounded by count and bytes, the next message id and
 the muted nicks.  A chat message is encoded once; each broadcast serializes it
-once per group of participants sharing (chunk size, message stream id), like
-media.  The wire contract is in ``docs/chat.md``.
+once per group of participants sharing a ``fanout_key`` (RTMP: chunk size and
+message stream id; a WebSocket or IRC participant: its wire), like media.  The
+RTMP wire contract is in ``docs/chat.md``.
+
+The rules every way in to a room shares (RTMP ``sendChatMessage``, the chat
+WebSocket, IRC) are here too, so a message is accepted or refused the same
+whatever the sender speaks: :func:`clean_text`, :func:`clean_nick`,
+:class:`ChatRateLimit` and :func:`accept_message` (the refusals in the order
+``docs/chat.md`` lists them).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from collections.abc import Hashable
+from typing import Any, Protocol
 
 from streamserver.codec import amf0
 from streamserver.codec.chunk import encode_message
 from streamserver.codec.messages import CSID_DATA, Message, MessageType
+from streamserver.errors import (
+    ChatEmptyError,
+    ChatMutedError,
+    ChatRateLimitedError,
+    ChatTooLongError,
+)
 
 #: Default number of chat messages a room keeps for late joiners.
 DEFAULT_CHAT_HISTORY = 50
@@ -25,6 +39,31 @@ DEFAULT_CHAT_HISTORY = 50
 #: frames, and still holds 50 messages of the default 500 characters unless they
 #: are mostly multi-byte characters.
 DEFAULT_CHAT_HISTORY_BYTES = 64 * 1024
+
+#: Longest nick, in characters, after trimming.
+MAX_NICK_LENGTH = 32
+
+#: Control characters (Unicode category Cc: C0, DEL, C1) are removed; the ones
+#: that are whitespace (tab, line breaks) become a space so words stay apart.
+_CONTROL_TABLE: dict[int, str | None] = dict.fromkeys(
+    [*range(0x20), 0x7F, *range(0x80, 0xA0)], None
+)
+_CONTROL_TABLE.update(dict.fromkeys(map(ord, "\t\n\v\f\r"), " "))
+
+
+def clean_text(text: str) -> str:
+    """*text* without control characters and surrounding whitespace."""
+    return text.translate(_CONTROL_TABLE).strip()
+
+
+def clean_nick(value: Any) -> str:
+    """A nick from *value*: cleaned, trimmed, at most :data:`MAX_NICK_LENGTH` characters.
+
+    :returns: the nick, or ``""`` when *value* is not a string or has nothing left.
+    """
+    if not isinstance(value, str):
+        return ""
+    return clean_text(value)[:MAX_NICK_LENGTH].strip()
 
 
 class ChatMessage:
@@ -73,13 +112,81 @@ class ChatParticipant(Protocol):
     """What a :class:`ChatRoom` needs of a participant (a seat of a connection)."""
 
     @property
-    def fanout_key(self) -> tuple[int, int]:
-        """(outgoing chunk size, message stream id the room's messages go out on)."""
+    def fanout_key(self) -> Hashable:
+        """Participants with equal keys get the same bytes for a message.
+
+        An RTMP seat's is (outgoing chunk size, message stream id); a WebSocket
+        or IRC participant's names its wire.
+        """
+        ...
+
+    def encode_chat(self, message: ChatMessage, timestamp: int) -> bytes:
+        """*message* as this participant's wire bytes (once per group of equal keys).
+
+        :param timestamp: the stream's newest media timestamp (RTMP's message
+            timestamp), 0 before any media.
+        """
         ...
 
     def deliver_chat(self, data: bytes) -> None:
-        """Write one chat message's chunk bytes *data*."""
+        """Write one chat message's bytes *data* (from :meth:`encode_chat` of its group)."""
         ...
+
+
+class ChatRateLimit:
+    """A sliding window: at most *count* accepted messages in any *window* seconds.
+
+    One per sending connection (RTMP, WebSocket, IRC): the limit is the
+    connection's over every room it talks in.
+    """
+
+    __slots__ = ("_times", "count", "window")
+
+    def __init__(self, count: int, window: float) -> None:
+        self.count = count
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def check(self, now: float) -> None:
+        """Refuse a message at *now* if the window is full.
+
+        :raises ChatRateLimitedError: *count* messages were accepted in the last
+            *window* seconds.
+        """
+        times = self._times
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if len(times) >= self.count:
+            raise ChatRateLimitedError(f"more than {self.count} messages in {self.window:g} s")
+
+    def record(self, now: float) -> None:
+        """Count a message accepted at *now*."""
+        self._times.append(now)
+
+
+def accept_message(
+    room: ChatRoom, nick: str, raw: Any, *, max_length: int, rate: ChatRateLimit, now: float
+) -> str:
+    """The cleaned text of *raw* from *nick* if *room* takes it, counted by *rate*.
+
+    The checks run in the order of ``docs/chat.md``'s table (after the sender's
+    own ``Chat.NotInRoom``); a refused message is not counted.
+
+    :raises ChatMutedError: *nick* is muted in *room*.
+    :raises ChatEmptyError: *raw* is no string, or nothing is left once cleaned.
+    :raises ChatTooLongError: more than *max_length* characters once cleaned.
+    :raises ChatRateLimitedError: *rate*'s window is full.
+    """
+    if room.is_muted(nick):
+        raise ChatMutedError(f"{nick} is muted")
+    text = clean_text(raw) if isinstance(raw, str) else ""
+    if not text:
+        raise ChatEmptyError("no text")
+    if len(text) > max_length:
+        raise ChatTooLongError(f"longer than {max_length} characters")
+    rate.check(now)
+    rate.record(now)
+    return text
 
 
 class ChatRoom:
@@ -175,15 +282,15 @@ class ChatRoom:
     def broadcast(self, message: ChatMessage, timestamp: int) -> int:
         """Send *message* to every participant; return how many it was written to.
 
-        The message is serialized once per group of participants sharing
-        (chunk size, message stream id), and the same ``bytes`` object is handed
-        to each participant of the group.
+        The message is serialized once per group of participants sharing a
+        ``fanout_key`` (by the group's first participant), and the same ``bytes``
+        object is handed to each participant of the group.
         """
-        groups: dict[tuple[int, int], list[ChatParticipant]] = {}
+        groups: dict[Hashable, list[ChatParticipant]] = {}
         for participant in tuple(self.participants):
             groups.setdefault(participant.fanout_key, []).append(participant)
-        for (chunk_size, stream_id), group in groups.items():
-            data = message.wire(chunk_size, stream_id, timestamp)
+        for group in groups.values():
+            data = group[0].encode_chat(message, timestamp)
             for participant in group:
                 participant.deliver_chat(data)
         return sum(len(group) for group in groups.values())

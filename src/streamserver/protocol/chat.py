@@ -34,8 +34,7 @@ needs :class:`~streamserver.protocol.contracts.Messaging` (the chunk size),
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from twisted.internet import defer
@@ -47,15 +46,19 @@ from streamserver.codec import messages
 from streamserver.codec.messages import Command
 from streamserver.errors import (
     ChatBadNameError,
-    ChatEmptyError,
-    ChatMutedError,
     ChatNotInRoomError,
-    ChatRateLimitedError,
     ChatRejectedError,
-    ChatTooLongError,
     ChatTooManyRoomsError,
     ChatUnauthorizedError,
     StreamError,
+)
+from streamserver.media.rooms import (
+    MAX_NICK_LENGTH,
+    ChatMessage,
+    ChatRateLimit,
+    accept_message,
+    clean_nick,
+    clean_text,
 )
 from streamserver.media.stream import Stream
 from streamserver.policy import DisconnectReason
@@ -64,8 +67,7 @@ from streamserver.protocol.session import split_name
 
 _log = Logger()
 
-#: Longest nick, in characters, after trimming.
-MAX_NICK_LENGTH = 32
+__all__ = ["MAX_CHAT_ROOMS", "MAX_NICK_LENGTH", "ChatMixin", "ChatSeat", "clean_nick", "clean_text"]
 
 #: Rooms one connection may join with ``joinChat``.  A bot watching a handful of
 #: rooms fits; a client cannot pin thousands of streams in the registry.
@@ -74,28 +76,6 @@ MAX_CHAT_ROOMS = 16
 #: The role ``joinChat`` seats a connection with (publish and play use
 #: ``"publisher"`` and ``"viewer"``).
 ROLE_CHAT = "chat"
-
-#: Control characters (Unicode category Cc: C0, DEL, C1) are removed; the ones
-#: that are whitespace (tab, line breaks) become a space so words stay apart.
-_CONTROL_TABLE: dict[int, str | None] = dict.fromkeys(
-    [*range(0x20), 0x7F, *range(0x80, 0xA0)], None
-)
-_CONTROL_TABLE.update(dict.fromkeys(map(ord, "\t\n\v\f\r"), " "))
-
-
-def clean_text(text: str) -> str:
-    """*text* without control characters and surrounding whitespace."""
-    return text.translate(_CONTROL_TABLE).strip()
-
-
-def clean_nick(value: Any) -> str:
-    """A nick from *value*: cleaned, trimmed, at most :data:`MAX_NICK_LENGTH` characters.
-
-    :returns: the nick, or ``""`` when *value* is not a string or has nothing left.
-    """
-    if not isinstance(value, str):
-        return ""
-    return clean_text(value)[:MAX_NICK_LENGTH].strip()
 
 
 class ChatSeat:
@@ -128,6 +108,10 @@ class ChatSeat:
     def fanout_key(self) -> tuple[int, int]:
         """Seats sharing (outgoing chunk size, message stream id) share message bytes."""
         return (self.protocol.out_chunk_size, self.stream_id)
+
+    def encode_chat(self, message: ChatMessage, timestamp: int) -> bytes:
+        """*message* as a data message in this seat's chunk size, on its message stream."""
+        return message.wire(self.protocol.out_chunk_size, self.stream_id, timestamp)
 
     def deliver_chat(self, data: bytes) -> None:
         """Write one chat message's bytes to the connection; a failure is the connection's.
@@ -162,18 +146,19 @@ class ChatMixin(_Contracts):
     :ivar chat_seats: the connection's seats, by message stream id.
     :ivar chat_sent: chat messages accepted from this connection.
     :ivar chat_delivered: chat messages written to this connection.
-    :ivar _chat_times: when the accepted messages inside the rate window were sent.
+    :ivar _chat_rate: the connection's chat rate limit (``--chat-rate``).
     """
 
     chat_seats: dict[int, ChatSeat]
     chat_sent = 0
     chat_delivered = 0
-    _chat_times: deque[float]
+    _chat_rate: ChatRateLimit
 
     @override
     def connectionMade(self) -> None:
         self.chat_seats = {}
-        self._chat_times = deque()
+        config = self.factory.config
+        self._chat_rate = ChatRateLimit(config.chat_rate, config.chat_rate_window)
         super().connectionMade()
 
     # --- joining and leaving -------------------------------------------------------
@@ -369,24 +354,15 @@ class ChatMixin(_Contracts):
         if seat is None:
             raise ChatNotInRoomError(f"message stream {command.stream_id} is in no chat room")
         stream = seat.stream
-        if stream.chat.is_muted(seat.nick):
-            raise ChatMutedError(f"{seat.nick} is muted in {stream.app}/{stream.name}")
-        raw = command.args[0] if command.args else None
-        text = clean_text(raw) if isinstance(raw, str) else ""
-        if not text:
-            raise ChatEmptyError("no text")
-        config = self.factory.config
-        if len(text) > config.chat_max_length:
-            raise ChatTooLongError(f"longer than {config.chat_max_length} characters")
         now = self.factory.seconds()
-        times = self._chat_times
-        while times and times[0] <= now - config.chat_rate_window:
-            times.popleft()
-        if len(times) >= config.chat_rate:
-            raise ChatRateLimitedError(
-                f"more than {config.chat_rate} messages in {config.chat_rate_window:g} s"
-            )
-        times.append(now)
+        text = accept_message(
+            stream.chat,
+            seat.nick,
+            command.args[0] if command.args else None,
+            max_length=self.factory.config.chat_max_length,
+            rate=self._chat_rate,
+            now=now,
+        )
         message = stream.post_chat(seat.nick, text, int(now * 1000))
         self.chat_sent += 1
         _log.debug(
