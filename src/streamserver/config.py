@@ -178,6 +178,12 @@ class ServerConfig:
         under 500 LL-HLS players, ``docs/benchmarks.md``).
     :ivar record_dir: the directory streams are recorded to (``--record``);
         ``None`` records nothing.
+    :ivar http_max_header_bytes: the most bytes an HTTP request's line and
+        headers may take (past it: 431 and the connection closed).
+    :ivar http_max_headers: the most header lines of an HTTP request (431).
+    :ivar http_header_timeout: seconds from a request's first byte to the end of
+        its headers (408 and closed past it); 0 disables it.
+    :ivar http_max_body_bytes: the largest HTTP request body (413 and closed).
     :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
         chat moderation); without one the API is read-only and they are absent.
     """
@@ -227,6 +233,16 @@ class ServerConfig:
     http_play_wait: float = 10.0
     api_token: str | None = None
     http_access_log: str | None = None
+    # HTTP request limits (docs/security.md): 16 KiB of request line and headers is
+    # Twisted's bound and twice what a browser sends with a few cookies (nginx reads
+    # 1 KiB, then up to 4 x 8 KiB); 100 headers is five times a browser's; a request's
+    # headers arriving over more than 10 s is slowloris, not a slow phone (nginx's
+    # client_header_timeout is 60 s, lighttpd's 5 s...); the only bodies are the API's
+    # small JSON objects, so 64 KiB is generous.
+    http_max_header_bytes: int = 16 * 1024
+    http_max_headers: int = 100
+    http_header_timeout: float = 10.0
+    http_max_body_bytes: int = 64 * 1024
     hls: str = "on-demand"
     # 2 s segments with 200 ms parts: what hls.js and Apple's LL-HLS guidance use;
     # 7 segments: the LL-HLS minimum gohlslib enforces (a 14 s window), and 64 MiB
@@ -306,6 +322,16 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be positive", name)
         if any(c in self.http_cors_origin for c in "\r\n"):
             raise ConfigError("http_cors_origin must be one line", "http_cors_origin")
+        if not self.http_max_header_bytes >= 1024:
+            raise ConfigError(
+                "http_max_header_bytes must be at least 1024", "http_max_header_bytes"
+            )
+        if not self.http_max_headers >= 8:
+            raise ConfigError("http_max_headers must be at least 8", "http_max_headers")
+        if not self.http_max_body_bytes >= 0:
+            raise ConfigError("http_max_body_bytes must not be negative", "http_max_body_bytes")
+        if not self.http_header_timeout >= 0:
+            raise ConfigError("http_header_timeout must not be negative", "http_header_timeout")
         if self.hls not in HLS_MODES:
             raise ConfigError(f"hls must be one of {', '.join(HLS_MODES)}", "hls")
         if not 0 < self.hls_segment_seconds <= 60:

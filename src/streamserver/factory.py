@@ -126,6 +126,7 @@ class RTMPServerFactory(ServerFactory):
         self.refusals: Counter[str] = Counter()
         self.shutting_down = False
         self._hosts: Counter[str] = Counter()
+        self._counted: set[int] = set()
         self._drained: defer.Deferred[None] | None = None
         self._grace_call: IDelayedCall | None = None
         self._refusal_log: dict[str, tuple[float | None, int]] = {}
@@ -312,23 +313,54 @@ class RTMPServerFactory(ServerFactory):
         registry = self.registries.get(app)
         return registry.get(name) if registry else None
 
-    def connection_opened(self, protocol: _Tracked) -> None:
-        """Track *protocol*, a :class:`Connection` (the RTMP session mixin, an HTTP-FLV viewer)."""
+    def connection_opened(self, protocol: _Tracked, *, count_address: bool = True) -> None:
+        """Track *protocol*, a :class:`Connection` (the RTMP session mixin, an HTTP-FLV viewer).
+
+        :param count_address: count it against its address's limit; ``False`` for
+            a session inside an HTTP connection, which counted itself
+            (:meth:`address_opened`).
+        """
         self.connections[protocol.conn_id] = cast("Connection", protocol)
-        self._hosts[_limited_host(protocol.link.peer)] += 1
+        if count_address:
+            self._counted.add(protocol.conn_id)
+            self.address_opened(protocol.link.peer)
 
     def connection_closed(self, protocol: _Tracked) -> None:
         """Forget *protocol* (the RTMP session mixin, an HTTP-FLV viewer)."""
-        if self.connections.pop(protocol.conn_id, None) is not None:
-            host = _limited_host(protocol.link.peer)
-            self._hosts[host] -= 1
-            if self._hosts[host] <= 0:
-                del self._hosts[host]
+        counted = protocol.conn_id in self._counted
+        if self.connections.pop(protocol.conn_id, None) is not None and counted:
+            self._counted.discard(protocol.conn_id)
+            self.address_closed(protocol.link.peer)
         if self._drained is not None and not self.connections and not self._drained.called:
             if self._grace_call is not None and self._grace_call.active():
                 self._grace_call.cancel()
             self._grace_call = None
             self._drained.callback(None)
+
+    def address_opened(self, address: IAddress | None) -> None:
+        """Count one more connection from *address* (an RTMP or HTTP connection)."""
+        self._hosts[_limited_host(address)] += 1
+
+    def address_closed(self, address: IAddress | None) -> None:
+        """Count one connection from *address* less."""
+        host = _limited_host(address)
+        self._hosts[host] -= 1
+        if self._hosts[host] <= 0:
+            del self._hosts[host]
+
+    def address_refusal(self, address: IAddress | None) -> str | None:
+        """Why a connection from *address*, just counted, must be closed, or ``None``.
+
+        Its address holds more than ``max_connections_per_ip`` connections
+        (RTMP and HTTP together; loopback is exempt), or the server is stopping.
+        """
+        if self.shutting_down:
+            return "the server is shutting down"
+        host = _limited_host(address)
+        limit = self.config.max_connections_per_ip
+        if limit and host and self._hosts[host] > limit:
+            return f"connection limit per address ({limit}) reached for {host}"
+        return None
 
     def admission_refusal(self, protocol: _Tracked) -> str | None:
         """Why *protocol*, just opened, must be closed at once, or ``None``.
@@ -342,11 +374,7 @@ class RTMPServerFactory(ServerFactory):
             return "the server is shutting down"
         if config.max_connections and len(self.connections) > config.max_connections:
             return f"server connection limit ({config.max_connections}) reached"
-        host = _limited_host(protocol.link.peer)
-        limit = config.max_connections_per_ip
-        if limit and host and self._hosts[host] > limit:
-            return f"connection limit per address ({limit}) reached for {host}"
-        return None
+        return self.address_refusal(protocol.link.peer)
 
     def connection_refused(self, protocol: _Named, kind: str, reason: str) -> None:
         """Count and log that *protocol* is being closed by a limit or timeout.
@@ -452,7 +480,7 @@ class RTMPServerFactory(ServerFactory):
             self._drained.callback(None)
 
 
-def _limited_host(address: IAddress) -> str:
+def _limited_host(address: IAddress | None) -> str:
     """The address the per-address limit counts *address* under; ``""`` if exempt.
 
     Loopback and UNIX socket peers are exempt: a local reverse proxy or load

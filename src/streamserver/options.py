@@ -595,6 +595,35 @@ OPTIONS: tuple[Option, ...] = (
         "not logged one by one.",
     ),
     Option(
+        "http-max-header-bytes",
+        "http_max_header_bytes",
+        int,
+        "BYTES",
+        "The most bytes an HTTP request's line and headers may take (then 431).",
+    ),
+    Option(
+        "http-max-headers",
+        "http_max_headers",
+        int,
+        "N",
+        "The most header lines an HTTP request may have (then 431).",
+    ),
+    Option(
+        "http-header-timeout",
+        "http_header_timeout",
+        float,
+        "SECONDS",
+        "Seconds from an HTTP request's first byte to the end of its headers (then 408 "
+        "and closed: slowloris); 0 disables it.",
+    ),
+    Option(
+        "http-max-body-bytes",
+        "http_max_body_bytes",
+        int,
+        "BYTES",
+        "The largest HTTP request body accepted (then 413).",
+    ),
+    Option(
         "http-play-wait",
         "http_play_wait",
         float,

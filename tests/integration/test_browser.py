@@ -150,7 +150,7 @@ async def flv_site(rtmp_server: LoopbackServer) -> AsyncIterator[FlvSite]:
     site = FlvSite(rtmp_server, listening.getHost().port)
     opened = factory.connection_opened
 
-    def connection_opened(connection: Any) -> None:
+    def connection_opened(connection: Any, **kwargs: Any) -> None:
         # Called as the request is admitted, in the reactor turn that subscribes it
         # (no authorizer is configured), so the GOP cache is the catch-up it gets.
         if isinstance(connection, FlvSession):
@@ -162,7 +162,7 @@ async def flv_site(rtmp_server: LoopbackServer) -> AsyncIterator[FlvSite]:
             ]
             if media:
                 site.starts[connection.conn_id] = min(media)
-        opened(connection)
+        opened(connection, **kwargs)
 
     factory.connection_opened = connection_opened  # type: ignore[method-assign,assignment]
     try:

@@ -257,7 +257,7 @@ class FlvSession:
         factory = self.factory
         request = self.request
         request.notifyFinish().addBoth(self._request_gone)
-        factory.connection_opened(self)
+        factory.connection_opened(self, count_address=False)  # its HTTP connection counted
         self._tracked = True
         refusal = factory.admission_refusal(self)
         if refusal is not None:

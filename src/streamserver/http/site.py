@@ -26,13 +26,14 @@ application (``/live/cam.flv`` is ``rtmp://HOST/live/cam``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from streamserver.http.assets import AssetsResource
+from streamserver.http.channel import StreamChannel
 from streamserver.http.flv import SUFFIX, FlvResource, parse_stream_path
 from streamserver.http.hls import HlsResource, is_hls_name
 
@@ -100,8 +101,24 @@ IDLE_TIMEOUT = 60
 
 
 class StreamSite(Site):
-    """The site, logging requests only to ``--http-access-log`` (Twisted's ``Site``
-    logs every request into the server's log, 20% of its CPU under many HLS players)."""
+    """The site: its connections are :class:`~streamserver.http.channel.StreamChannel`
+    (the server's HTTP limits), and it logs requests only to ``--http-access-log``
+    (Twisted's ``Site`` logs every request into the server's log, 20% of its CPU
+    under many HLS players).
+
+    :ivar stream_factory: the server's factory.
+    """
+
+    protocol = StreamChannel  # type: ignore[assignment]
+
+    def __init__(self, resource: Resource, stream_factory: RTMPServerFactory, **kwargs: Any):
+        super().__init__(resource, **kwargs)
+        self.stream_factory = stream_factory
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.stream_factory = self.stream_factory
+        return channel
 
     def log(self, request: http.Request) -> None:
         if self.logPath is not None:
@@ -111,6 +128,6 @@ class StreamSite(Site):
 def build_site(factory: RTMPServerFactory) -> Site:
     """The site serving every HTTP path of *factory*'s server."""
     root = RootResource(factory)
-    site = StreamSite(root, timeout=IDLE_TIMEOUT, logPath=factory.config.http_access_log)
+    site = StreamSite(root, factory, timeout=IDLE_TIMEOUT, logPath=factory.config.http_access_log)
     site.displayTracebacks = False
     return site

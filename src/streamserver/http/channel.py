@@ -1,0 +1,178 @@
+"""The HTTP connection: ``twisted.web``'s channel with the server's limits.
+
+Every HTTP connection is a :class:`StreamChannel`.  Before any resource runs it
+enforces, from the :class:`~streamserver.config.ServerConfig`:
+
+- ``--max-connections-per-ip``: the connection counts against its address
+  together with the address's RTMP connections (loopback is exempt); past it
+  the connection is answered 503 and closed;
+- ``--http-max-header-bytes``: the request line and headers together (and any
+  one line) may take this many bytes; past it 431 and closed, before the rest
+  is read (Twisted's own bound answers a bare 400);
+- ``--http-max-headers``: header lines per request; past it 431 and closed;
+- ``--http-header-timeout``: from a request's first byte to the end of its
+  headers (a slowloris client trickling a header a minute is cut); 408 and
+  closed;
+- ``--http-max-body-bytes``: a body announced or sent larger than this is
+  answered 413 and closed (the API's JSON bodies are a few hundred bytes).
+
+An idle keep-alive connection is closed by the site's timeout
+(:data:`~streamserver.http.site.IDLE_TIMEOUT`).  Each refusal is counted by
+kind in ``factory.refusals`` and logged through
+:meth:`~streamserver.factory.RTMPServerFactory.connection_refused` (at most one
+line a second per kind, with the numbers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web import http
+from typing_extensions import override
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IDelayedCall
+
+    from streamserver.factory import RTMPServerFactory
+
+__all__ = ["StreamChannel"]
+
+_REASONS = {
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+def _ignore(*args: Any) -> None:
+    """What a refused connection does with what it still receives."""
+
+
+class StreamChannel(http.HTTPChannel):
+    """An HTTP connection of the server's site, with its limits.
+
+    :ivar stream_factory: the server's factory (its config, clock, address counts).
+    :ivar peer: ``host:port`` of the client, for logs.
+    """
+
+    stream_factory: RTMPServerFactory
+    _header_deadline: IDelayedCall | None = None
+    _counted = False
+    _refused = False
+    _body_bytes = 0
+    _address: IAddress | None = None
+
+    @property
+    def peer(self) -> str:
+        address: Any = self.transport.getPeer() if self.transport is not None else None
+        return f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+
+    @override
+    def connectionMade(self) -> None:
+        factory = self.stream_factory
+        config = factory.config
+        self.maxHeaders = config.http_max_headers
+        self.totalHeadersSize = config.http_max_header_bytes
+        self.MAX_LENGTH = config.http_max_header_bytes
+        super().connectionMade()
+        transport: Any = self.transport
+        address = self._address = transport.getPeer()
+        factory.address_opened(address)
+        self._counted = True
+        refusal = factory.address_refusal(address)
+        if refusal is not None:
+            self._refuse(503, "limit", refusal)
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        # a request's line and headers are being read: line mode, no request handled
+        if (
+            self._header_deadline is None
+            and self.line_mode
+            and not self._handlingRequest
+            and not self._refused
+        ):
+            timeout = self.stream_factory.config.http_header_timeout
+            if timeout:
+                self._header_deadline = self.callLater(timeout, self._headers_too_slow)
+        super().dataReceived(data)
+
+    @override
+    def lineReceived(self, line: bytes) -> None:
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._refuse(431, "http-headers", f"request headers over {self.totalHeadersSize} bytes")
+            return
+        super().lineReceived(line)
+
+    @override
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse(431, "http-headers", f"a request line over {self.MAX_LENGTH} bytes")
+
+    @override
+    def headerReceived(self, line: bytes) -> bool:
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuse(431, "http-headers", f"more than {self.maxHeaders} request headers")
+            return False
+        ok: bool = super().headerReceived(line)
+        return ok
+
+    @override
+    def allHeadersReceived(self) -> None:
+        self._cancel_deadline()
+        self._body_bytes = 0
+        limit = self.stream_factory.config.http_max_body_bytes
+        if self.length is not None and self.length > limit:
+            self._refuse(413, "http-body", f"a request body of {self.length} bytes (limit {limit})")
+            return
+        super().allHeadersReceived()
+
+    @override
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._handlingRequest:
+            # a body being received (chunked bodies announce no length)
+            self._body_bytes += len(data)
+            limit = self.stream_factory.config.http_max_body_bytes
+            if self._body_bytes > limit + self.totalHeadersSize:
+                # the chunk framing takes a few bytes; the decoded body is bounded below
+                self._refuse(413, "http-body", f"a request body over {limit} bytes")
+                return
+        super().rawDataReceived(data)
+
+    @override
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_deadline()
+        if self._counted:
+            self._counted = False
+            self.stream_factory.address_closed(self._address)
+        super().connectionLost(reason)
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        timeout = self.stream_factory.config.http_header_timeout
+        self._refuse(408, "http-header-timeout", f"request headers not complete in {timeout:g} s")
+
+    def _cancel_deadline(self) -> None:
+        deadline, self._header_deadline = self._header_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _refuse(self, code: int, kind: str, reason: str) -> None:
+        """Answer *code* with a one-line body, close, and count and log the refusal once."""
+        if self._refused:
+            return
+        self._refused = True
+        self._cancel_deadline()
+        self.stream_factory.connection_refused(self, kind, reason)
+        body = reason.encode("utf-8", "replace") + b"\n"
+        transport: Any = self.transport
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (code, _REASONS[code], len(body), body)
+        )
+        # nothing more is read from this client
+        self.dataReceived = self.lineReceived = _ignore  # type: ignore[method-assign,assignment]
+        transport.loseConnection()

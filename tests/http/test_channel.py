@@ -1,0 +1,173 @@
+"""The HTTP connection's limits: headers, slowloris, bodies, connections per address."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+
+from streamserver.config import ServerConfig
+from streamserver.factory import RTMPServerFactory
+from streamserver.testing import FakePeer, FakeTransport
+from tests.http.support import SiteClient, parse_response
+
+REMOTE = "203.0.113.9"
+
+
+def _factory(clock: task.Clock, **settings: Any) -> RTMPServerFactory:
+    return RTMPServerFactory(ServerConfig.from_settings(settings), reactor=clock)
+
+
+def _connect(client: SiteClient, host: str = "127.0.0.1", port: int = 40000) -> FakeTransport:
+    transport = FakeTransport(IPv4Address("TCP", host, port), auto_drain=True)
+    channel = client.site.buildProtocol(transport.getPeer())
+    transport.protocol = channel
+    channel.makeConnection(transport)
+    return transport
+
+
+def _status(transport: FakeTransport) -> int:
+    return parse_response(transport.value()).status
+
+
+@pytest.fixture
+def small(clock: task.Clock) -> tuple[RTMPServerFactory, SiteClient]:
+    factory = _factory(
+        clock, http_max_header_bytes=2048, http_max_headers=10, http_max_body_bytes=1000
+    )
+    return factory, SiteClient(factory, clock)
+
+
+def test_headers_over_the_byte_limit_get_431_and_the_connection_closes(small) -> None:
+    factory, client = small
+    transport = _connect(client)
+    transport.protocol.dataReceived(b"GET / HTTP/1.1\r\n" + b"X-A: " + b"a" * 1500 + b"\r\n")
+    assert transport.value() == b""  # still under the bound
+    transport.protocol.dataReceived(b"X-B: " + b"b" * 1500 + b"\r\n\r\n")
+    response = parse_response(transport.value())
+    assert response.status == 431
+    assert b"over 2048 bytes" in response.body
+    assert transport.disconnecting
+    assert factory.refusals["http-headers"] == 1
+
+
+def test_one_overlong_line_gets_431_before_it_is_all_read(small) -> None:
+    _, client = small
+    transport = _connect(client)
+    transport.protocol.dataReceived(b"GET /" + b"x" * 5000)  # no line end yet
+    assert _status(transport) == 431
+    assert transport.disconnecting
+
+
+def test_too_many_headers_get_431(small) -> None:
+    _, client = small
+    transport = _connect(client)
+    lines = b"".join(b"X-%d: 1\r\n" % i for i in range(11))
+    transport.protocol.dataReceived(b"GET / HTTP/1.1\r\n" + lines + b"\r\n")
+    assert _status(transport) == 431
+    ten = _connect(client)
+    lines = b"".join(b"X-%d: 1\r\n" % i for i in range(10))
+    ten.protocol.dataReceived(b"GET / HTTP/1.1\r\n" + lines + b"\r\n")
+    assert _status(ten) == 200
+
+
+def test_garbage_request_lines_get_400(small) -> None:
+    _, client = small
+    for garbage in (b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n", b"GET\r\n\r\n", b"\0\0\0\r\n\r\n"):
+        transport = _connect(client)
+        transport.protocol.dataReceived(garbage)
+        assert _status(transport) == 400, garbage
+        assert transport.disconnecting
+
+
+def test_slowloris_headers_get_408_after_the_header_timeout(clock: task.Clock) -> None:
+    factory = _factory(clock, http_header_timeout=10.0)
+    client = SiteClient(factory, clock)
+    transport = _connect(client)
+    transport.protocol.dataReceived(b"GET / HTTP/1.1\r\n")
+    for i in range(3):
+        clock.advance(3)
+        transport.protocol.dataReceived(
+            b"X-%d: trickle\r\n" % i
+        )  # each byte resets Twisted's idle timer
+    assert transport.value() == b""
+    clock.advance(1.5)
+    assert _status(transport) == 408
+    assert transport.disconnecting
+    assert factory.refusals["http-header-timeout"] == 1
+
+
+def test_the_header_timeout_is_per_request_and_never_cuts_a_response(clock: task.Clock) -> None:
+    """Keep-alive requests each get the full time; a long FLV response is not a slow header."""
+    factory = _factory(clock, http_header_timeout=10.0)
+    client = SiteClient(factory, clock)
+    transport = _connect(client)
+    for _ in range(3):
+        transport.protocol.dataReceived(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(8)
+    assert transport.value().count(b"HTTP/1.1 200") == 3
+    assert not transport.disconnecting
+    flv = client.play("/live/cam.flv")
+    publisher = FakePeer(factory)
+    publisher.connect("live")
+    publisher.publish("cam", publisher.create_stream())
+    clock.advance(30)
+    assert flv.value().startswith(b"HTTP/1.1 200")
+    assert not flv.disconnecting
+
+
+def test_a_body_over_the_limit_gets_413(small) -> None:
+    _, client = small
+    announced = _connect(client)
+    announced.protocol.dataReceived(b"POST /api/streams HTTP/1.1\r\nContent-Length: 1001\r\n\r\n")
+    assert _status(announced) == 413
+    chunked = _connect(client)
+    chunked.protocol.dataReceived(
+        b"POST /api/streams HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    for _ in range(4):
+        if chunked.disconnecting:
+            break
+        chunked.protocol.dataReceived(b"3e8\r\n" + b"x" * 1000 + b"\r\n")
+    assert _status(chunked) == 413
+    fits = _connect(client)
+    fits.protocol.dataReceived(b"POST /api/streams HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")
+    fits.protocol.dataReceived(b"{" * 1000)
+    assert _status(fits) != 413
+
+
+def test_http_connections_count_against_the_address_limit_with_rtmp(clock: task.Clock) -> None:
+    """One RTMP connection and one HTTP connection fill a limit of 2; the third gets 503."""
+    factory = _factory(clock, max_connections_per_ip=2)
+    client = SiteClient(factory, clock)
+    rtmp = FakePeer(factory, peer=IPv4Address("TCP", REMOTE, 1000))
+    first = _connect(client, REMOTE, 1001)
+    assert factory.connections_from(REMOTE) == 2
+    third = _connect(client, REMOTE, 1002)
+    assert _status(third) == 503
+    assert third.disconnecting
+    assert factory.connections_from(REMOTE) == 2
+    assert factory.refusals["limit"] == 1
+    first.protocol.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+    assert _status(first) == 200
+    first.loseConnection()
+    assert factory.connections_from(REMOTE) == 1
+    rtmp.transport.loseConnection()
+    assert factory.connections_from(REMOTE) == 0
+    for port in range(2000, 2010):  # loopback is exempt
+        assert not _connect(client, "127.0.0.1", port).disconnecting
+
+
+def test_an_flv_viewer_counts_once_for_its_address(clock: task.Clock) -> None:
+    factory = _factory(clock, max_connections_per_ip=1)
+    client = SiteClient(factory, clock)
+    transport = _connect(client, REMOTE, 1001)
+    transport.protocol.dataReceived(b"GET /live/cam.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert factory.connections_from(REMOTE) == 1
+    assert not transport.disconnecting
+    assert len(factory.connections) == 1
+    transport.loseConnection()
+    assert factory.connections_from(REMOTE) == 0
+    assert factory.connections == {}
