@@ -82,6 +82,8 @@ _NON_NEGATIVE = (
     "chat_history_bytes",
     "http_play_wait",
     "hls_idle_timeout",
+    "hls_max_waiting",
+    "hls_max_waiting_per_ip",
 )
 
 #: Settings where 0 would make the server useless rather than unlimited: no
@@ -173,6 +175,10 @@ class ServerConfig:
     :ivar hls_idle_timeout: seconds without an HLS request after which a
         stream's segmenter stops (with ``always``: once its stream is no longer
         published); 0 never stops it.
+    :ivar hls_max_waiting: requests parked (blocking reload, a part not finished)
+        on one stream at most; past it 503; 0 no limit.
+    :ivar hls_max_waiting_per_ip: requests one address may have parked over every
+        stream (loopback exempt); past it 503; 0 no limit.
     :ivar http_access_log: the file each HTTP request is logged to (combined log
         format); ``None`` logs none (a line per request was 20% of the server's CPU
         under 500 LL-HLS players, ``docs/benchmarks.md``).
@@ -254,6 +260,11 @@ class ServerConfig:
     # 30 s: a player that stopped is gone, one reloading its playlist every
     # part (200 ms) or segment (2 s) is not; MediaMTX keeps a muxer 60 s.
     hls_idle_timeout: float = 30.0
+    # A player parks one request at a time (hls.js: the playlist or the next part),
+    # so 10,000 on a stream is thousands of players; 50 from one address is a
+    # household or a small office, and far below what one script could hold open.
+    hls_max_waiting: int = 10_000
+    hls_max_waiting_per_ip: int = 50
     # --- recording (docs/recording.md) ---
     record_dir: str | None = None
 

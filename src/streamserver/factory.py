@@ -339,11 +339,11 @@ class RTMPServerFactory(ServerFactory):
 
     def address_opened(self, address: IAddress | None) -> None:
         """Count one more connection from *address* (an RTMP or HTTP connection)."""
-        self._hosts[_limited_host(address)] += 1
+        self._hosts[limited_host(address)] += 1
 
     def address_closed(self, address: IAddress | None) -> None:
         """Count one connection from *address* less."""
-        host = _limited_host(address)
+        host = limited_host(address)
         self._hosts[host] -= 1
         if self._hosts[host] <= 0:
             del self._hosts[host]
@@ -356,7 +356,7 @@ class RTMPServerFactory(ServerFactory):
         """
         if self.shutting_down:
             return "the server is shutting down"
-        host = _limited_host(address)
+        host = limited_host(address)
         limit = self.config.max_connections_per_ip
         if limit and host and self._hosts[host] > limit:
             return f"connection limit per address ({limit}) reached for {host}"
@@ -480,7 +480,7 @@ class RTMPServerFactory(ServerFactory):
             self._drained.callback(None)
 
 
-def _limited_host(address: IAddress | None) -> str:
+def limited_host(address: IAddress | None) -> str:
     """The address the per-address limit counts *address* under; ``""`` if exempt.
 
     Loopback and UNIX socket peers are exempt: a local reverse proxy or load

@@ -678,6 +678,22 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds without an HLS request after which a stream's segmenter stops (with "
         "--hls always: once the stream is unpublished); 0 never stops it.",
     ),
+    Option(
+        "hls-max-waiting",
+        "hls_max_waiting",
+        int,
+        "N",
+        "Requests that may wait on one stream (LL-HLS blocking reload, a part not "
+        "finished); then 503; 0 no limit.",
+    ),
+    Option(
+        "hls-max-waiting-per-ip",
+        "hls_max_waiting_per_ip",
+        int,
+        "N",
+        "Waiting HLS requests one address may have over every stream (loopback exempt); "
+        "then 503; 0 no limit.",
+    ),
     # --- recording ---
     Option(
         "record",

@@ -545,6 +545,59 @@ async def test_a_player_that_leaves_while_parked_is_forgotten(server: HlsServer)
     assert entry.waiting == 0
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "server", [ServerConfig(hls_max_waiting=2, hls_max_waiting_per_ip=0)], indirect=True
+)
+@pytest_twisted.ensureDeferred
+async def test_requests_waiting_on_one_stream_are_capped_with_503(server: HlsServer) -> None:
+    """Past ``--hls-max-waiting`` a request that would wait gets 503 at once; one that need
+    not wait is served; when the parked ones are answered there is room again."""
+    await started(server)
+    entry = server.factory.hls.streams[0]
+    blocked = [
+        server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part={part}") for part in (1, 2)
+    ]
+    await parked(server, 2)
+    refused = await server.get(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=1")
+    assert refused.code == 503
+    assert "2 requests wait on this stream already" in refused.text
+    assert (await server.get(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=0")).code == 200
+    assert server.factory.refusals["hls-waiting"] == 1
+    server.fake.add_part()
+    server.fake.add_part()
+    for deferred in blocked:
+        assert (await within(deferred, 5, "the reload")).code == 200
+    assert entry.waiting == 0
+    again = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=3")
+    await parked(server, 1)
+    server.fake.add_part()
+    assert (await within(again, 5, "the reload")).code == 200
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("server", [ServerConfig(hls_max_waiting_per_ip=1)], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_requests_waiting_from_one_address_are_capped_over_every_stream(
+    server: HlsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One address past ``--hls-max-waiting-per-ip`` gets 503; the count goes when the
+    request leaves.  (Loopback is exempt, so the test's address is counted as a remote one.)"""
+    await started(server)
+    monkeypatch.setattr("streamserver.http.hls.limited_host", lambda address: "198.51.100.7")
+    by_host = server.factory.hls.waiting_by_host
+    blocked = server.start(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=1")
+    await parked(server, 1)
+    assert by_host == {"198.51.100.7": 1}
+    refused = await server.get(f"/live/x/index.m3u8?_HLS_msn={LIVE}&_HLS_part=2")
+    assert refused.code == 503
+    assert "1 requests from 198.51.100.7 wait already" in refused.text
+    blocked.addErrback(lambda _: None)
+    blocked.cancel()
+    await wait_until(lambda: not by_host, 5, "the count released")
+    assert server.factory.hls.streams[0].waiting == 0
+
+
 # --- tokens -------------------------------------------------------------------------------
 
 SECRET = "s3cret"

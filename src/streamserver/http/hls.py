@@ -41,7 +41,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, unquote_to_bytes
 
 from twisted.internet import defer
@@ -52,6 +52,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from streamserver.auth import AccessRequest, AllOf, authorize
 from streamserver.errors import StreamError, UnauthorizedError
+from streamserver.factory import limited_host
 from streamserver.http.cors import allow_origin, preflight
 from streamserver.http.flv import stream_names
 from streamserver.http.hls_manager import Condition, HlsStream, SegmenterLike, Wait
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from twisted.web.server import Request
 
     from streamserver.factory import RTMPServerFactory
+    from streamserver.http.channel import StreamChannel
 
 __all__ = [
     "ACCESS_CACHE_SECONDS",
@@ -435,9 +437,22 @@ class _HlsRequest:
         answer: Callable[[], None],
         give_up: Callable[[str], None],
     ) -> None:
-        now = self.factory.seconds()
-        self.wait = Wait(now + seconds, answer, give_up)
-        entry.park(key, condition, self.wait)
+        factory = self.factory
+        config = factory.config
+        host = limited_host(self.request.getClientAddress())
+        by_host = factory.hls.waiting_by_host
+        refusal = None
+        if config.hls_max_waiting and entry.waiting >= config.hls_max_waiting:
+            refusal = f"{config.hls_max_waiting} requests wait on this stream already"
+        elif host and 0 < config.hls_max_waiting_per_ip <= by_host[host]:
+            refusal = f"{config.hls_max_waiting_per_ip} requests from {host} wait already"
+        if refusal is not None:
+            channel = cast("StreamChannel", self.request.channel)  # the site's channels are
+            factory.connection_refused(channel, "hls-waiting", refusal)
+            _text(self.request, 503, refusal)
+            return
+        self.wait = Wait(factory.seconds() + seconds, answer, give_up)
+        entry.park(key, condition, self.wait, ((by_host, host),) if host else ())
 
     def _block_seconds(self, segmenter: SegmenterLike) -> float:
         target = max(segmenter.target_duration, math.ceil(self.factory.config.hls_segment_seconds))

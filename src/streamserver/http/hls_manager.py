@@ -40,6 +40,7 @@ callbacks (:mod:`streamserver.http.hls` makes them).
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -138,10 +139,24 @@ class Wait:
     answer: Callable[[], None]
     give_up: Callable[[str], None]
     done: bool = False
+    #: the counts this wait is in (:meth:`HlsStream.park`), released when it is done
+    counts: list[tuple[Counter[str], str]] = field(default_factory=list)
+
+    def finish(self) -> bool:
+        """Mark it answered or given up; whether it was not done before."""
+        if self.done:
+            return False
+        self.done = True
+        for counter, key in self.counts:
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+        self.counts = []
+        return True
 
     def cancel(self) -> None:
         """The request went away: never answer it."""
-        self.done = True
+        self.finish()
 
 
 @dataclass(eq=False)
@@ -168,6 +183,7 @@ class HlsStream:
         self.ts_enabled = False
         self._ready: set[str] = set()
         self._parked: dict[Hashable, _Parked] = {}
+        self._counts: Counter[str] = Counter()
         self._rendered: dict[tuple[str, bool, str], bytes | None] = {}
         self._rendered_at: tuple[int, int] = (-1, -1)
 
@@ -177,7 +193,7 @@ class HlsStream:
     @property
     def waiting(self) -> int:
         """How many requests are parked."""
-        return sum(1 for parked in self._parked.values() for w in parked.waits if not w.done)
+        return self._counts[""]
 
     def touch(self, now: float) -> None:
         """A request came: the segmenter is not idle."""
@@ -219,12 +235,25 @@ class HlsStream:
         self._rendered[key] = rendered
         return rendered
 
-    def park(self, key: Hashable, condition: Condition, wait: Wait) -> None:
-        """Hold *wait* until *condition* holds for *key*'s requests (it does not now)."""
+    def park(
+        self,
+        key: Hashable,
+        condition: Condition,
+        wait: Wait,
+        counts: tuple[tuple[Counter[str], str], ...] = (),
+    ) -> None:
+        """Hold *wait* until *condition* holds for *key*'s requests (it does not now).
+
+        :param counts: more counts to hold it in until it is done (``(counter,
+            key)``: the manager's count by address).
+        """
         parked = self._parked.get(key)
         if parked is None:
             parked = self._parked[key] = _Parked(condition)
         parked.waits.append(wait)
+        for counter, name in ((self._counts, ""), *counts):
+            counter[name] += 1
+            wait.counts.append((counter, name))
 
     def progress(self) -> None:
         """The segmenter finished a part or a segment: answer what can be answered.
@@ -245,8 +274,7 @@ class HlsStream:
                 continue
             del self._parked[key]
             for wait in waits:
-                if not wait.done:
-                    wait.done = True
+                if wait.finish():
                     if state:
                         wait.answer()
                     else:
@@ -260,7 +288,7 @@ class HlsStream:
                 if wait.done:
                     continue
                 if now >= wait.deadline:
-                    wait.done = True
+                    wait.finish()
                     wait.give_up("timeout")
                 else:
                     keep.append(wait)
@@ -274,8 +302,7 @@ class HlsStream:
         parked, self._parked = self._parked, {}
         for group in parked.values():
             for wait in group.waits:
-                if not wait.done:
-                    wait.done = True
+                if wait.finish():
                     wait.give_up(reason)
 
 
@@ -291,6 +318,7 @@ class HlsManager:
         self.factory = factory
         self._make = make_segmenter or self.make_segmenter
         self._streams: dict[tuple[str, str], HlsStream] = {}
+        self.waiting_by_host: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._streams)
