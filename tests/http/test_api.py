@@ -12,7 +12,7 @@ from streamserver import __version__
 from streamserver.codec.messages import Message, MessageType
 from streamserver.config import ServerConfig
 from streamserver.factory import RTMPServerFactory
-from streamserver.http.api import MAX_BODY_BYTES
+from streamserver.http.api import MAX_BODY_BYTES, TOKEN_FAILURE_WINDOW, TOKEN_FAILURES
 from streamserver.policy import DropReason
 from streamserver.testing import FakePeer
 from tests.http.conftest import Scene, publish
@@ -310,6 +310,29 @@ def test_the_token_is_checked_before_the_stream(
     _writable(factory)
     _error(client.post("/api/streams/live/nope/kick"), 401)
     _error(client.post("/api/streams/live/nope/kick", token=TOKEN), 404)
+
+
+def test_wrong_tokens_are_rate_limited_per_address(
+    factory: RTMPServerFactory, client: SiteClient, clock: task.Clock, scene: Scene
+) -> None:
+    """After TOKEN_FAILURES wrong tokens in the window every write is a 429, the right
+    token too, until the oldest failure ages out; a missing token is not a guess."""
+    _writable(factory)
+    factory.config.publisher_idle_timeout = 0  # the publisher stays through the minute
+    factory.config.ping_timeout = 0
+    for _ in range(5):
+        _error(client.post("/api/streams/live/cam/kick"), 401)  # no token: not counted
+    for _ in range(TOKEN_FAILURES):
+        clock.advance(1)
+        _error(client.post("/api/streams/live/cam/kick", token="guess"), 401)
+    refused = client.post("/api/streams/live/cam/kick", token=TOKEN)
+    _error(refused, 429)
+    assert refused.headers["retry-after"] == str(int(TOKEN_FAILURE_WINDOW) - TOKEN_FAILURES + 1)
+    assert scene.publisher.protocol.conn_id in factory.connections
+    assert factory.refusals["api-token"] == TOKEN_FAILURES
+    clock.advance(TOKEN_FAILURE_WINDOW - TOKEN_FAILURES + 1)  # the first failure ages out
+    assert client.post("/api/streams/live/cam/kick", token=TOKEN).status == 200
+    assert scene.publisher.protocol.conn_id not in factory.connections
 
 
 def test_get_on_a_write_path_is_a_405(

@@ -30,7 +30,10 @@ acts, so a stream called ``kick`` stays readable.  Every answer is JSON
 ``--http-cors-origin``), errors included: ``{"error": "message"}`` with 400 (bad
 body), 401 (token), 404 (no such path, stream or viewer), 405 (method, with
 ``Allow``), 409 (nobody publishes the stream), 413 (body over
-:data:`MAX_BODY_BYTES`).  Every action is logged with the caller's address.
+:data:`MAX_BODY_BYTES`), 429 (:data:`TOKEN_FAILURES` wrong tokens from that
+address in :data:`TOKEN_FAILURE_WINDOW` seconds, with ``Retry-After``); a bug is
+a 500 ``{"error": "internal error"}``, never a traceback.  Every action is logged
+with the caller's address.
 
 Numbers come from the typed snapshots (:mod:`streamserver.stats`), as the
 console's do; actions go through the factory and the stream's chat room.
@@ -40,8 +43,10 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
+from collections import deque
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,17 +63,29 @@ if TYPE_CHECKING:
     from twisted.web.server import Request
 
     from streamserver.factory import RTMPServerFactory
+    from streamserver.http.channel import StreamChannel
     from streamserver.media.stream import Stream
     from streamserver.stats import ConnectionStats, StreamStats, ViewerStats
 
 _log = Logger()
 
-__all__ = ["MAX_BODY_BYTES", "ApiResource"]
+__all__ = ["MAX_BODY_BYTES", "TOKEN_FAILURES", "TOKEN_FAILURE_WINDOW", "ApiResource"]
 
 #: Largest request body accepted.  The biggest body the API reads is
 #: ``{"nick": ...}`` with a 32-character nick; 4 KiB leaves room for any client's
 #: formatting and bounds what one request makes us parse.
 MAX_BODY_BYTES = 4 * 1024
+
+#: Wrong tokens one address may send in :data:`TOKEN_FAILURE_WINDOW` seconds; past
+#: that every write request from it is answered 429 until the oldest failure ages
+#: out.  A person mistyping the token tries a few times; a guesser at 10 a minute
+#: needs forever for a token of any length.
+TOKEN_FAILURES = 10
+TOKEN_FAILURE_WINDOW = 60.0
+
+#: Addresses whose failures are remembered at most (the oldest go first), so a
+#: flood from many addresses cannot grow the table without bound.
+TOKEN_FAILURE_HOSTS = 10_000
 
 _READ = (b"GET", b"HEAD", b"OPTIONS")
 _WRITE = (b"POST", b"OPTIONS")
@@ -99,6 +116,37 @@ def _by_protocol(counts: dict[str, int], total: int) -> dict[str, int]:
     out = {"total": total, **dict.fromkeys(WIRE_PROTOCOLS, 0)}
     out.update(counts)
     return out
+
+
+class TokenFailures:
+    """Wrong API tokens by address, in a sliding window: who is refused for now."""
+
+    def __init__(self) -> None:
+        self._by_host: dict[str, deque[float]] = {}
+
+    def retry_after(self, host: str, now: float) -> float | None:
+        """Seconds until *host* may try again, or ``None`` if it may now."""
+        times = self._by_host.get(host)
+        if times is None:
+            return None
+        while times and times[0] <= now - TOKEN_FAILURE_WINDOW:
+            times.popleft()
+        if not times:
+            del self._by_host[host]
+            return None
+        if len(times) < TOKEN_FAILURES:
+            return None
+        return times[0] + TOKEN_FAILURE_WINDOW - now
+
+    def failed(self, host: str, now: float) -> None:
+        """Count a wrong token from *host* at *now*."""
+        times = self._by_host.pop(host, None)
+        if times is None:
+            times = deque()
+            if len(self._by_host) >= TOKEN_FAILURE_HOSTS:
+                del self._by_host[next(iter(self._by_host))]
+        times.append(now)
+        self._by_host[host] = times  # last: the most recent at the end
 
 
 class _JsonResource(Resource):
@@ -241,7 +289,14 @@ class ServerResource(_JsonResource):
 
 
 class StreamsResource(_JsonResource):
-    """``/api/streams`` and everything under it: the streams, and the actions on them."""
+    """``/api/streams`` and everything under it: the streams, and the actions on them.
+
+    :ivar token_failures: the wrong tokens sent, by address (:class:`TokenFailures`).
+    """
+
+    def __init__(self, factory: RTMPServerFactory) -> None:
+        super().__init__(factory)
+        self.token_failures = TokenFailures()
 
     # --- routing -------------------------------------------------------------------
 
@@ -352,8 +407,23 @@ class StreamsResource(_JsonResource):
     # --- acting ------------------------------------------------------------------------
 
     def _authorize(self, request: Request) -> None:
-        """The request carries the API's bearer token, or :class:`_ApiError` 401."""
-        token = self.factory.config.api_token or ""
+        """The request carries the API's bearer token, or :class:`_ApiError` 401.
+
+        Compared in constant time; an address that sent :data:`TOKEN_FAILURES`
+        wrong tokens in :data:`TOKEN_FAILURE_WINDOW` seconds gets 429 for every
+        write until the oldest ages out, right token or not.
+        """
+        factory = self.factory
+        now = factory.seconds()
+        host = str(getattr(request.getClientAddress(), "host", "unix"))
+        wait = self.token_failures.retry_after(host, now)
+        if wait is not None:
+            raise _ApiError(
+                429,
+                f"too many wrong API tokens from {host}: try again in {math.ceil(wait)} s",
+                {b"retry-after": b"%d" % math.ceil(wait)},
+            )
+        token = factory.config.api_token or ""
         scheme, _, credentials = (request.getHeader(b"authorization") or b"").partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(
             credentials.strip(), token.encode("utf-8")
@@ -362,6 +432,10 @@ class StreamsResource(_JsonResource):
         challenge = b'Bearer realm="streamserver"'
         if scheme:
             challenge += b', error="invalid_token"'  # RFC 6750 3.1: one was sent, and is wrong
+            self.token_failures.failed(host, now)
+            factory.connection_refused(
+                cast("StreamChannel", request.channel), "api-token", "a wrong API token"
+            )
         raise _ApiError(
             401,
             "this needs the API token: Authorization: Bearer TOKEN",
