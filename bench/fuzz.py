@@ -1,4 +1,4 @@
-"""Long protocol fuzzing run: hostile byte streams against the server protocol.
+"""Long protocol fuzzing run: hostile byte streams against the server's RTMP and HTTP sides.
 
 Reuses the strategies and the isolation check of ``tests/protocol/test_fuzz.py``
 (mutated valid sessions: bytes flipped, truncated, duplicated, hostile chunks
@@ -8,10 +8,15 @@ good publisher and viewer share the factory; an exception other than the
 handled protocol error path, a connection that does not close cleanly, or a
 viewer that misses a frame fails the run with the input that caused it.
 
+``--target http`` does the same to the HTTP site with the strategies of
+``tests/http/test_fuzz_http.py`` (mutated valid requests of every kind, random
+bytes), an RTMP and an HTTP-FLV viewer watching meanwhile.
+
 Usage::
 
     .venv/bin/python bench/fuzz.py --examples 100000
     .venv/bin/python bench/fuzz.py --examples 20000 --tight --seed 7
+    .venv/bin/python bench/fuzz.py --target http --examples 100000
 
 Prints one JSON line: inputs tried per kind, seconds, inputs per second, and
 whether every input passed.
@@ -31,16 +36,23 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from tests.http.test_fuzz_http import check_isolation, hostile_requests  # noqa: E402
 from tests.protocol.test_fuzz import TIGHT, _check_isolation, hostile_inputs  # noqa: E402
 
 
 def run(
-    examples: int, *, tight: bool, random_bytes: bool, seed_value: int | None
+    examples: int,
+    *,
+    tight: bool,
+    random_bytes: bool,
+    seed_value: int | None,
+    target: str = "rtmp",
 ) -> dict[str, Any]:
-    """Fuzz *examples* inputs; return the counts and timings."""
+    """Fuzz *examples* inputs of *target* (``rtmp`` or ``http``); return the counts and timings."""
     counts = {"mutated": 0, "random": 0}
     config = TIGHT if tight else None
-    inputs = hostile_inputs().map(lambda case: ("mutated", case))
+    mutated = hostile_requests() if target == "http" else hostile_inputs()
+    inputs = mutated.map(lambda case: ("mutated", case))
     if random_bytes:
         garbage = st.tuples(st.binary(max_size=5000), st.lists(st.integers(1, 300), max_size=8))
         inputs = st.one_of(inputs, garbage.map(lambda case: ("random", case)))
@@ -56,7 +68,10 @@ def run(
     def one(item: tuple[str, tuple[bytes, list[int]]], remote: bool) -> None:
         kind, (data, cuts) = item
         counts[kind] += 1
-        _check_isolation(data, cuts, config, remote=remote)
+        if target == "http":
+            check_isolation(data, cuts)
+        else:
+            _check_isolation(data, cuts, config, remote=remote)
 
     test = seed(seed_value)(one) if seed_value is not None else one
     started = time.perf_counter()
@@ -68,6 +83,7 @@ def run(
     elapsed = time.perf_counter() - started
     tried = counts["mutated"] + counts["random"]
     return {
+        "target": target,
         "inputs_tried": tried,
         "by_kind": counts,
         "tight_limits": tight,
@@ -92,12 +108,16 @@ def main(argv: list[str] | None = None) -> int:
         help="only mutated valid sessions, no random bytes from the first byte",
     )
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed")
+    parser.add_argument(
+        "--target", choices=("rtmp", "http"), default="rtmp", help="the side to fuzz"
+    )
     options = parser.parse_args(argv)
     report = run(
         options.examples,
         tight=options.tight,
         random_bytes=not options.no_random,
         seed_value=options.seed,
+        target=options.target,
     )
     sys.stdout.write(json.dumps(report) + "\n")
     return 0 if report["passed"] else 1

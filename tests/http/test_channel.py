@@ -171,3 +171,23 @@ def test_an_flv_viewer_counts_once_for_its_address(clock: task.Clock) -> None:
     transport.loseConnection()
     assert factory.connections_from(REMOTE) == 0
     assert factory.connections == {}
+
+
+def test_a_websocket_connection_releases_its_address_when_it_closes(clock: task.Clock) -> None:
+    """The upgrade hands connectionLost to the WebSocket; the count still goes."""
+    factory = _factory(clock, max_connections_per_ip=5)
+    client = SiteClient(factory, clock)
+    publisher = FakePeer(factory)
+    publisher.connect("live")
+    publisher.publish("cam", publisher.create_stream())
+    transport = _connect(client, REMOTE, 1001)
+    transport.protocol.dataReceived(
+        b"GET /live/cam.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 101")
+    assert factory.connections_from(REMOTE) == 1
+    transport.loseConnection()
+    assert factory.connections_from(REMOTE) == 0
+    assert len(factory.connections) == 1  # the publisher

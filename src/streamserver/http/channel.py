@@ -33,7 +33,7 @@ from twisted.web import http
 from typing_extensions import override
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress, IDelayedCall
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol
 
     from streamserver.factory import RTMPServerFactory
 
@@ -143,11 +143,33 @@ class StreamChannel(http.HTTPChannel):
 
     @override
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._release()
+        super().connectionLost(reason)
+
+    def _protocolUpgradeForWebsockets(self, protocol: IProtocol) -> None:
+        """The upgrade hands ``connectionLost`` to the WebSocket: keep the count's release.
+
+        ``twisted.web.websocket`` replaces this channel's ``dataReceived`` and
+        ``connectionLost`` with the WebSocket protocol's (a private hook of
+        ``HTTPChannel``, the only way in); without this the address would stay
+        counted after a WebSocket closes.
+        """
+        self._cancel_deadline()
+        super()._protocolUpgradeForWebsockets(protocol)
+        websocket_lost = self.connectionLost
+
+        def connection_lost(reason: Failure = connectionDone) -> None:
+            self._release()
+            websocket_lost(reason)
+
+        self.connectionLost = connection_lost  # type: ignore[method-assign]
+
+    def _release(self) -> None:
+        """The connection is gone: its address counts one less (once)."""
         self._cancel_deadline()
         if self._counted:
             self._counted = False
             self.stream_factory.address_closed(self._address)
-        super().connectionLost(reason)
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
