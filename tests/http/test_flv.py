@@ -359,6 +359,27 @@ async def test_a_broken_websocket_handshake_is_a_400(server: HttpServer) -> None
 
 @pytest.mark.timeout(30)
 @pytest_twisted.ensureDeferred
+async def test_a_websocket_handshake_with_non_ascii_headers_is_a_400(
+    server: HttpServer, log_events: list[dict[str, Any]]
+) -> None:
+    """wsproto raises on a non-ASCII Connection header: a 400, nothing logged as a failure
+    (found by bench/fuzz.py --target http)."""
+    publisher, sid = await server.publisher()
+    send_headers(publisher, sid)
+    request = get_request(
+        "/live/x.flv",
+        extra="Upgrade: websocket\r\nConnection: \x88Upgrade\r\n"
+        "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n",
+    )
+    viewer = await server.get("", request=request)
+    await wait_until(lambda: viewer.status is not None, 5, "an answer")
+    assert viewer.status == 400
+    await wait_until(lambda: not server.sessions(), 5, "the session to go")
+    assert not [e for e in log_events if "log_failure" in e]
+
+
+@pytest.mark.timeout(30)
+@pytest_twisted.ensureDeferred
 async def test_a_cors_preflight_and_head_are_answered(server: HttpServer) -> None:
     """OPTIONS gets the allowed methods; HEAD says whether the stream is live."""
     preflight = await server.get("", request=method_request("OPTIONS"))

@@ -330,7 +330,15 @@ class FlvSession:
         )
         if self._websocket is not None:
             # 101 Switching Protocols, then the connection is ours
-            refused = self._websocket.render_GET(request)
+            try:
+                refused = self._websocket.render_GET(request)
+            except (UnicodeError, ValueError) as error:
+                # wsproto decodes some headers as ASCII and raises on other bytes
+                _log.info(
+                    "WebSocket handshake of {peer} refused: {error}", peer=self.peer, error=error
+                )
+                self._answer(400, "bad WebSocket handshake")
+                return
             if refused is not NOT_DONE_YET:
                 # wsproto refused the handshake (a bad Sec-WebSocket-Key...): its 400
                 self._leave()
