@@ -359,11 +359,11 @@ async def test_a_broken_websocket_handshake_is_a_400(server: HttpServer) -> None
 
 @pytest.mark.timeout(30)
 @pytest_twisted.ensureDeferred
-async def test_a_websocket_handshake_with_non_ascii_headers_is_a_400(
+async def test_a_websocket_handshake_wsproto_cannot_parse_is_a_400(
     server: HttpServer, log_events: list[dict[str, Any]]
 ) -> None:
-    """wsproto raises on a non-ASCII Connection header: a 400, nothing logged as a failure
-    (found by bench/fuzz.py --target http)."""
+    """wsproto raises on a non-ASCII Connection header, h11 on a second Host: a 400,
+    nothing logged as a failure (found by bench/fuzz.py --target http)."""
     publisher, sid = await server.publisher()
     send_headers(publisher, sid)
     request = get_request(
@@ -375,6 +375,15 @@ async def test_a_websocket_handshake_with_non_ascii_headers_is_a_400(
     await wait_until(lambda: viewer.status is not None, 5, "an answer")
     assert viewer.status == 400
     await wait_until(lambda: not server.sessions(), 5, "the session to go")
+    assert not [e for e in log_events if "log_failure" in e]
+    twice = get_request(  # h11 refuses a repeated Host
+        "/live/x.flv",
+        extra="Host: again\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n",
+    )
+    viewer = await server.get("", request=twice)
+    await wait_until(lambda: viewer.status is not None, 5, "an answer")
+    assert viewer.status == 400
     assert not [e for e in log_events if "log_failure" in e]
 
 

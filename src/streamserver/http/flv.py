@@ -49,6 +49,7 @@ from streamserver.codec.flv import TAG_HEADER_SIZE, encode_header, metadata_trac
 from streamserver.errors import StreamError, UnauthorizedError
 from streamserver.events import PLAY, SessionEvent
 from streamserver.http.cors import allow_origin, preflight
+from streamserver.http.ws_handshake import HANDSHAKE_ERRORS
 from streamserver.media.viewer import Viewer
 from streamserver.protocol.session import MAX_NAME_LENGTH
 from streamserver.stats import ConnectionStats
@@ -332,8 +333,7 @@ class FlvSession:
             # 101 Switching Protocols, then the connection is ours
             try:
                 refused = self._websocket.render_GET(request)
-            except (UnicodeError, ValueError) as error:
-                # wsproto decodes some headers as ASCII and raises on other bytes
+            except HANDSHAKE_ERRORS as error:
                 _log.info(
                     "WebSocket handshake of {peer} refused: {error}", peer=self.peer, error=error
                 )
