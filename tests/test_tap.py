@@ -97,3 +97,14 @@ def test_twistd_lists_the_plugin() -> None:
     assert "--chunk-size" in result.stdout
     assert "--gop-cache-bytes" in result.stdout
     assert "--rtmp" in result.stdout
+
+
+def test_irc_is_off_unless_given_and_repeatable() -> None:
+    """No IRC listener by default; one per --irc, sharing one gateway of the factory."""
+    assert not [s for s in tap.makeService(_parse()) if s.name.startswith("irc:")]
+    service = tap.makeService(_parse("--irc", "tcp:0", "--irc", "tcp6:0"))
+    listeners = [s for s in service if s.name.startswith("irc:")]
+    assert sorted(s.name for s in listeners) == ["irc:tcp6:0", "irc:tcp:0"]
+    gateways = {id(s.factory) for s in listeners}  # type: ignore[attr-defined]
+    assert len(gateways) == 1
+    assert listeners[0].factory.server is service.factory  # type: ignore[attr-defined]

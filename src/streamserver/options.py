@@ -303,6 +303,18 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "Serve no HTTP at all (RTMP only).",
     ),
+    # --- the IRC gateway (docs/watch.md, "IRC"): a listener, read by makeService
+    Option(
+        "irc",
+        None,
+        str,
+        "ENDPOINT",
+        "Serve the streams' chat rooms to IRC clients (channel #APP/NAME; docs/watch.md) on "
+        "ENDPOINT, a Twisted endpoint string (e.g. tcp:6667:interface=127.0.0.1); off unless "
+        "given.  May be given more than once.",
+        shown="off",
+        repeatable=True,
+    ),
     Option(
         "manhole",
         None,

@@ -40,7 +40,7 @@ __all__ = ["DEFAULT_HTTP_ENDPOINT", "DEFAULT_RTMP_ENDPOINT", "Options", "makeSer
 class Options(usage.Options):
     """``twistd streamserver`` options: the rows of :data:`streamserver.options.OPTIONS`."""
 
-    synopsis = "[--rtmp ENDPOINT ...] [--http ENDPOINT ...] [options]"
+    synopsis = "[--rtmp ENDPOINT ...] [--http ENDPOINT ...] [--irc ENDPOINT ...] [options]"
     longdesc = (
         "A live-streaming server: encoders publish rtmp://HOST/APP/NAME, any number of "
         "viewers play it over RTMP, HTTP-FLV or WebSocket-FLV.  Listens for RTMP on "
@@ -95,8 +95,9 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the service tree: one RTMP listener per ``--rtmp`` endpoint, one HTTP
-    listener per ``--http`` endpoint (one site), and the SSH console (``manhole``)
-    when ``--manhole`` is given."""
+    listener per ``--http`` endpoint (one site), one IRC gateway listener per
+    ``--irc`` endpoint (one :class:`~streamserver.irc.IrcFactory`), and the SSH
+    console (``manhole``) when ``--manhole`` is given."""
     from twisted.internet import reactor
 
     from streamserver.http import build_site
@@ -112,6 +113,14 @@ def makeService(options: Options) -> IService:
         for endpoint in options["http"]:
             service = strports.service(endpoint, site)
             service.setName(f"http:{endpoint}")
+            service.setServiceParent(top)
+    if options["irc"]:
+        from streamserver.irc import IrcFactory
+
+        gateway = IrcFactory(factory)
+        for endpoint in options["irc"]:
+            service = strports.service(endpoint, gateway)
+            service.setName(f"irc:{endpoint}")
             service.setServiceParent(top)
     if options["manhole"]:
         from streamserver.console import ConsoleService
