@@ -619,3 +619,23 @@ def test_the_topic_follows_publish_title_and_unpublish(
     publisher.call("deleteStream", None, float(sid))
     topics = [p[1] for _, c, p in client.lines() if c == "TOPIC"]
     assert topics and topics[-1].endswith("| waiting for the publisher")
+
+
+def test_userhost_ison_and_whois_know_irc_clients(
+    factory: RTMPServerFactory, gateway: IrcFactory
+) -> None:
+    """The user queries clients send on connecting: answered for IRC clients' nicks."""
+    _rtmp(factory, "rtmpbob")
+    _joined(gateway, "Bob")
+    client = _registered(gateway, "ann")
+    client.send("USERHOST bob nobody", "ISON ann BOB rtmpbob", "WHOIS bob", "WHOIS rtmpbob")
+    assert [(c, p[1:]) for _, c, p in client.lines()] == [
+        ("302", ["Bob=+chat@streamserver"]),
+        ("303", ["ann Bob"]),
+        ("311", ["Bob", "chat", "streamserver", "*", "Bob"]),
+        ("319", ["Bob", "#live/cam"]),
+        ("312", ["Bob", "streamserver", "streamserver"]),
+        ("318", ["bob", "End of /WHOIS list"]),
+        ("401", ["rtmpbob", "No such nick (only IRC clients are known by nick)"]),
+        ("318", ["rtmpbob", "End of /WHOIS list"]),
+    ]

@@ -631,6 +631,42 @@ class IrcConnection(irc.IRC):
                 self.numeric("322", channel, count, text=stream_topic(stream))
         self.numeric("323", text="End of /LIST")
 
+    # --- users -------------------------------------------------------------------------
+
+    def irc_USERHOST(self, prefix: str, params: list[str]) -> None:
+        if not params:
+            self.numeric("461", "USERHOST", text="Not enough parameters")
+            return
+        held = self.factory.nicks
+        replies = [
+            f"{held[n.casefold()].nick}=+{hostmask(held[n.casefold()].nick).partition('!')[2]}"
+            for n in params[:5]
+            if n.casefold() in held
+        ]
+        self.numeric("302", text=" ".join(replies))
+
+    def irc_ISON(self, prefix: str, params: list[str]) -> None:
+        held = self.factory.nicks
+        words = " ".join(params).split()
+        self.numeric(
+            "303", text=" ".join(held[w.casefold()].nick for w in words if w.casefold() in held)
+        )
+
+    def irc_WHOIS(self, prefix: str, params: list[str]) -> None:
+        if not params:
+            self.numeric("431", text="No nickname given")
+            return
+        nick = params[-1]
+        holder = self.factory.nicks.get(nick.casefold())
+        if holder is None or not holder.registered:
+            self.numeric("401", nick, text="No such nick (only IRC clients are known by nick)")
+        else:
+            self.numeric("311", holder.nick, "chat", SERVER_NAME, "*", text=holder.nick)
+            if holder.seats:
+                self.numeric("319", holder.nick, text=" ".join(holder.seats))
+            self.numeric("312", holder.nick, SERVER_NAME, text="streamserver")
+        self.numeric("318", nick, text="End of /WHOIS list")
+
     # --- messages --------------------------------------------------------------------
 
     def irc_PRIVMSG(self, prefix: str, params: list[str]) -> None:
