@@ -47,6 +47,14 @@ def test_the_factory_module_still_exports_it() -> None:
         ({"chat_history": -1}, ("chat_history",)),
         ({"watchdog_interval": 0.0}, ("watchdog_interval",)),
         ({"access": AccessConfig(callback_timeout=-1.0)}, ("access.callback_timeout",)),
+        ({"record_format": "mkv"}, ("record_format",)),
+        ({"record_apps": ("live/*,",)}, ("record_apps",)),
+        ({"record_segment_seconds": 0.5}, ("record_segment_seconds",)),
+        ({"record_max_bytes": 1000}, ("record_max_bytes",)),
+        ({"record_max_bytes": -1}, ("record_max_bytes",)),
+        ({"record_flush_seconds": 0.0}, ("record_flush_seconds",)),
+        ({"record_reconnect_grace": -1.0}, ("record_reconnect_grace",)),
+        ({"record_delete_after": float("nan")}, ("record_delete_after",)),
     ],
 )
 def test_a_value_out_of_range_names_its_field(
@@ -98,3 +106,10 @@ def test_from_settings_names_a_nested_field() -> None:
     with pytest.raises(ConfigError) as raised:
         ServerConfig.from_settings({"limits.stall_timeout": 0.0})
     assert raised.value.fields == ("limits.stall_timeout",)
+
+
+def test_record_patterns_split_comma_lists() -> None:
+    """--record-apps may be repeated and each value may be a comma list."""
+    config = ServerConfig(record_apps=("live/*, show/a", "other/b"))
+    assert config.record_patterns() == ("live/*", "show/a", "other/b")
+    assert ServerConfig().record_patterns() == ()

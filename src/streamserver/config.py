@@ -59,6 +59,9 @@ HLS_MODES = ("on-demand", "always", "off")
 #: multiply playlist requests and break players (hls.js on 20 ms parts, mediamtx #938).
 MIN_HLS_PART_MS = MIN_PART_MS
 
+#: What ``--record-format`` takes.
+RECORD_FORMATS = ("fmp4", "flv")
+
 #: The segmenter's defaults, which the ``hls_*`` fields take.
 _HLS = HlsSettings()
 
@@ -190,6 +193,18 @@ class ServerConfig:
     :ivar http_header_timeout: seconds from a request's first byte to the end of
         its headers (408 and closed past it); 0 disables it.
     :ivar http_max_body_bytes: the largest HTTP request body (413 and closed).
+    :ivar record_format: ``fmp4`` or ``flv`` (:data:`RECORD_FORMATS`).
+    :ivar record_apps: ``fnmatch`` patterns on ``APP/NAME`` (each may be a comma
+        list); a stream is recorded if one matches, every stream when empty.
+    :ivar record_segment_seconds: a file is cut at the first keyframe after this.
+    :ivar record_max_bytes: a file is cut at the first keyframe once it holds
+        this many bytes; 0 for no limit.
+    :ivar record_flush_seconds: media is written (an fMP4 fragment, FLV tags)
+        and flushed at least this often: what a crash may lose.
+    :ivar record_reconnect_grace: a publisher back within this many seconds
+        continues the same file.
+    :ivar record_delete_after: finished recordings older than this many seconds
+        are deleted; 0 keeps them.
     :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
         chat moderation); without one the API is read-only and they are absent.
     """
@@ -267,6 +282,18 @@ class ServerConfig:
     hls_max_waiting_per_ip: int = 50
     # --- recording (docs/recording.md) ---
     record_dir: str | None = None
+    # fMP4 by default: it survives a crash up to its last fragment, FLV up to its
+    # last tag but without its duration until it is patched at close.
+    record_format: str = "fmp4"
+    record_apps: tuple[str, ...] = ()
+    # One hour, as MediaMTX: a file per show, small enough to upload.
+    record_segment_seconds: float = 3600.0
+    record_max_bytes: int = 0
+    # 1 s: a kill -9 loses at most about this (plus the GOP in progress).
+    record_flush_seconds: float = 1.0
+    # 10 s: an encoder restarting or a mobile link switching comes back within it.
+    record_reconnect_grace: float = 10.0
+    record_delete_after: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -361,12 +388,42 @@ class ServerConfig:
             )
         if not self.hls_max_bytes >= 1024 * 1024:
             raise ConfigError("hls_max_bytes must be at least 1 MiB", "hls_max_bytes")
+        self._validate_recording()
         if not self.access.callback_timeout >= 0:
             raise ConfigError("callback_timeout must not be negative", "access.callback_timeout")
         try:
             self.limits.validate()
         except ValueError as error:
             raise nested_error("limits", self.limits, error) from error
+
+    def _validate_recording(self) -> None:
+        """The ``record_*`` ranges (recording, docs/recording.md)."""
+        if self.record_format not in RECORD_FORMATS:
+            raise ConfigError(
+                f"record_format must be one of {', '.join(RECORD_FORMATS)}", "record_format"
+            )
+        for pattern in self.record_apps:
+            if not all(part.strip() for part in pattern.split(",")):
+                raise ConfigError("record_apps has an empty pattern", "record_apps")
+        # A segment shorter than a GOP or two would cut at every keyframe.
+        if not 1 <= self.record_segment_seconds <= 7 * 86400:
+            raise ConfigError("record_segment_seconds must be 1..604800", "record_segment_seconds")
+        # Below 64 KiB a file would hold less than one keyframe of most streams.
+        if self.record_max_bytes != 0 and not self.record_max_bytes >= 64 * 1024:
+            raise ConfigError(
+                "record_max_bytes must be 0 (no limit) or at least 65536", "record_max_bytes"
+            )
+        # Under 0.1 s a fragment per flush costs more in boxes than it saves.
+        if not 0.1 <= self.record_flush_seconds <= 60:
+            raise ConfigError("record_flush_seconds must be 0.1..60", "record_flush_seconds")
+        if not 0 <= self.record_reconnect_grace <= 3600:
+            raise ConfigError("record_reconnect_grace must be 0..3600", "record_reconnect_grace")
+        if not self.record_delete_after >= 0:
+            raise ConfigError("record_delete_after must not be negative", "record_delete_after")
+
+    def record_patterns(self) -> tuple[str, ...]:
+        """The ``record_apps`` patterns, comma lists split; empty: every stream."""
+        return tuple(part.strip() for pattern in self.record_apps for part in pattern.split(","))
 
 
 def nested_error(prefix: str, settings: Any, error: ValueError) -> ConfigError:

@@ -44,6 +44,7 @@ from streamserver.config import (
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
     MIN_HLS_PART_MS,
+    RECORD_FORMATS,
     ConfigError,
     ServerConfig,
 )
@@ -240,6 +241,12 @@ def _hls_mode(value: str) -> str:
     """
     if value not in HLS_MODES:
         raise ValueError(f"must be one of {', '.join(HLS_MODES)}")
+    return value
+
+
+def _record_format(value: str) -> str:
+    if value not in RECORD_FORMATS:
+        raise ValueError(f"{value!r} is none of {', '.join(RECORD_FORMATS)}")
     return value
 
 
@@ -714,6 +721,59 @@ OPTIONS: tuple[Option, ...] = (
         "DIR",
         "Record every published stream to files under DIR (DIR/APP/NAME/NAME-START.mp4); "
         "off by default.",
+    ),
+    Option(
+        "record-format",
+        "record_format",
+        _record_format,
+        "FORMAT",
+        "Recording file format: fmp4 (.mp4, fragments flushed as it goes) or flv.",
+    ),
+    Option(
+        "record-apps",
+        "record_apps",
+        str,
+        "PATTERN",
+        "Record only streams whose APP/NAME matches one of these fnmatch patterns "
+        "(repeatable or a comma list); default: every stream.",
+        shown="all",
+        repeatable=True,
+    ),
+    Option(
+        "record-segment-seconds",
+        "record_segment_seconds",
+        float,
+        "SECONDS",
+        "A recording is cut into a new file at the first keyframe after this long.",
+    ),
+    Option(
+        "record-max-bytes",
+        "record_max_bytes",
+        int,
+        "BYTES",
+        "A recording is cut into a new file at the first keyframe once it holds this "
+        "many bytes; 0 for no limit.",
+    ),
+    Option(
+        "record-flush-seconds",
+        "record_flush_seconds",
+        float,
+        "SECONDS",
+        "Recorded media is written and flushed at least this often (what a crash may lose).",
+    ),
+    Option(
+        "record-reconnect-grace",
+        "record_reconnect_grace",
+        float,
+        "SECONDS",
+        "A publisher back within this long continues the same recording file.",
+    ),
+    Option(
+        "record-delete-after",
+        "record_delete_after",
+        float,
+        "SECONDS",
+        "Finished recordings older than this are deleted (checked periodically); 0 keeps them.",
     ),
     Option(
         "on-publish",
