@@ -56,22 +56,19 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from streamserver.codec import aac, amf0
+from streamserver.codec import amf0
 from streamserver.codec.flv import TAG_AUDIO, TAG_VIDEO, FrameKind
 from streamserver.codec.fmp4 import (
-    VIDEO_TIMESCALE,
-    AudioTrack,
     FragmentWriter,
     Mp4Sample,
-    VideoTrack,
     init_segment,
-    ms_to_ticks,
 )
 from streamserver.codec.mpegts import AudioConfig, TsMuxer, VideoConfig
 from streamserver.codec.samples import Codec, Sample, TimestampUnwrapper, Track, parse_tag
 from streamserver.errors import ProtocolError, UsageError
 from streamserver.media.playlist import MediaPlaylist, Part, Segment
 from streamserver.media.stream import Frame, Stream
+from streamserver.media.tracks import PendingSample, TrackState
 
 __all__ = ["MIN_PART_MS", "HlsSettings", "Part", "Segment", "Segmenter"]
 
@@ -101,17 +98,6 @@ TS_AUDIO_GROUP_MS = 100
 #: The picture size written into the init segment when ``onMetaData`` gives
 #: none; decoders take the real one from the SPS, only the track header says it.
 DEFAULT_PICTURE_SIZE = (1280, 720)
-
-_MP4_VIDEO = {Codec.AVC: b"avc1", Codec.HEVC: b"hvc1", Codec.AV1: b"av01"}
-_VIDEO_TRACK_ID = 1
-_AUDIO_TRACK_ID = 2
-
-#: Durations guessed for a session's very last sample when the track has no
-#: earlier duration to copy: one 30 fps frame, 1152 MP3 samples at 44.1 kHz.
-_FALLBACK_VIDEO_MS = 33
-_FALLBACK_AUDIO_MS = 26
-#: 20 ms at 48 kHz: the Opus frame encoders send by default.
-_OPUS_FRAME = 960
 
 
 # --- settings ---------------------------------------------------------------------
@@ -149,144 +135,6 @@ class HlsSettings:
             raise ValueError(f"max_bytes {self.max_bytes} is below 1")
 
 
-# --- tracks ------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A sample received and not yet in a part.
-
-    :ivar sample: with millisecond times (held at the last time if it stepped
-        back): what the TS muxer writes and the cuts compare.
-    :ivar ticks: its dts in the track's timescale.
-    :ivar mp4: the sample for the fragment writer, if fMP4 carries the track.
-    """
-
-    sample: Sample
-    ticks: int
-    mp4: Mp4Sample | None
-
-
-def _mp4_track(
-    kind: Track, config: Sample, size: tuple[int, int]
-) -> VideoTrack | AudioTrack | None:
-    """The fMP4 description of a track, or ``None`` if fMP4 cannot carry it."""
-    try:
-        if kind is Track.VIDEO:
-            fourcc = _MP4_VIDEO.get(config.codec)
-            if fourcc is None:
-                return None
-            return VideoTrack(_VIDEO_TRACK_ID, fourcc, config.data, *size)
-        if config.codec is Codec.AAC:
-            asc = aac.parse_audio_specific_config(config.data)
-            channels = asc.channels or 2
-            return AudioTrack(_AUDIO_TRACK_ID, b"mp4a", config.data, asc.sample_rate, channels)
-        if config.codec is Codec.OPUS:
-            return AudioTrack(_AUDIO_TRACK_ID, b"Opus", config.data, 48000, 2)
-    except (ProtocolError, UsageError):
-        pass
-    return None
-
-
-def _ts_config(kind: Track, config: Sample) -> VideoConfig | AudioConfig | None:
-    """The MPEG-TS configuration of a track, or ``None`` if TS cannot carry it."""
-    try:
-        if kind is Track.VIDEO:
-            return VideoConfig.from_sample(config)
-        return AudioConfig.from_sample(config)
-    except (ProtocolError, UsageError):
-        return None
-
-
-class _Track:
-    """One track of a timeline: its configuration, its clock and its pending samples.
-
-    :ivar kind: video or audio.
-    :ivar config: the sequence header (for MP3, the first frame).
-    :ivar mp4: its fMP4 description, or ``None``.
-    :ivar ts: its MPEG-TS configuration, or ``None``.
-    :ivar timescale: ticks per second (the fMP4 track's; 90000 or 1000 without one).
-    :ivar pending: samples received and not yet in a part, in decode order.
-    :ivar last_ms: the dts of the last sample taken, in ms.
-    :ivar last_duration: the duration of the last sample written, in ticks
-        (before the first, a usual frame of the codec).
-    :ivar _frame: AAC samples per frame, when frames are counted.
-    :ivar _anchor: (ticks, frames since) of the frame count.
-    :ivar _last_ticks: the ticks of the last sample taken.
-    """
-
-    def __init__(self, kind: Track, config: Sample, size: tuple[int, int]) -> None:
-        self.kind = kind
-        self.config = config
-        self.mp4 = _mp4_track(kind, config, size)
-        self.ts = _ts_config(kind, config)
-        if self.mp4 is not None:
-            self.timescale = self.mp4.timescale
-        else:
-            self.timescale = VIDEO_TIMESCALE if kind is Track.VIDEO else 1000
-        self._frame = 0
-        if config.codec is Codec.AAC and self.mp4 is not None:
-            self._frame = aac.parse_audio_specific_config(config.data).frame_length
-        self._anchor: tuple[int, int] | None = None
-        self._last_ticks: int | None = None
-        self.pending: list[_Pending] = []
-        self.last_ms: int | None = None
-        if self._frame:
-            self.last_duration = self._frame
-        elif config.codec is Codec.OPUS:
-            self.last_duration = _OPUS_FRAME
-        else:
-            fallback = _FALLBACK_VIDEO_MS if kind is Track.VIDEO else _FALLBACK_AUDIO_MS
-            self.last_duration = ms_to_ticks(fallback, self.timescale)
-
-    @property
-    def track_id(self) -> int:
-        """Its fMP4 track id."""
-        return _VIDEO_TRACK_ID if self.kind is Track.VIDEO else _AUDIO_TRACK_ID
-
-    @property
-    def carried(self) -> bool:
-        """Whether a variant carries it."""
-        return self.mp4 is not None or self.ts is not None
-
-    @property
-    def signature(self) -> tuple[Track, Codec, bytes]:
-        """What makes a new configuration: kind, codec and configuration bytes."""
-        data = self.config.data if self.config.is_config else b""
-        return (self.kind, self.config.codec, data)
-
-    def take(self, sample: Sample) -> _Pending:
-        """The pending form of *sample* (times already on the timeline)."""
-        ticks = ms_to_ticks(sample.dts, self.timescale)
-        if self._frame:
-            # Count AAC frames: each lasts exactly one frame unless the
-            # timestamps stray by half a frame (then follow them again).
-            if self._anchor is not None:
-                base, count = self._anchor
-                expected = base + (count + 1) * self._frame
-                if abs(expected - ticks) <= self._frame // 2:
-                    self._anchor = (base, count + 1)
-                    ticks = expected
-                else:
-                    self._anchor = (ticks, 0)
-            else:
-                self._anchor = (ticks, 0)
-        if self._last_ticks is not None:
-            ticks = max(ticks, self._last_ticks)
-        self._last_ticks = ticks
-        mp4 = None
-        if self.mp4 is not None:
-            offset = ms_to_ticks(sample.pts, self.timescale) - ms_to_ticks(
-                sample.dts, self.timescale
-            )
-            mp4 = Mp4Sample(ticks, sample.data, sample.is_keyframe, offset)
-        return _Pending(sample, ticks, mp4)
-
-    def ticks(self, seconds: float) -> int:
-        """*seconds* in this track's ticks."""
-        return round(seconds * self.timescale)
-
-
 @dataclass
 class _Timeline:
     """The tracks, init segment and writers shared by a run of segments.
@@ -305,8 +153,8 @@ class _Timeline:
     :ivar segments: the segments started in it.
     """
 
-    lead: _Track
-    other: _Track | None
+    lead: TrackState
+    other: TrackState | None
     signature: tuple[tuple[Track, Codec, bytes], ...]
     init: int
     writer: FragmentWriter | None
@@ -316,10 +164,10 @@ class _Timeline:
     segments: int = 0
 
     @property
-    def tracks(self) -> tuple[_Track, ...]:
+    def tracks(self) -> tuple[TrackState, ...]:
         return (self.lead,) if self.other is None else (self.lead, self.other)
 
-    def track(self, kind: Track) -> _Track | None:
+    def track(self, kind: Track) -> TrackState | None:
         return next((track for track in self.tracks if track.kind is kind), None)
 
     def muxer(self) -> TsMuxer | None:
@@ -638,9 +486,9 @@ class Segmenter:
             finished = self._media(sample) or finished
         return finished
 
-    def _tracks(self) -> dict[Track, _Track]:
+    def _tracks(self) -> dict[Track, TrackState]:
         size = self._size or DEFAULT_PICTURE_SIZE
-        tracks = {kind: _Track(kind, config, size) for kind, config in self._configs.items()}
+        tracks = {kind: TrackState(kind, config, size) for kind, config in self._configs.items()}
         return {kind: track for kind, track in tracks.items() if track.carried}
 
     # --- cutting ----------------------------------------------------------------------
@@ -705,7 +553,7 @@ class Segmenter:
             writer = FragmentWriter(mp4_tracks, sequence_number=self._fragment_sequence)
         return _Timeline(lead, other, _signature(tracks), number, writer)
 
-    def _lead(self, timeline: _Timeline, pending: _Pending) -> bool:
+    def _lead(self, timeline: _Timeline, pending: PendingSample) -> bool:
         """A lead sample: cut a part or a segment before it if due, then queue it."""
         finished = False
         ticks = pending.ticks
@@ -748,7 +596,7 @@ class Segmenter:
         muxer = timeline.muxer() if self._ts_on else None
         self._ts_buffer = bytearray(muxer.segment_start()) if muxer is not None else None
 
-    def _finish_part(self, timeline: _Timeline, following: _Pending | None) -> None:
+    def _finish_part(self, timeline: _Timeline, following: PendingSample | None) -> None:
         """End the part in progress before lead sample *following* (``None``: take everything).
 
         The other track gives the samples before *following* it has, except
@@ -758,7 +606,7 @@ class Segmenter:
         lead, other = timeline.lead, timeline.other
         if segment is None or not lead.pending:
             return
-        runs: list[tuple[_Track, list[_Pending], int | None]] = []
+        runs: list[tuple[TrackState, list[PendingSample], int | None]] = []
         lead_items, lead.pending = lead.pending, []
         runs.append((lead, lead_items, None if following is None else following.ticks))
         if other is not None:
@@ -803,7 +651,9 @@ class Segmenter:
 
     @staticmethod
     def _write_ts(
-        muxer: TsMuxer, buffer: bytearray, runs: list[tuple[_Track, list[_Pending], int | None]]
+        muxer: TsMuxer,
+        buffer: bytearray,
+        runs: list[tuple[TrackState, list[PendingSample], int | None]],
     ) -> None:
         """Mux the samples of *runs* into *buffer* in decode order (video first at a tie)."""
         items = sorted(
@@ -858,6 +708,6 @@ class Segmenter:
         self._notify()
 
 
-def _signature(tracks: dict[Track, _Track]) -> tuple[tuple[Track, Codec, bytes], ...]:
+def _signature(tracks: dict[Track, TrackState]) -> tuple[tuple[Track, Codec, bytes], ...]:
     """The configurations of *tracks*, video first: what a new timeline compares."""
     return tuple(tracks[kind].signature for kind in (Track.VIDEO, Track.AUDIO) if kind in tracks)
