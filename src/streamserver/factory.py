@@ -133,6 +133,8 @@ class RTMPServerFactory(ServerFactory):
         self.started_at = self.seconds()
         self.events = SessionEvents()
         self.recordings = RecordingEvents()
+        #: The RecordingService with --record (recording/service.py), else None; set by it.
+        self.recorder: Any = None
         from streamserver.http.hls_manager import HlsManager
 
         self.hls = HlsManager(self)

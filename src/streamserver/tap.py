@@ -122,6 +122,12 @@ def makeService(options: Options) -> IService:
             service = strports.service(endpoint, gateway)
             service.setName(f"irc:{endpoint}")
             service.setServiceParent(top)
+    if factory.config.record_dir is not None:
+        from streamserver.recording.service import RecordingService
+
+        recording = RecordingService(factory)
+        recording.setName("recording")
+        recording.setServiceParent(top)
     if options["manhole"]:
         from streamserver.console import ConsoleService
 

@@ -126,6 +126,7 @@ class StreamRecorder:
     :param opener: opens a new file for writing (tests give a failing one).
     :ivar access: the request of the publish being recorded (for the hooks).
     :ivar files_done: files finished.
+    :ivar bytes_written: see the property.
     :ivar failure: what dropped the recording, if something did.
     :ivar closed: whether it is done with its stream.
     """
@@ -161,7 +162,7 @@ class StreamRecorder:
         self._republished = False
         self._grace: IDelayedCall | None = None
         self.files_done = 0
-        self.bytes_written = 0
+        self._bytes_closed = 0
         self.failure: str | None = None
         self.closed = False
 
@@ -189,6 +190,12 @@ class StreamRecorder:
         self.closed = True
         self.stream.detach(self)
         self._on_closed(self)
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes handed to the disk for this stream, every file so far (never goes down)."""
+        current = self._file
+        return self._bytes_closed + (0 if current is None else current.file.submitted)
 
     @property
     def file_path(self) -> Path | None:
@@ -481,6 +488,7 @@ class StreamRecorder:
         if current is None:
             return
         self._flush(current, final=True)
+        self._bytes_closed += current.file.submitted
         if current.file.failed is not None:
             return
         duration = current.duration
@@ -496,7 +504,6 @@ class StreamRecorder:
 
         def done(path: Path | None, size: int) -> None:
             self.files_done += 1
-            self.bytes_written += size
             if path is None:
                 return
             self._on_done(
@@ -532,6 +539,8 @@ class StreamRecorder:
             return
         self.failure = error
         current, self._file = self._file, None
+        if current is not None:
+            self._bytes_closed += current.file.submitted
         states = [failed] if failed is not None else []
         if current is not None and current is not failed:
             states.append(current)
