@@ -88,6 +88,7 @@ def test_streams_describes_each_stream(
         "dropped": {reason: http.dropped[reason] for reason in _REASONS},
         "chat": {"participants": 2, "messages": 1, "history": 1},
         "hls": None,
+        "recording": None,
     }
     assert entry["dropped"]["inter"] > 0
     assert entry["bytes_out"] > entry["bytes_in"] > 0
@@ -151,6 +152,7 @@ def test_the_server_s_numbers(
         "viewers": 3,
         "bytes_queued": scene.http.queued,
         "hls_bytes_held": 0,
+        "recording": None,
         "disconnects": {"max-queue": 0, "stalled": 0},
         "refusals": {},
     }

@@ -190,3 +190,35 @@ def test_twistd_adds_the_service_with_record_only(tmp_path: Path) -> None:
 
     assert "recording" not in names()
     assert "recording" in names("--record", str(tmp_path), "--record-format", "flv")
+
+
+def test_the_api_and_metrics_report_the_recorder(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.http.support import SiteClient
+
+    service = Service(tmp_path)
+    client = SiteClient(service.factory, service.clock)
+    off = client.get("/metrics").body.decode()
+    assert "streamserver_recordings_active 0.0" in off
+    service.service.startService()
+    service.publish()
+    service.writer.run()
+    entry = client.get("/api/streams/live/cam").json()
+    recording = entry["recording"]
+    assert recording["format"] == "fmp4" and recording["file"].endswith(".mp4.part")
+    assert recording["bytes"] > 0 and recording["duration"] > 1.5
+    server = client.get("/api/server").json()["recording"]
+    assert server["active"] == 1 and server["bytes_total"] == recording["bytes"]
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").body.decode())
+        for sample in family.samples
+        if sample.name.startswith("streamserver_recording")
+    }
+    assert samples == {
+        "streamserver_recordings_active": 1,
+        "streamserver_recording_bytes_total": recording["bytes"],
+        "streamserver_recording_failures_total": 0,
+    }
+    service.service.stopService()

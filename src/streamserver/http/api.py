@@ -283,6 +283,7 @@ class ServerResource(_JsonResource):
             "viewers": sum(stream.subscriber_count for stream in streams),
             "bytes_queued": factory.bytes_queued_total(),
             "hls_bytes_held": factory.hls.total_bytes_held(),
+            "recording": None if factory.recorder is None else factory.recorder.snapshot(),
             "disconnects": {**dict.fromkeys(DisconnectReason, 0), **factory.disconnects},
             "refusals": dict(factory.refusals),
         }
@@ -372,6 +373,11 @@ class StreamsResource(_JsonResource):
                 "history": stats.chat_messages,
             },
             "hls": self._hls(stream),
+            "recording": (
+                None
+                if self.factory.recorder is None
+                else self.factory.recorder.stream_snapshot(stream)
+            ),
         }
 
     def _hls(self, stream: Stream) -> dict[str, Any] | None:

@@ -16,7 +16,9 @@ tests) in one process never share or clash.
 The series (``docs/http.md`` has the list with examples): ``streamserver_info``,
 ``streamserver_connections`` by protocol, ``streamserver_streams``,
 ``streamserver_queued_bytes``, ``streamserver_hls_bytes`` and
-``streamserver_hls_waiting_requests`` per stream with a segmenter, the counters
+``streamserver_hls_waiting_requests`` per stream with a segmenter,
+``streamserver_recordings_active`` and the counters
+``streamserver_recording_bytes_total`` and ``streamserver_recording_failures_total``, the counters
 ``streamserver_viewer_disconnects_total`` by reason and
 ``streamserver_connection_refusals_total`` by kind; per stream
 ``streamserver_stream_published``, ``streamserver_stream_viewers`` by protocol,
@@ -29,7 +31,7 @@ by reason (over every viewer the stream has had, so it only grows),
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -105,6 +107,7 @@ class StreamServerCollector(Collector):
             hls_bytes.add_metric(labels, entry.segmenter.bytes_held)
             hls_waiting.add_metric(labels, entry.waiting)
         yield from (hls_bytes, hls_waiting)
+        yield from _recording(factory.recorder)
         disconnects = CounterMetricFamily(
             "streamserver_viewer_disconnects",
             "Viewers the drop policy disconnected, by reason.",
@@ -167,6 +170,26 @@ class StreamServerCollector(Collector):
             participants.add_metric(labels, stream.chat_participants)
             messages.add_metric(labels, stream.chat_posted)
         yield from (published, viewers, received, sent, dropped, participants, messages)
+
+
+def _recording(recorder: Any) -> Iterator[Metric]:
+    """The recorder's series (0 without ``--record``)."""
+    totals = recorder.snapshot() if recorder is not None else {}
+    yield GaugeMetricFamily(
+        "streamserver_recordings_active",
+        "Streams being recorded (--record).",
+        value=totals.get("active", 0),
+    )
+    yield CounterMetricFamily(
+        "streamserver_recording_bytes",
+        "Bytes handed to the disk for recordings.",
+        value=totals.get("bytes_total", 0),
+    )
+    yield CounterMetricFamily(
+        "streamserver_recording_failures",
+        "Recordings dropped (a write failed, the writer's queue was full).",
+        value=totals.get("failures_total", 0),
+    )
 
 
 def build_registry(factory: RTMPServerFactory) -> CollectorRegistry:

@@ -211,7 +211,7 @@ class StreamRecorder:
             if current is None or current.file.path is None
             else current.file.path.name,
             "bytes": 0 if current is None else current.file.submitted,
-            "duration": 0.0 if current is None else round(current.duration, 3),
+            "duration": 0.0 if current is None else round(current.last_ms / 1000, 3),
             "started": None if current is None else current.file.start,
             "files_done": self.files_done,
             "waiting_for_publisher": self._grace is not None,
