@@ -7,7 +7,8 @@ by ``ffprobe`` (h264 + aac, the duration within 0.5 s of 12 s) and decoded by
 ``ffmpeg -v error -f null`` without a line of error, in both formats.  A server
 killed with SIGKILL mid-recording leaves a ``.part`` fMP4 that ffprobe reads up
 to within ``--record-flush-seconds`` + one GOP of what was published, and the
-next server finalizes it at its start (renamed, logged as recovered).
+next server finalizes it at its start (renamed, logged as recovered); a server
+stopped with SIGTERM finishes the file before it exits.
 """
 
 from __future__ import annotations
@@ -153,3 +154,27 @@ async def test_a_server_killed_mid_recording_leaves_a_readable_file_recovered_at
     assert abs(float(probed["format"]["duration"]) - duration) <= 0.1, probed
     decoded = await run([tools["ffmpeg"], "-v", "error", "-i", str(final), "-f", "null", "-"], 30)
     assert decoded.exit_code == 0 and decoded.stderr.strip() == b"", decoded.describe()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_server_stopped_mid_recording_finishes_the_file(
+    processes: ProcessPool, interop: Interop, tmp_path: Path
+) -> None:
+    """SIGTERM while ffmpeg publishes: the file is finished (renamed, duration) before exit."""
+    tools = interop.tools("ffmpeg", "ffprobe")
+    root = tmp_path / "rec"
+    twistd = await start_twistd(processes, interop, tmp_path, "--record", str(root))
+    publisher = processes.spawn(_publish_argv(tools["ffmpeg"], twistd.url("live/cam"), 30))
+    reactor = get_reactor()
+    [part] = await _wait_for(root, f"*.mp4{PART_SUFFIX}", 15)
+    started = reactor.seconds()
+    await sleep(4)
+    result = await twistd.process.stop("TERM", grace=10)
+    published = reactor.seconds() - started
+    await publisher.stop("KILL", grace=1.0)
+    final = part.with_name(part.name.removesuffix(PART_SUFFIX))
+    assert final.exists() and not part.exists(), result.describe()
+    assert b"(shutdown)" in result.stdout + result.stderr, result.describe()
+    probed = await _probe(tools["ffprobe"], final)
+    assert published - 1.0 <= float(probed["format"]["duration"]) <= published + 0.5, probed
