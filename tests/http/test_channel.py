@@ -82,6 +82,20 @@ def test_garbage_request_lines_get_400(small) -> None:
         assert transport.disconnecting
 
 
+def test_a_request_target_that_is_not_printable_ascii_gets_400(small) -> None:
+    """Browsers percent-encode; raw UTF-8 or control bytes in the target are refused
+    before Twisted's error page (which cannot show them) is reached (bench/fuzz.py)."""
+    factory, client = small
+    for target in (b"/caf\xc3\xa9.flv", b"/\x81", b"/a\x7fb"):
+        transport = _connect(client)
+        transport.protocol.dataReceived(b"BREW " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert _status(transport) == 400, target
+    assert factory.refusals["http-request"] >= 2  # Twisted's line parser takes some itself
+    encoded = _connect(client)
+    encoded.protocol.dataReceived(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert _status(encoded) == 404
+
+
 def test_slowloris_headers_get_408_after_the_header_timeout(clock: task.Clock) -> None:
     factory = _factory(clock, http_header_timeout=10.0)
     client = SiteClient(factory, clock)

@@ -14,7 +14,8 @@ enforces, from the :class:`~streamserver.config.ServerConfig`:
   headers (a slowloris client trickling a header a minute is cut); 408 and
   closed;
 - ``--http-max-body-bytes``: a body announced or sent larger than this is
-  answered 413 and closed (the API's JSON bodies are a few hundred bytes).
+  answered 413 and closed (the API's JSON bodies are a few hundred bytes);
+- a request target that is not printable ASCII (RFC 9112 3.2) is a 400.
 
 An idle keep-alive connection is closed by the site's timeout
 (:data:`~streamserver.http.site.IDLE_TIMEOUT`).  Each refusal is counted by
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["StreamChannel"]
 
 _REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Content Too Large",
     431: b"Request Header Fields Too Large",
@@ -123,6 +125,12 @@ class StreamChannel(http.HTTPChannel):
     def allHeadersReceived(self) -> None:
         self._cancel_deadline()
         self._body_bytes = 0
+        target: bytes = getattr(self, "_path", b"")
+        if not target.isascii() or any(byte < 0x21 or byte == 0x7F for byte in target):
+            # RFC 9112 3.2: a request target is ASCII (browsers percent-encode the rest);
+            # Twisted's own error pages cannot even show another one
+            self._refuse(400, "http-request", "a request target that is not printable ASCII")
+            return
         limit = self.stream_factory.config.http_max_body_bytes
         if self.length is not None and self.length > limit:
             self._refuse(413, "http-body", f"a request body of {self.length} bytes (limit {limit})")
@@ -197,4 +205,5 @@ class StreamChannel(http.HTTPChannel):
         )
         # nothing more is read from this client
         self.dataReceived = self.lineReceived = _ignore  # type: ignore[method-assign,assignment]
+        self.allContentReceived = _ignore  # type: ignore[method-assign]  # refused in its headers
         transport.loseConnection()
