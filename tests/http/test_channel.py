@@ -205,3 +205,62 @@ def test_a_websocket_connection_releases_its_address_when_it_closes(clock: task.
     transport.loseConnection()
     assert factory.connections_from(REMOTE) == 0
     assert len(factory.connections) == 1  # the publisher
+
+
+def _websocket(client: SiteClient, factory: RTMPServerFactory) -> FakeTransport:
+    publisher = FakePeer(factory)
+    publisher.connect("live")
+    publisher.publish("cam", publisher.create_stream())
+    transport = _connect(client, REMOTE, 1001)
+    transport.protocol.dataReceived(
+        b"GET /live/cam.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 101")
+    return transport
+
+
+def _masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    key = b"abcd"
+    size = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if size < 126:
+        head += bytes([0x80 | size])
+    else:
+        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def test_a_websocket_client_sending_past_its_input_budget_is_cut(clock: task.Clock) -> None:
+    """An endless fragmented message (Twisted would buffer it all) or a ping flood:
+    past WS_INPUT_BYTES in WS_INPUT_SECONDS the connection is aborted; a client within
+    the refill rate never is."""
+    factory = _factory(clock)
+    client = SiteClient(factory, clock)
+    patient = _websocket(client, factory)
+    for i in range(20):  # 4 KiB every second, one long message: under the refill rate
+        patient.protocol.dataReceived(_masked(0x0 if i else 0x1, b"x" * 4000, fin=False))
+        clock.advance(1)
+    assert not patient.disconnecting
+    flood = _websocket(client, factory)
+    flood.protocol.dataReceived(_masked(0x1, b"y", fin=False))
+    chunk = _masked(0x0, b"y" * 16000, fin=False)
+    for _ in range(6):
+        if flood.disconnecting:
+            break
+        flood.protocol.dataReceived(chunk)
+    assert flood.aborted
+    assert factory.refusals["websocket-input"] == 1
+    assert factory.connections_from(REMOTE) == 1  # the patient one
+
+
+def test_frames_wsproto_refuses_close_the_websocket(clock: task.Clock) -> None:
+    """An unknown opcode is a protocol error: close 1002, the connection goes."""
+    factory = _factory(clock)
+    client = SiteClient(factory, clock)
+    transport = _websocket(client, factory)
+    before = len(transport.value())
+    transport.protocol.dataReceived(_masked(0x3, b"?"))
+    closing = transport.value()[before:]
+    assert closing[:1] == b"\x88" and closing[2:4] == (1002).to_bytes(2, "big")

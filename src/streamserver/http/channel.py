@@ -15,7 +15,11 @@ enforces, from the :class:`~streamserver.config.ServerConfig`:
   closed;
 - ``--http-max-body-bytes``: a body announced or sent larger than this is
   answered 413 and closed (the API's JSON bodies are a few hundred bytes);
-- a request target that is not printable ASCII (RFC 9112 3.2) is a 400.
+- a request target that is not printable ASCII (RFC 9112 3.2) is a 400;
+- a WebSocket client may send :data:`WS_INPUT_BYTES` per :data:`WS_INPUT_SECONDS`
+  (a token bucket over the raw bytes); past it the connection is aborted.
+  Frames wsproto refuses (an unknown opcode, invalid UTF-8 in a text message, an
+  unmasked client frame) close the WebSocket with its code (1002, 1007).
 
 An idle keep-alive connection is closed by the site's timeout
 (:data:`~streamserver.http.site.IDLE_TIMEOUT`).  Each refusal is counted by
@@ -26,6 +30,7 @@ line a second per kind, with the numbers).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import connectionDone
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
 
     from streamserver.factory import RTMPServerFactory
 
-__all__ = ["StreamChannel"]
+__all__ = ["WS_INPUT_BYTES", "WS_INPUT_SECONDS", "StreamChannel", "WebSocketInput"]
 
 _REASONS = {
     400: b"Bad Request",
@@ -47,6 +52,37 @@ _REASONS = {
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
+
+
+#: What a WebSocket client may send: :data:`WS_INPUT_BYTES` at once, refilled over
+#: :data:`WS_INPUT_SECONDS`.  An FLV viewer sends nothing but pongs and a close; a chat
+#: client at the chat rate (5 messages per 10 s) of the largest message the chat
+#: WebSocket takes sends a few KiB.  Twisted reassembles a message of any size
+#: before it is handed on, so this bound is what keeps one endless message, or a
+#: ping flood (each ping is answered), from costing memory and CPU: past it the
+#: connection is aborted.
+WS_INPUT_BYTES = 64 * 1024
+WS_INPUT_SECONDS = 10.0
+
+
+class WebSocketInput:
+    """A token bucket over the bytes a WebSocket client sends (before decoding)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._tokens = float(WS_INPUT_BYTES)
+        self._at = clock()
+
+    def take(self, size: int) -> bool:
+        """Whether *size* more bytes fit now (and take them)."""
+        now = self._clock()
+        rate = WS_INPUT_BYTES / WS_INPUT_SECONDS
+        self._tokens = min(float(WS_INPUT_BYTES), self._tokens + (now - self._at) * rate)
+        self._at = now
+        if size > self._tokens:
+            return False
+        self._tokens -= size
+        return True
 
 
 def _ignore(*args: Any) -> None:
@@ -164,6 +200,25 @@ class StreamChannel(http.HTTPChannel):
         """
         self._cancel_deadline()
         super()._protocolUpgradeForWebsockets(protocol)
+        websocket_received = self.dataReceived
+        budget = WebSocketInput(self.stream_factory.seconds)
+
+        def data_received(data: bytes) -> None:
+            if self._refused:
+                return
+            if not budget.take(len(data)):
+                self._refused = True
+                self.stream_factory.connection_refused(
+                    self,
+                    "websocket-input",
+                    f"WebSocket client sent over {WS_INPUT_BYTES} bytes in {WS_INPUT_SECONDS:g} s",
+                )
+                transport: Any = self.transport
+                transport.abortConnection()
+                return
+            websocket_received(data)
+
+        self.dataReceived = data_received  # type: ignore[method-assign]
         websocket_lost = self.connectionLost
 
         def connection_lost(reason: Failure = connectionDone) -> None:
