@@ -15,6 +15,7 @@ so do ``--help`` and the README's options table.  The nested settings are
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -205,6 +206,12 @@ class ServerConfig:
         continues the same file.
     :ivar record_delete_after: finished recordings older than this many seconds
         are deleted; 0 keeps them.
+    :ivar on_publish_done: URL (``json:URL`` for a JSON body) POSTed to when a
+        publish ends (``--on-publish-done``, :mod:`streamserver.hooks`).
+    :ivar on_play_done: URL POSTed to when a play ends.
+    :ivar on_record_done: URL POSTed to when a recording file is done.
+    :ivar exec_record_done: the argument list run when a recording file is done,
+        ``{path}`` and the other fields substituted; empty runs nothing.
     :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
         chat moderation); without one the API is read-only and they are absent.
     """
@@ -294,6 +301,12 @@ class ServerConfig:
     # 10 s: an encoder restarting or a mobile link switching comes back within it.
     record_reconnect_grace: float = 10.0
     record_delete_after: float = 0.0
+    # --- hooks (docs/recording.md, "Hooks"): all off by default; a URL may be
+    # json:URL for a JSON body; the command is an argument list, never a shell ---
+    on_publish_done: str | None = None
+    on_play_done: str | None = None
+    on_record_done: str | None = None
+    exec_record_done: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -391,6 +404,7 @@ class ServerConfig:
         self._validate_recording()
         if not self.access.callback_timeout >= 0:
             raise ConfigError("callback_timeout must not be negative", "access.callback_timeout")
+        self._validate_hooks()
         try:
             self.limits.validate()
         except ValueError as error:
@@ -424,6 +438,28 @@ class ServerConfig:
     def record_patterns(self) -> tuple[str, ...]:
         """The ``record_apps`` patterns, comma lists split; empty: every stream."""
         return tuple(part.strip() for pattern in self.record_apps for part in pattern.split(","))
+
+    def _validate_hooks(self) -> None:
+        from streamserver.hooks import COMMAND_FIELDS, parse_hook_url
+
+        for name in ("on_publish_done", "on_play_done", "on_record_done"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    parse_hook_url(value)
+                except ValueError as error:
+                    raise ConfigError(f"{name}: {error}", name) from error
+        command = self.exec_record_done
+        if command and not (isinstance(command, tuple) and os.path.isabs(command[0])):
+            raise ConfigError(
+                "exec_record_done must be an argument list starting with an absolute path",
+                "exec_record_done",
+            )
+        for found in re.finditer(r"\{([A-Za-z_]\w*)\}", " ".join(command)):
+            if found[1] not in COMMAND_FIELDS:
+                raise ConfigError(
+                    f"exec_record_done: unknown field {{{found[1]}}}", "exec_record_done"
+                )
 
 
 def nested_error(prefix: str, settings: Any, error: ValueError) -> ConfigError:

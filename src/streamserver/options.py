@@ -234,6 +234,27 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _hook_url(value: str) -> str:
+    """*value*, if it is an ``http://``/``https://`` URL, maybe after ``json:``.
+
+    :raises ValueError: it is not.
+    """
+    from streamserver.hooks import parse_hook_url
+
+    parse_hook_url(value)
+    return value
+
+
+def _command(value: str) -> tuple[str, ...]:
+    """*value* as an argument list (:func:`streamserver.hooks.parse_command`).
+
+    :raises ValueError: empty, unknown ``{field}``, or no such program.
+    """
+    from streamserver.hooks import parse_command
+
+    return parse_command(value)
+
+
 def _hls_mode(value: str) -> str:
     """*value*, if it is one of :data:`~streamserver.config.HLS_MODES`.
 
@@ -806,6 +827,39 @@ OPTIONS: tuple[Option, ...] = (
         "not lift the loopback-only publishing default.",
         shown="none",
         repeatable=True,
+    ),
+    # --- hooks: told when a session or a recording ended (docs/recording.md, "Hooks")
+    Option(
+        "on-publish-done",
+        "on_publish_done",
+        _hook_url,
+        "URL",
+        "URL POSTed to (call=publish_done, app, name, addr, args...) when a publish ends; "
+        "json:URL posts JSON.  Retried on failure.",
+    ),
+    Option(
+        "on-play-done",
+        "on_play_done",
+        _hook_url,
+        "URL",
+        "URL POSTed to (call=play_done...) when a play ends; json:URL posts JSON.",
+    ),
+    Option(
+        "on-record-done",
+        "on_record_done",
+        _hook_url,
+        "URL",
+        "URL POSTed to (call=record_done, path, size, duration, start, end, reason...) "
+        "when a recording file is done; json:URL posts JSON.",
+    ),
+    Option(
+        "exec-record-done",
+        "exec_record_done",
+        _command,
+        "CMD",
+        "Run CMD (an argument list, no shell; {path}, {app}, {name}, {size}... replaced) "
+        "when a recording file is done.",
+        shown="off",
     ),
 )
 

@@ -22,6 +22,7 @@ from twisted.python import usage
 
 from streamserver.config import ServerConfig
 from streamserver.factory import RTMPServerFactory
+from streamserver.hooks import install as install_hooks
 from streamserver.options import (
     DEFAULT_HTTP_ENDPOINT,
     DEFAULT_RTMP_ENDPOINT,
@@ -96,13 +97,16 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     """Build the service tree: one RTMP listener per ``--rtmp`` endpoint, one HTTP
     listener per ``--http`` endpoint (one site), one IRC gateway listener per
-    ``--irc`` endpoint (one :class:`~streamserver.irc.IrcFactory`), and the SSH
-    console (``manhole``) when ``--manhole`` is given."""
+    ``--irc`` endpoint (one :class:`~streamserver.irc.IrcFactory`), the SSH
+    console (``manhole``) when ``--manhole`` is given, and the hooks
+    (``--on-publish-done``..., :func:`streamserver.hooks.install`) observing the
+    factory."""
     from twisted.internet import reactor
 
     from streamserver.http import build_site
 
     factory = RTMPServerFactory(options.config(), reactor=reactor)
+    install_hooks(factory)
     top = StreamServerService(factory)
     for endpoint in options["rtmp"]:
         service = strports.service(endpoint, factory)
