@@ -216,6 +216,7 @@ def test_no_streams(client: SiteClient) -> None:
         "streams": "/api/streams",
         "stream": "/api/streams/APP/NAME",
         "server": "/api/server",
+        "recordings": "/api/recordings",
         "writable": False,
     }
     assert client.get("/api/").json()["server"] == "/api/server"

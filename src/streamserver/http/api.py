@@ -10,7 +10,12 @@ Read (always):
     segments; ``NAME`` is the last);
 ``GET /api/server``
     version, uptime, connections by protocol, bytes held in transports,
-    viewer disconnects by reason, refusals.
+    viewer disconnects by reason, refusals;
+``GET /api/recordings``
+    with ``--record``: per stream, the recording files finished (with their
+    ``/recordings/...`` URL) and being written (``"recording": true``), each
+    with its start, duration, size and format
+    (:class:`~streamserver.recording.listing.RecordingIndex`); 404 without.
 
 Write (only with ``--api-token``; without one these paths do not exist, 404),
 each with ``Authorization: Bearer TOKEN`` (401 without it):
@@ -46,6 +51,7 @@ import json
 import math
 from collections import deque
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.logger import Logger
@@ -57,6 +63,7 @@ from streamserver import __version__
 from streamserver.http.cors import allow_origin, preflight
 from streamserver.media.rooms import clean_nick
 from streamserver.policy import DisconnectReason
+from streamserver.recording.listing import RecordingIndex
 from streamserver.stats import WIRE_PROTOCOLS
 
 if TYPE_CHECKING:
@@ -241,6 +248,7 @@ class ApiResource(_JsonResource):
         super().__init__(factory)
         self.putChild(b"streams", StreamsResource(factory))
         self.putChild(b"server", ServerResource(factory))
+        self.putChild(b"recordings", RecordingsResource(factory))
         self._not_found = _NotFound(factory)
 
     @override
@@ -256,6 +264,7 @@ class ApiResource(_JsonResource):
             "streams": "/api/streams",
             "stream": "/api/streams/APP/NAME",
             "server": "/api/server",
+            "recordings": "/api/recordings",
             "writable": self.factory.config.api_token is not None,
         }
 
@@ -287,6 +296,24 @@ class ServerResource(_JsonResource):
             "disconnects": {**dict.fromkeys(DisconnectReason, 0), **factory.disconnects},
             "refusals": dict(factory.refusals),
         }
+
+
+class RecordingsResource(_JsonResource):
+    """``/api/recordings``: the files under ``--record``, per stream (404 without it)."""
+
+    def __init__(self, factory: RTMPServerFactory) -> None:
+        super().__init__(factory)
+        root = factory.config.record_dir
+        self.index = RecordingIndex(Path(root)) if root is not None else None
+
+    def answer(self, request: Request, method: bytes, path: list[str]) -> Any:
+        if path:
+            raise _ApiError(404, "not found: see /api")
+        if method not in _READ:
+            raise _not_allowed(_READ)
+        if self.index is None:
+            raise _ApiError(404, "this server records nothing (no --record)")
+        return {"streams": self.index.streams()}
 
 
 class StreamsResource(_JsonResource):
