@@ -276,11 +276,13 @@ class PlayAccess:
     per request.  A decision is kept per stream, peer address and query
     arguments (a token is part of them), allowed or refused; requests arriving
     while it is being made wait for the same one.  Without authorizers nothing
-    is asked or kept.
+    is asked or kept.  *protocol* is the ``protocol`` of the requests' connect
+    parameters (``hls``; ``recording`` for ``/recordings/...``).
     """
 
-    def __init__(self, factory: RTMPServerFactory) -> None:
+    def __init__(self, factory: RTMPServerFactory, protocol: str = "hls") -> None:
         self.factory = factory
+        self.protocol = protocol
         self._decisions: dict[tuple[Any, ...], tuple[float, str | None]] = {}
         self._pending: dict[tuple[Any, ...], list[defer.Deferred[None]]] = {}
 
@@ -308,7 +310,7 @@ class PlayAccess:
             args,
             peer,
             0,
-            {"tcUrl": uri.decode("utf-8", "replace"), "protocol": "hls"},
+            {"tcUrl": uri.decode("utf-8", "replace"), "protocol": self.protocol},
         )
         key = (app, name, access.host, tuple(sorted(args.items())))
         now = self.factory.seconds()

@@ -12,6 +12,9 @@
     the JSON API (:mod:`streamserver.http.api`);
 ``/metrics``
     the Prometheus exposition (:mod:`streamserver.http.metrics`);
+``/recordings/APP/NAME/FILE``
+    a finished recording (``--record``), with range requests, behind the play
+    authorization (:mod:`streamserver.http.recordings`);
 ``/play/APP/NAME``
     a page playing the stream with the bundled mpegts.js;
 ``/static/NAME``
@@ -52,9 +55,11 @@ class RootResource(Resource):
         self.streams = FlvResource(factory)
         from streamserver.http.api import ApiResource
         from streamserver.http.metrics import MetricsResource
+        from streamserver.http.recordings import RecordingsResource
 
         self.putChild(b"api", ApiResource(factory))
         self.putChild(b"metrics", MetricsResource(factory))
+        self.putChild(b"recordings", RecordingsResource(factory))
         self.putChild(b"static", AssetsResource())
         self.putChild(b"play", PlayerResource())
         self.hls = HlsResource(factory)
