@@ -11,6 +11,7 @@ or fails under ``STREAMSERVER_REQUIRE_INTEROP=1``.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from tests.integration.hardening_support import start_twistd
-from tests.integration.support import get_reactor, wait_until
+from tests.integration.support import get_reactor, run, wait_until
 from tests.integration.test_http_interop import STREAM, _publish
 from tests.integration.test_interop import _play_argv
 
@@ -129,3 +130,82 @@ async def test_publish_done_and_play_done_reach_a_real_receiver(
     assert published["tcurl"] == twistd.url("live")
     assert published["clientid"].isdigit()  # a form field is text
     assert twistd.process.running
+
+
+#: Seconds the recorder's publish lasts.
+RECORDED_SECONDS = 4
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_a_recording_fires_record_done_and_the_command_and_is_listed_and_served(
+    processes: ProcessPool, interop: Interop, tmp_path: Path, receiver: tuple[Receiver, int]
+) -> None:
+    """ffmpeg publishes 4 s to twistd --record: record_done (JSON) names the finished file,
+    --exec-record-done copies it, /api/recordings lists it and /recordings/... serves it."""
+    tools = interop.tools("ffmpeg", "curl")
+    cp = shutil.which("cp")
+    assert cp is not None
+    hook, port = receiver
+    root, copy = tmp_path / "rec", tmp_path / "copied.mp4"
+    twistd = await start_twistd(
+        processes, interop, tmp_path,
+        "--record", str(root), "--record-reconnect-grace", "0",
+        "--on-record-done", f"json:http://127.0.0.1:{port}/rec",
+        "--exec-record-done", f"cp {{path}} '{copy}'",
+    )  # fmt: skip
+    argv = [
+        tools["ffmpeg"], "-nostdin", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+        "-t", str(RECORDED_SECONDS), "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+        "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", twistd.url("live/cam?key=k1"),
+    ]  # fmt: skip
+    published = await processes.spawn(argv).wait(RECORDED_SECONDS + 20)
+    assert published.exit_code == 0, published.describe()
+    await wait_until(
+        lambda: bool(hook.calls("record_done")) and copy.exists(),
+        15,
+        "record_done and the command",
+        describe=lambda: repr(hook.received),
+    )
+
+    ((path, done),) = hook.calls("record_done")
+    recorded = Path(done["path"])
+    assert path == "/rec" and recorded.parent == root / "live" / "cam"
+    assert recorded.is_file() and recorded.suffix == ".mp4"
+    assert (done["app"], done["name"], done["format"]) == ("live", "cam", "fmp4")
+    assert (done["reason"], done["error"], done["args"], done["key"]) == (
+        "unpublish",
+        None,
+        "key=k1",
+        "k1",
+    )
+    assert done["size"] == recorded.stat().st_size
+    assert abs(done["duration"] - RECORDED_SECONDS) <= 0.5, done
+    assert 0 < done["end"] - done["start"] < RECORDED_SECONDS + 10, done
+    await wait_until(lambda: copy.stat().st_size == recorded.stat().st_size, 10, "the copy")
+    assert copy.read_bytes() == recorded.read_bytes()
+
+    listing = await run([tools["curl"], "-sS", "--fail", twistd.http_url("api/recordings")], 20)
+    assert listing.exit_code == 0, listing.describe()
+    ((stream),) = json.loads(listing.stdout)["streams"]
+    ((entry),) = stream["files"]
+    assert (stream["app"], stream["name"], entry["file"]) == ("live", "cam", recorded.name)
+    assert entry["size"] == done["size"] and not entry["recording"]
+    assert abs(entry["duration"] - done["duration"]) < 0.01, (entry, done)
+    served = tmp_path / "served.mp4"
+    fetched = await run(
+        [
+            tools["curl"],
+            "-sS",
+            "--fail",
+            "-o",
+            str(served),
+            twistd.http_url(entry["url"].lstrip("/")),
+        ],
+        20,
+    )
+    assert fetched.exit_code == 0, fetched.describe()
+    assert served.read_bytes() == recorded.read_bytes()
+    print(f"\nrecord_done: {done}\nlisted: {entry}")
