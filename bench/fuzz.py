@@ -1,4 +1,4 @@
-"""Long protocol fuzzing run: hostile byte streams against the server's RTMP and HTTP sides.
+"""Long protocol fuzzing run: hostile byte streams against the server's RTMP, HTTP and IRC sides.
 
 Reuses the strategies and the isolation check of ``tests/protocol/test_fuzz.py``
 (mutated valid sessions: bytes flipped, truncated, duplicated, hostile chunks
@@ -10,13 +10,16 @@ viewer that misses a frame fails the run with the input that caused it.
 
 ``--target http`` does the same to the HTTP site with the strategies of
 ``tests/http/test_fuzz_http.py`` (mutated valid requests of every kind, random
-bytes), an RTMP and an HTTP-FLV viewer watching meanwhile.
+bytes), an RTMP and an HTTP-FLV viewer watching meanwhile; ``--target irc`` to
+the IRC gateway (``tests/test_irc_fuzz.py``), an RTMP and an IRC chat client
+talking in the room meanwhile.
 
 Usage::
 
     .venv/bin/python bench/fuzz.py --examples 100000
     .venv/bin/python bench/fuzz.py --examples 20000 --tight --seed 7
     .venv/bin/python bench/fuzz.py --target http --examples 100000
+    .venv/bin/python bench/fuzz.py --target irc --examples 100000
 
 Prints one JSON line: inputs tried per kind, seconds, inputs per second, and
 whether every input passed.
@@ -38,6 +41,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from tests.http.test_fuzz_http import check_isolation, hostile_requests  # noqa: E402
 from tests.protocol.test_fuzz import TIGHT, _check_isolation, hostile_inputs  # noqa: E402
+from tests.test_irc_fuzz import check_isolation as check_irc  # noqa: E402
+from tests.test_irc_fuzz import hostile_sessions  # noqa: E402
 
 
 def run(
@@ -51,7 +56,7 @@ def run(
     """Fuzz *examples* inputs of *target* (``rtmp`` or ``http``); return the counts and timings."""
     counts = {"mutated": 0, "random": 0}
     config = TIGHT if tight else None
-    mutated = hostile_requests() if target == "http" else hostile_inputs()
+    mutated = {"http": hostile_requests, "irc": hostile_sessions}.get(target, hostile_inputs)()
     inputs = mutated.map(lambda case: ("mutated", case))
     if random_bytes:
         garbage = st.tuples(st.binary(max_size=5000), st.lists(st.integers(1, 300), max_size=8))
@@ -70,6 +75,8 @@ def run(
         counts[kind] += 1
         if target == "http":
             check_isolation(data, cuts)
+        elif target == "irc":
+            check_irc(data, cuts)
         else:
             _check_isolation(data, cuts, config, remote=remote)
 
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed")
     parser.add_argument(
-        "--target", choices=("rtmp", "http"), default="rtmp", help="the side to fuzz"
+        "--target", choices=("rtmp", "http", "irc"), default="rtmp", help="the side to fuzz"
     )
     options = parser.parse_args(argv)
     report = run(
