@@ -1,23 +1,27 @@
-"""A recording plays and seeks in headless Chromium: ``<video src="/recordings/...">``.
+"""The server's recording plays and seeks in headless Chromium: ``<video src="/recordings/...">``.
 
-ffmpeg makes 12 s of H.264 + AAC as fragmented MP4 (``frag_keyframe+empty_moov+
-default_base_moof``, what the recorder writes) at the layout's path under the
-``--record`` directory of a ``twistd -n streamserver``.  A page holding only a
-``<video>`` whose ``src`` is the file's ``/recordings/...`` URL is opened in
-Chromium, driven over the DevTools protocol (:mod:`tests.integration.test_browser`'s
-machinery): the video loads, plays, is seeked to the middle (``currentTime =
-6``), and the test sees ``seeked`` with ``currentTime >= 6`` and, in the server's
-``--http-access-log``, the 206 answers to Chromium's range requests.  curl's
-range request gets a 206 with the exact bytes.  A missing binary skips, or fails
-under ``STREAMSERVER_REQUIRE_INTEROP=1``.
+ffmpeg publishes 12 s of ``lavfi`` testsrc + sine (H.264 320x240 at 25 fps with a
+keyframe every 2 s, AAC, ``-re``) over RTMP to ``live/vod`` on a ``twistd -n
+streamserver --record DIR --record-reconnect-grace 0``; the test waits (with a
+deadline) for the finished ``DIR/live/vod/*.mp4`` (no ``.part`` left) and prints
+what ffprobe says of it.  curl's range request of its ``/recordings/...`` URL gets
+a 206 with exactly those bytes.  A page holding only a ``<video>`` whose ``src``
+is that URL is opened in Chromium, driven over the DevTools protocol
+(:mod:`tests.integration.test_browser`'s machinery): the video loads with the
+recording's duration (within 0.5 s of 12 s), plays from the start (the first
+``currentTime`` seen playing is below 1 s), is seeked to the middle
+(``currentTime = 6``), and the test sees ``seeked`` with ``currentTime >= 6``
+and, in the server's ``--http-access-log``, a 206 answer to Chromium's range
+requests.  A missing binary skips, or fails under
+``STREAMSERVER_REQUIRE_INTEROP=1``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +32,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from streamserver.recording.listing import recording_url
-from streamserver.recording.paths import recording_name, stream_dir
-from tests.integration.hardening_support import start_twistd
+from streamserver.recording.paths import PART_SUFFIX
+from tests.integration.hardening_support import TwistdServer, start_twistd
 from tests.integration.support import get_reactor, run, sleep
 from tests.integration.test_browser import (
     CHROMIUM_NAMES,
@@ -47,8 +51,17 @@ pytestmark = pytest.mark.integration
 DURATION = 12
 SEEK_TO = 6.0
 
+#: Frames per second and the GOP of the published video (a keyframe every 2 s).
+FPS, GOP = 25, 50
+
 #: Seconds the browser has to load, play and seek.
-BROWSER_DEADLINE = 30.0
+BROWSER_DEADLINE = 20.0
+
+#: Seconds after ffmpeg's exit within which the finished ``.mp4`` must be there.
+FINISH_DEADLINE = 10.0
+
+#: Where playback must start: the first ``currentTime`` seen playing is below this.
+START_WITHIN = 1.0
 
 _STATE = (
     "(() => { const v = document.getElementById('v');"
@@ -65,42 +78,72 @@ _SEEK = (
 )
 
 
-async def _make_recording(ffmpeg: str, root: Path) -> Path:
-    """12 s of testsrc + sine as the recorder's fMP4, at the layout's path for live/vod."""
-    directory = stream_dir(root, "live", "vod")
-    directory.mkdir(parents=True)
-    path = directory / recording_name("vod", time.time(), "mp4")
-    argv = [
-        ffmpeg, "-nostdin", "-loglevel", "error",
-        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+def _publish_argv(ffmpeg: str, url: str) -> list[str]:
+    """ffmpeg publishing DURATION s of testsrc + sine over RTMP, live (``-re``)."""
+    return [
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-t", str(DURATION),
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "64k",
-        "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
-        str(path),
+        "-t", str(DURATION), "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+        "-g", str(GOP), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+        "-f", "flv", url,
     ]  # fmt: skip
-    result = await run(argv, 60)
-    assert result.exit_code == 0, result.describe()
+
+
+async def _record(processes: ProcessPool, ffmpeg: str, twistd: TwistdServer, root: Path) -> Path:
+    """Publish to live/vod and return the finished ``.mp4`` the server wrote for it."""
+    publisher = await processes.spawn(_publish_argv(ffmpeg, twistd.url("live/vod"))).wait(
+        DURATION + 15
+    )
+    assert publisher.exit_code == 0, publisher.describe()
+    directory = root / "live" / "vod"
+    reactor = get_reactor()
+    deadline = reactor.seconds() + FINISH_DEADLINE
+    while not (finished := sorted(directory.glob("*.mp4"))):
+        assert reactor.seconds() < deadline, (
+            f"no finished .mp4 in {directory} {FINISH_DEADLINE} s after the unpublish: "
+            f"{sorted(p.name for p in root.rglob('*'))}"
+        )
+        await sleep(0.1)
+    assert list(directory.glob(f"*{PART_SUFFIX}")) == [], sorted(directory.iterdir())
+    [path] = finished
     return path
 
 
-@pytest.mark.timeout(120)
+async def _log_probe(ffprobe: str, path: Path) -> None:
+    """Print what ffprobe says of the file's format and streams (the figures of the report)."""
+    result = await run(
+        [
+            ffprobe, "-v", "error", "-show_entries",
+            "format=format_name,duration,start_time,size"
+            ":stream=codec_name,codec_type,start_time,duration,width,height",
+            "-of", "json", str(path),
+        ],
+        30,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.describe()
+    print(f"\nffprobe {path.name}: {json.dumps(json.loads(result.stdout))}")
+
+
+@pytest.mark.timeout(90)
 @pytest_twisted.ensureDeferred
 async def test_chromium_plays_and_seeks_a_recording(
     processes: ProcessPool, interop: Interop, tmp_path: Path
 ) -> None:
-    """<video src> of /recordings/... plays, seeks to 6 s (seeked, currentTime >= 6) over 206s."""
+    """The file of a 12 s publish plays from 0 and seeks to 6 s in <video src> via 206s."""
     chromium_path = next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
     if chromium_path is None:
         interop.unavailable(f"Chromium is not on PATH (tried {', '.join(CHROMIUM_NAMES)})")
-    tools = interop.tools("ffmpeg", "env", "curl")
+    tools = interop.tools("ffmpeg", "ffprobe", "env", "curl")
     root = tmp_path / "rec"
-    path = await _make_recording(tools["ffmpeg"], root)
     access_log = tmp_path / "access.log"
     twistd = await start_twistd(
-        processes, interop, tmp_path, "--record", str(root), "--http-access-log", str(access_log)
-    )
+        processes, interop, tmp_path,
+        "--record", str(root), "--record-reconnect-grace", "0",
+        "--http-access-log", str(access_log),
+    )  # fmt: skip
+    path = await _record(processes, tools["ffmpeg"], twistd, root)
+    await _log_probe(tools["ffprobe"], path)
     url = twistd.http_url(recording_url("live", "vod", path.name).lstrip("/"))
 
     # curl first: a range in the middle of the file is a 206 with exactly those bytes
@@ -185,6 +228,8 @@ async def _watch(
     finally:
         await _stop_chromium(chromium, base)
     print(f"\nrecording in Chromium: before the seek {before}, after {state}")
+    started = float(before["t"])  # type: ignore[arg-type]
+    assert started < START_WITHIN, f"playback did not start at 0: {before}"
     assert float(state["seeked"]) >= SEEK_TO, state  # type: ignore[arg-type]
     assert float(state["t"]) >= SEEK_TO, state  # type: ignore[arg-type]
     assert abs(float(state["d"]) - DURATION) < 0.5, state  # type: ignore[arg-type]
