@@ -154,3 +154,15 @@ class ChatRejectedError(ChatError):
     """``joinChat`` would create a stream past the server's stream limit."""
 
     code = "Chat.Rejected"
+
+
+class ChatBadRequestError(ChatError):
+    """A chat WebSocket message that is not JSON, not an object, too big, or of no known type."""
+
+    code = "Chat.BadRequest"
+
+
+class ChatTimeoutError(ChatError):
+    """A chat WebSocket that did not join within ``--connect-timeout`` seconds."""
+
+    code = "Chat.Timeout"

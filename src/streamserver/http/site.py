@@ -5,6 +5,9 @@
 ``/APP/NAME.flv``
     the live stream as HTTP-FLV, or as WebSocket-FLV when the request asks for
     an ``Upgrade: websocket`` (:mod:`streamserver.http.flv`);
+``/APP/NAME/chat``
+    the stream's chat room as a WebSocket of JSON messages
+    (:mod:`streamserver.http.chat`);
 ``/APP/NAME/index.m3u8``, ``/APP/NAME/ts.m3u8`` and the files they name
     the live stream as LL-HLS (fMP4) and classic HLS (MPEG-TS)
     (:mod:`streamserver.http.hls`);
@@ -23,8 +26,9 @@
 Every other path is a stream's, routed on its last segment: a playlist or
 segment name (:func:`~streamserver.http.hls.is_hls_name`) goes to HLS, the
 segments before it being the application and the stream (``/live/cam/index.m3u8``);
-anything else to HTTP-FLV, whose last segment is ``NAME.flv`` after the
-application (``/live/cam.flv`` is ``rtmp://HOST/live/cam``).
+``chat`` to the chat WebSocket (``/live/cam/chat``); anything else to HTTP-FLV,
+whose last segment is ``NAME.flv`` after the application (``/live/cam.flv`` is
+``rtmp://HOST/live/cam``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from twisted.web.server import Site
 
 from streamserver.http.assets import AssetsResource
 from streamserver.http.channel import StreamChannel
+from streamserver.http.chat import CHAT_SEGMENT, ChatResource
 from streamserver.http.flv import SUFFIX, FlvResource, parse_stream_path
 from streamserver.http.hls import HlsResource, is_hls_name
 
@@ -47,7 +52,8 @@ if TYPE_CHECKING:
 
 
 class RootResource(Resource):
-    """``/``, and every stream path routed to :class:`FlvResource` or :class:`HlsResource`."""
+    """``/``, and every stream path routed to :class:`FlvResource`, :class:`HlsResource`
+    or :class:`ChatResource`."""
 
     def __init__(self, factory: RTMPServerFactory) -> None:
         super().__init__()
@@ -63,11 +69,14 @@ class RootResource(Resource):
         self.putChild(b"static", AssetsResource())
         self.putChild(b"play", PlayerResource())
         self.hls = HlsResource(factory)
+        self.chat = ChatResource(factory)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
             return self
         last = request.postpath[-1] if request.postpath else path
+        if last == CHAT_SEGMENT:
+            return self.chat
         return self.hls if is_hls_name(last) else self.streams
 
     def render_GET(self, request: Request) -> bytes:
