@@ -15,6 +15,7 @@ from streamserver.factory import RTMPServerFactory
 from streamserver.http.api import MAX_BODY_BYTES, TOKEN_FAILURE_WINDOW, TOKEN_FAILURES
 from streamserver.policy import DropReason
 from streamserver.testing import FakePeer
+from tests.http.chat_client import ChatClient
 from tests.http.conftest import Scene, publish
 from tests.http.support import Response, SiteClient
 from tests.protocol import media
@@ -418,6 +419,36 @@ def test_clear_the_history(factory: RTMPServerFactory, client: SiteClient, scene
     assert response.json() == {"stream": "live/cam", "cleared": 3}
     chat = client.get("/api/streams/live/cam").json()["chat"]
     assert (chat["messages"], chat["history"]) == (3, 0)
+
+
+def test_kick_a_nick_from_the_room_whatever_its_protocol(
+    factory: RTMPServerFactory, client: SiteClient, scene: Scene
+) -> None:
+    """POST .../chat/kick {"nick"}: every participant with that nick (RTMP, WebSocket) goes."""
+    _writable(factory)
+    rtmp = FakePeer(factory)
+    rtmp.connect("live", nick="Troll")
+    sid = rtmp.create_stream()
+    rtmp.result_of(rtmp.call("joinChat", None, "cam", stream_id=sid))
+    web = ChatClient(client, "/live/cam/chat")
+    web.join("troll")
+    bystander = ChatClient(client, "/live/cam/chat")
+    bystander.join("nice")
+    web_id = next(
+        c.conn_id for c in factory.connections.values() if getattr(c, "nick", "") == "troll"
+    )
+    response = client.post("/api/streams/live/cam/chat/kick", {"nick": "TROLL"}, token=TOKEN)
+    assert response.json() == {
+        "stream": "live/cam",
+        "nick": "TROLL",
+        "kicked": sorted([rtmp.protocol.conn_id, web_id]),
+    }
+    assert rtmp.transport.aborted and web.transport.aborted
+    assert not bystander.gone and not scene.rtmp.transport.aborted
+    again = client.post("/api/streams/live/cam/chat/kick", {"nick": "troll"}, token=TOKEN)
+    assert again.json()["kicked"] == []
+    _error(client.post("/api/streams/live/cam/chat/kick", {}, token=TOKEN), 400)
+    _error(client.post("/api/streams/live/cam/chat/kick", {"nick": "x"}), 401)
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,10 @@ each with ``Authorization: Bearer TOKEN`` (401 without it):
 ``POST /api/streams/APP/NAME/chat/mute`` and ``.../chat/unmute``
     with the body ``{"nick": "..."}``;
 ``POST /api/streams/APP/NAME/chat/clear``
-    forget the room's history.
+    forget the room's history;
+``POST /api/streams/APP/NAME/chat/kick``
+    with the body ``{"nick": "..."}``: disconnect every participant of the room
+    with that nick (compared as mutes compare), whatever its protocol.
 
 A ``GET`` always reads the stream its whole path names and a ``POST`` always
 acts, so a stream called ``kick`` stays readable.  Every answer is JSON
@@ -98,7 +101,7 @@ _READ = (b"GET", b"HEAD", b"OPTIONS")
 _WRITE = (b"POST", b"OPTIONS")
 
 #: The chat moderation actions: ``.../chat/ACTION``.
-_CHAT_ACTIONS = ("mute", "unmute", "clear")
+_CHAT_ACTIONS = ("mute", "unmute", "clear", "kick")
 
 
 class _ApiError(Exception):
@@ -522,6 +525,8 @@ class StreamsResource(_JsonResource):
         nick = clean_nick(body.get("nick"))
         if not nick:
             raise _ApiError(400, 'the body must be {"nick": "..."} with a non-empty nick')
+        if verb == "kick-nick":
+            return self._kick_nick(stream, nick, caller)
         changed = room.mute(nick) if verb == "mute" else room.unmute(nick)
         _log.info(
             "API: {caller} {verb}s {nick} in {stream}{unchanged}",
@@ -532,6 +537,29 @@ class StreamsResource(_JsonResource):
             unchanged="" if changed else " (no change)",
         )
         return {"stream": key, "nick": nick, "muted": room.is_muted(nick), "changed": changed}
+
+    def _kick_nick(self, stream: Stream, nick: str, caller: str) -> dict[str, Any]:
+        """Disconnect every participant of *stream*'s room speaking as *nick*."""
+        key = f"{stream.app}/{stream.name}"
+        wanted = nick.casefold()
+        conn_ids: set[int] = set()
+        for participant in stream.chat.participants:
+            # every participant has nick and conn_id (RTMP seats, WebSocket, IRC)
+            conn_id = getattr(participant, "conn_id", None)
+            if str(getattr(participant, "nick", "")).casefold() == wanted and isinstance(
+                conn_id, int
+            ):
+                conn_ids.add(conn_id)
+        for conn_id in sorted(conn_ids):
+            self.factory.kick(conn_id, f"kicked from the chat of {key} through the API by {caller}")
+        _log.info(
+            "API: {caller} kicks {nick} from the chat of {stream}: {count} connections",
+            caller=caller,
+            nick=nick,
+            stream=key,
+            count=len(conn_ids),
+        )
+        return {"stream": key, "nick": nick, "kicked": sorted(conn_ids)}
 
 
 def _viewer(connection: ConnectionStats, viewer: ViewerStats) -> dict[str, Any]:
@@ -556,13 +584,14 @@ def _action(path: list[str]) -> tuple[list[str], str, str | None] | None:
     """``(stream path, verb, argument)`` if *path* ends in an action, else ``None``.
 
     The verbs: ``kick`` (``.../kick``), ``kick-viewer`` (``.../viewers/ID/kick``,
-    argument ``ID``), ``mute``, ``unmute``, ``clear`` (``.../chat/VERB``).  The
+    argument ``ID``), ``mute``, ``unmute``, ``clear`` (``.../chat/VERB``), ``kick-nick``
+    (``.../chat/kick``).  The
     stream path before the action must have an application and a name.
     """
     if len(path) >= 5 and path[-3] == "viewers" and path[-1] == "kick":
         return path[:-3], "kick-viewer", path[-2]
     if len(path) >= 4 and path[-2] == "chat" and path[-1] in _CHAT_ACTIONS:
-        return path[:-2], path[-1], None
+        return path[:-2], "kick-nick" if path[-1] == "kick" else path[-1], None
     if len(path) >= 3 and path[-1] == "kick":
         return path[:-1], "kick", None
     return None

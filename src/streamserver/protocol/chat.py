@@ -105,6 +105,11 @@ class ChatSeat:
         )
 
     @property
+    def conn_id(self) -> int:
+        """The connection's id (what ``factory.kick`` takes; the API kicks by nick with it)."""
+        return self.protocol.conn_id
+
+    @property
     def fanout_key(self) -> tuple[int, int]:
         """Seats sharing (outgoing chunk size, message stream id) share message bytes."""
         return (self.protocol.out_chunk_size, self.stream_id)
