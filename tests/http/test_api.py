@@ -68,6 +68,7 @@ def test_streams_describes_each_stream(
     assert entry == {
         "app": "live",
         "name": "cam",
+        "title": None,
         "publisher": {
             "id": scene.publisher.protocol.conn_id,
             "address": scene.publisher.protocol.peer,

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
-from streamserver.codec.mediainfo import AudioInfo, MediaInfo, VideoInfo
+from twisted.internet import task
+
+from streamserver.codec import amf0
+from streamserver.codec.mediainfo import (
+    MAX_TITLE_LENGTH,
+    AudioInfo,
+    MediaInfo,
+    VideoInfo,
+    metadata_title,
+)
 from streamserver.factory import RTMPServerFactory
-from streamserver.http.pages import describe_media
+from streamserver.http.pages import describe_media, describe_uptime
 from tests.http.conftest import publish
 from tests.http.support import SiteClient
+from tests.protocol import media
 
 
 def test_the_page_lists_live_streams_with_their_media(
@@ -31,12 +43,114 @@ def test_media_in_one_line() -> None:
     assert describe_media(MediaInfo(None, AudioInfo("mp3", None, 48000, None))) == "mp3 48 kHz"
 
 
-def test_the_page_links_each_stream_to_its_player(
+def test_the_page_links_each_stream_to_its_watch_page(
+    factory: RTMPServerFactory, client: SiteClient, clock: task.Clock
+) -> None:
+    """The row's title and its watch link lead to /watch/APP/NAME; uptime and viewers shown;
+    the script that keeps the rows current is the bundled /static/index.js."""
+    publish(factory, "live", "cam")
+    clock.advance(125)
+    page = client.get("/").body.decode()
+    assert '<td><a href="/watch/live/cam">live/cam</a></td>' in page
+    assert '<a href="/watch/live/cam">watch</a>' in page
+    assert "<td>2 min 05 s</td>" in page
+    assert '<script src="/static/index.js"></script>' in page
+    assert 'id="streams" hidden' not in page
+    factory.kick(next(iter(factory.connections)))
+    assert 'id="streams" hidden' in client.get("/").body.decode()
+
+
+def test_the_title_is_the_publishers_and_is_escaped(
     factory: RTMPServerFactory, client: SiteClient
 ) -> None:
-    """The row's player link is the server's own player page."""
-    publish(factory, "live", "cam")
-    assert '<a href="/play/live/cam">play</a>' in client.get("/").body.decode()
+    """``onMetaData`` ``title`` (cleaned, escaped) instead of the name; the API has it too."""
+    publisher, sid = publish(factory, "live", "cam")
+    publisher.send(media.metadata(sid, title="  <b>Morning</b>\nshow "))
+    page = client.get("/").body.decode()
+    assert "&lt;b&gt;Morning&lt;/b&gt; show</a>" in page
+    assert '<span class="name">live/cam</span>' in page
+    assert "<b>Morning" not in page
+    entry = client.get("/api/streams").json()["streams"][0]
+    assert entry["title"] == "<b>Morning</b> show"
+
+
+def test_titles_from_metadata() -> None:
+    def payload(**fields: object) -> bytes:
+        return amf0.encode("@setDataFrame", "onMetaData", amf0.ECMAArray(fields))
+
+    assert metadata_title(None) is None
+    assert metadata_title(payload(width=320.0)) is None
+    assert metadata_title(payload(title=5.0)) is None
+    assert metadata_title(payload(title=" \x00 ")) is None
+    assert metadata_title(payload(title="a\tb")) == "a b"
+    assert metadata_title(payload(title="x" * 500)) == "x" * MAX_TITLE_LENGTH
+
+
+def test_uptimes_for_people() -> None:
+    assert [describe_uptime(s) for s in (-1, 0, 59.9, 60, 3599, 3600, 7321)] == [
+        "0 s",
+        "0 s",
+        "59 s",
+        "1 min 00 s",
+        "59 min 59 s",
+        "1 h 00 min",
+        "2 h 02 min",
+    ]
+
+
+def test_the_watch_page_has_the_player_the_chat_and_the_stream_as_json(
+    client: SiteClient,
+) -> None:
+    """/watch/APP/NAME: video, the player switch, the chat form with labels, the bundled
+    scripts, and the stream in a JSON script element."""
+    response = client.get("/watch/a/b/cam")
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    page = response.body.decode()
+    config = re.search(r'<script id="watch-config" type="application/json">(.*?)</script>', page)
+    assert config is not None
+    assert json.loads(config.group(1)) == {
+        "app": "a/b",
+        "name": "cam",
+        "path": "/a/b/cam",
+        "maxLength": 500,
+    }
+    for needle in (
+        '<video id="video"',
+        '<select id="transport">',
+        '<option value="hls">',
+        '<option value="http-flv">',
+        '<option value="ws-flv">',
+        '<label for="nick">',
+        '<label for="text">',
+        '<ol id="messages" aria-live="polite"',
+        '<script src="/static/hls.min.js"></script>',
+        '<script src="/static/mpegts.min.js"></script>',
+        '<script src="/static/watch.js"></script>',
+        '<link rel="stylesheet" href="/static/watch.css">',
+    ):
+        assert needle in page, needle
+    assert client.get("/watch/cam").status == 404
+    assert client.get("/watch/").status == 404
+
+
+def test_a_stream_name_cannot_break_out_of_the_watch_page(client: SiteClient) -> None:
+    page = client.get("/watch/live/%3C%2Fscript%3E%3Cimg%20src%3Dx%3E").body.decode()
+    assert "</script><img" not in page
+    assert "<img src=x>" not in page
+    assert "&lt;/script&gt;&lt;img src=x&gt;" in page  # the title and heading, as text
+    config = re.search(r'type="application/json">(.*?)</script>', page)
+    assert config is not None and json.loads(config.group(1))["name"] == "</script><img src=x>"
+
+
+def test_the_pages_scripts_never_write_html() -> None:
+    """User text (nicks, messages, titles) reaches the DOM with textContent only."""
+    static = Path(__file__).resolve().parents[2] / "src" / "streamserver" / "http" / "static"
+    for name in ("index.js", "watch.js"):
+        source = (static / name).read_text()
+        assert "textContent" in source, name
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in source, (name, sink)
 
 
 def test_the_player_page_plays_the_streams_flv_with_the_bundled_player(client: SiteClient) -> None:
@@ -65,6 +179,13 @@ def test_static_serves_the_bundled_files_only(client: SiteClient) -> None:
     assert "max-age" in script.headers["cache-control"]
     assert b"mpegts" in script.body[:2000]
     assert b"Apache License" in client.get("/static/LICENSE.mpegts.js.txt").body
+    for name, kind in (
+        ("index.js", "text/javascript"),
+        ("watch.js", "text/javascript"),
+        ("watch.css", "text/css"),
+    ):
+        asset = client.get(f"/static/{name}")
+        assert asset.status == 200 and asset.headers["content-type"].startswith(kind), name
     hls = client.get("/static/hls.min.js")
     assert hls.status == 200 and hls.headers["content-type"].startswith("text/javascript")
     assert b"Apache License" in client.get("/static/LICENSE.hls.js.txt").body

@@ -9,7 +9,7 @@ AVC_SEQUENCE_HEADER = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x04abcd
 AAC_SEQUENCE_HEADER = b"\xaf\x00\x12\x10"
 
 
-def metadata(stream_id: int, **fields: float) -> Message:
+def metadata(stream_id: int, **fields: float | str) -> Message:
     """``@setDataFrame onMetaData {...}`` as a publisher sends it."""
     body = {"width": 320.0, "height": 240.0, "framerate": 30.0, **fields}
     payload = amf0.encode("@setDataFrame", "onMetaData", amf0.ECMAArray(body))

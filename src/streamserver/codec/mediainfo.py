@@ -53,7 +53,14 @@ from streamserver.codec.aac import ObjectType, parse_audio_specific_config
 from streamserver.codec.flv import audio_codec_name, video_codec_name
 from streamserver.errors import CodecError, ProtocolError, UsageError
 
-__all__ = ["AudioInfo", "MediaInfo", "VideoInfo", "media_info"]
+__all__ = [
+    "MAX_TITLE_LENGTH",
+    "AudioInfo",
+    "MediaInfo",
+    "VideoInfo",
+    "media_info",
+    "metadata_title",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +410,24 @@ def _properties(metadata: bytes | None) -> dict[str, Any]:
     if values[:1] != ["onMetaData"]:
         return {}
     return next((v for v in values[1:] if isinstance(v, dict)), {})
+
+
+#: Longest title shown, in characters: a page's heading, not an essay.
+MAX_TITLE_LENGTH = 200
+
+
+def metadata_title(metadata: bytes | None) -> str | None:
+    """The ``title`` an ``onMetaData`` payload carries (OBS, ffmpeg ``-metadata title=``).
+
+    Control characters become spaces, whitespace is trimmed, and it is cut to
+    :data:`MAX_TITLE_LENGTH` characters; ``None`` when there is none (or nothing left).
+    """
+    value = _properties(metadata).get("title")
+    if not isinstance(value, str):
+        return None
+    text = "".join(" " if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in value)
+    text = " ".join(text.split())[:MAX_TITLE_LENGTH].strip()
+    return text or None
 
 
 def _number(value: Any, limit: float) -> float | None:

@@ -389,6 +389,7 @@ class StreamsResource(_JsonResource):
         return {
             "app": stats.app,
             "name": stats.name,
+            "title": stream.title,
             "publisher": publisher,
             "video": asdict(media.video) if media.video is not None else None,
             "audio": asdict(media.audio) if media.audio is not None else None,

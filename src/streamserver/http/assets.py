@@ -1,4 +1,5 @@
-"""``/static/NAME``: the player JavaScript bundled with the package, and its licences.
+"""``/static/NAME``: the player JavaScript bundled with the package, its licences, and
+the pages' own scripts and style (``index.js``, ``watch.js``, ``watch.css``).
 
 Only the files listed in :data:`ASSETS` are served, read once from the package's
 ``http/static/`` directory: no path from a URL ever reaches the file system, so
@@ -24,6 +25,9 @@ ASSETS: dict[str, bytes] = {
     "mpegts.js.LICENSE.txt": b"text/plain; charset=utf-8",
     "hls.min.js": b"text/javascript; charset=utf-8",
     "LICENSE.hls.js.txt": b"text/plain; charset=utf-8",
+    "index.js": b"text/javascript; charset=utf-8",
+    "watch.js": b"text/javascript; charset=utf-8",
+    "watch.css": b"text/css; charset=utf-8",
 }
 
 #: Seconds a browser may keep a file: they change only with the package.

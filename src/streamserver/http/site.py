@@ -1,7 +1,7 @@
 """The one ``twisted.web`` site of a server: every HTTP path, routed.
 
 ``/``
-    the live streams, with links to their FLV URLs and API entries;
+    the live streams, with links to their watch pages, FLV URLs and API entries;
 ``/APP/NAME.flv``
     the live stream as HTTP-FLV, or as WebSocket-FLV when the request asks for
     an ``Upgrade: websocket`` (:mod:`streamserver.http.flv`);
@@ -18,8 +18,11 @@
 ``/recordings/APP/NAME/FILE``
     a finished recording (``--record``), with range requests, behind the play
     authorization (:mod:`streamserver.http.recordings`);
+``/watch/APP/NAME``
+    the watch page: the player (LL-HLS by default, HTTP-FLV / WebSocket-FLV)
+    and the stream's chat room (``docs/watch.md``);
 ``/play/APP/NAME``
-    a page playing the stream with the bundled mpegts.js;
+    a bare page playing the stream with the bundled mpegts.js;
 ``/static/NAME``
     the bundled player JavaScript and its licences (:mod:`streamserver.http.assets`).
 
@@ -42,7 +45,7 @@ from twisted.web.server import Site
 from streamserver.http.assets import AssetsResource
 from streamserver.http.channel import StreamChannel
 from streamserver.http.chat import CHAT_SEGMENT, ChatResource
-from streamserver.http.flv import SUFFIX, FlvResource, parse_stream_path
+from streamserver.http.flv import SUFFIX, FlvResource, parse_stream_path, stream_names
 from streamserver.http.hls import HlsResource, is_hls_name
 
 if TYPE_CHECKING:
@@ -68,6 +71,7 @@ class RootResource(Resource):
         self.putChild(b"recordings", RecordingsResource(factory))
         self.putChild(b"static", AssetsResource())
         self.putChild(b"play", PlayerResource())
+        self.putChild(b"watch", WatchResource(factory))
         self.hls = HlsResource(factory)
         self.chat = ChatResource(factory)
 
@@ -106,6 +110,28 @@ class PlayerResource(Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         return play_page(*target)
+
+
+class WatchResource(Resource):
+    """``/watch/APP/NAME``: the player and the chat of a stream."""
+
+    isLeaf = True
+
+    def __init__(self, factory: RTMPServerFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def render_GET(self, request: Request) -> bytes:
+        from streamserver.http.pages import watch_page
+
+        target = stream_names(list(request.postpath or []))
+        if target is None:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"not found: watch pages are at /watch/APP/NAME\n"
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return watch_page(*target, self.factory.config.chat_max_length)
 
 
 #: Seconds an HTTP connection may sit idle between requests (Twisted's default is

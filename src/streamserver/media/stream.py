@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from streamserver.codec.flv import FrameKind, classify
-from streamserver.codec.mediainfo import MediaInfo, media_info
+from streamserver.codec.mediainfo import MediaInfo, media_info, metadata_title
 from streamserver.codec.messages import Message, MessageType
 from streamserver.errors import BadNameError
 from streamserver.media.rooms import (
@@ -419,6 +419,12 @@ class Stream:
         start, count = samples[0]
         if now > start:
             self.bitrate_in = max(0, self.bytes_in - count) * 8 / (now - start)
+
+    @property
+    def title(self) -> str | None:
+        """The ``title`` of the publisher's ``onMetaData``, if it set one."""
+        metadata = self.metadata
+        return metadata_title(metadata.message.payload) if metadata is not None else None
 
     def media_info(self) -> MediaInfo:
         """What the stream carries: codecs, picture size, frame rate, audio rate.
