@@ -117,8 +117,10 @@ async function poll() {
     publisher = now;
     startPlayer(); // published, republished (a new session) or gone
   }
+  // HLS players are not counted: the server sees their requests, not them
   const watching = entry ? entry.viewers.total : 0;
-  $("viewers").textContent = `${watching} watching`;
+  const chatting = entry ? entry.chat.participants : 0;
+  $("viewers").textContent = `${watching} watching (RTMP, FLV) \u00b7 ${chatting} in the chat`;
   if (entry && entry.title) $("title").textContent = entry.title;
 }
 
