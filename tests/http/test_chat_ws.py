@@ -335,3 +335,30 @@ def test_the_hard_queue_limit_closes_a_participant_that_does_not_read(
 )
 def test_a_plain_get_is_told_to_upgrade(client: SiteClient, path: str, status: int) -> None:
     assert client.get(path).status == status
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Host: h\r\nConnection: Up\x8dgrade\r\n",  # not ASCII: wsproto's UnicodeDecodeError
+        b"Connection: Upgrade\r\n",  # no Host: h11's LocalProtocolError
+    ],
+)
+def test_a_handshake_wsproto_cannot_read_is_a_400(
+    factory: RTMPServerFactory,
+    client: SiteClient,
+    headers: bytes,
+    log_events: list[dict[str, object]],
+) -> None:
+    """Handshakes wsproto raises on are bad handshakes (400), not unhandled errors, as on
+    WebSocket-FLV (``http/ws_handshake.py``)."""
+    publish(factory)
+    transport = client.open()
+    transport.protocol.dataReceived(
+        b"GET /live/cam/chat HTTP/1.1\r\nUpgrade: websocket\r\n"
+        + headers
+        + b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:200]
+    assert not [e for e in log_events if "log_failure" in e]
+    assert all(c.stats().protocol == "rtmp" for c in factory.connections.values())

@@ -57,6 +57,7 @@ from streamserver.errors import (
 )
 from streamserver.http.cors import allow_origin
 from streamserver.http.flv import stream_names
+from streamserver.http.ws_handshake import HANDSHAKE_ERRORS
 from streamserver.media.rooms import ChatMessage, ChatRateLimit, accept_message, clean_nick
 from streamserver.policy import DisconnectReason
 from streamserver.stats import ConnectionStats
@@ -521,7 +522,14 @@ class ChatResource(Resource):
             request.finish()
             session.link.close()  # a refused connection is not kept alive
             return NOT_DONE_YET
-        answer = WebSocketResource(_SessionFactory(session)).render_GET(request)
+        try:
+            answer = WebSocketResource(_SessionFactory(session)).render_GET(request)
+        except HANDSHAKE_ERRORS as error:
+            _log.info(
+                "WebSocket handshake of {peer} refused: {error}", peer=session.peer, error=error
+            )
+            session.connection_lost()
+            return self._text(request, 400, "bad WebSocket handshake")
         if answer is not NOT_DONE_YET:
             session.connection_lost()  # wsproto refused the handshake: its 400
         return answer
