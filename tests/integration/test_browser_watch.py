@@ -8,7 +8,8 @@ Headless Chromium, driven over the DevTools protocol (no WebDriver), opens
 - the video plays with the page's default player (LL-HLS through the bundled
   hls.js): ``currentTime`` advances ≥ 5 s within 8 s of playing;
 - the test fills the chat's fields and presses Enter (``Input.dispatchKeyEvent``,
-  a real key press): the RTMP client receives the message;
+  a real key press): the RTMP client and an IRC client (the ``irc`` package, on
+  ``--irc``) receive the message, and the IRC client's message shows in the page;
 - a message the RTMP client sends appears in the page's DOM as text;
 - one with ``<script>`` and ``<img src=x onerror=...>`` appears as text: no
   element is created and the handler never runs;
@@ -34,11 +35,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from streamserver.client import RTMPClientProtocol, connect_client
 from tests.integration.hardening_support import start_twistd
-from tests.integration.support import get_reactor, run, sleep, wait_until, within
+from tests.integration.support import (
+    accepts_connections,
+    free_port,
+    get_reactor,
+    run,
+    sleep,
+    wait_until,
+    within,
+)
 from tests.integration.test_browser import (
     CHROMIUM_NAMES,
     MIN_ADVANCE,
@@ -49,6 +58,7 @@ from tests.integration.test_browser import (
     chromium_argv,
 )
 from tests.integration.test_interop import _publish_argv
+from tests.integration.test_irc_interop import IrcThread
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Interop, ProcessPool
@@ -124,7 +134,16 @@ async def test_a_viewer_finds_the_stream_watches_it_and_chats_with_rtmp(
         interop.unavailable(f"Chromium is not on PATH (tried {', '.join(CHROMIUM_NAMES)})")
     tools = interop.tools("ffmpeg", "env", "curl")
     reactor = get_reactor()
-    twistd = await start_twistd(processes, interop, tmp_path, "--api-token", "moderator-token")
+    irc_port = free_port()
+    twistd = await start_twistd(
+        processes,
+        interop,
+        tmp_path,
+        "--api-token",
+        "moderator-token",
+        "--irc",
+        f"tcp:{irc_port}:interface=127.0.0.1",
+    )
     argv_publish = _publish_argv(tools["ffmpeg"], sample_flv, twistd.url("live/x"))
     at = argv_publish.index("-f")
     argv_publish[at:at] = ["-metadata", f"title={TITLE}"]
@@ -140,6 +159,12 @@ async def test_a_viewer_finds_the_stream_watches_it_and_chats_with_rtmp(
     )
     sid = await within(rtmp.create_stream(), 10, "createStream")
     await within(rtmp.join_chat("x", sid), 10, "joinChat")
+    deadline = reactor.seconds() + 10
+    while not await accepts_connections(irc_port):
+        assert reactor.seconds() < deadline, f"nothing listens on the IRC port {irc_port}"
+        await sleep(0.1)
+    irc = IrcThread(irc_port, "ircy")
+    irc_running = threads.deferToThread(irc.run)
 
     base = Path(tempfile.mkdtemp(prefix="chromium-"))
     home = twistd.http_url("")
@@ -148,6 +173,9 @@ async def test_a_viewer_finds_the_stream_watches_it_and_chats_with_rtmp(
     argv.insert(argv.index(home), "--remote-debugging-port=0")
     chromium = processes.spawn(argv, cwd=tmp_path)
     try:
+        await wait_until(lambda: bool(irc.seen("welcome")), 10, "IRC's 001", describe=irc.text)
+        irc.do(lambda c: c.join("#live/x"))
+        await wait_until(lambda: bool(irc.seen("namreply")), 10, "IRC's join", describe=irc.text)
         devtools = await _devtools_page(tools["curl"], base / "profile", home)
         # / lists the stream by its title; follow its link as a person would
         link = "document.querySelector('a[href=\"/watch/live/x\"]')"
@@ -200,6 +228,20 @@ async def test_a_viewer_finds_the_stream_watches_it_and_chats_with_rtmp(
         to_rtmp = reactor.seconds() - pressed
         got = next(m for m in rtmp.chat_messages if m.text == typed)
         assert got.nick == "webby"
+        await wait_until(
+            lambda: ("pubmsg", "webby", "#live/x", [typed]) in irc.seen("pubmsg"),
+            10,
+            "the page's message on IRC",
+            describe=irc.text,
+        )
+        to_irc = reactor.seconds() - pressed
+        irc.do(lambda c: c.privmsg("#live/x", "hello from IRC"))
+        await _until(
+            devtools,
+            f"{_texts_expression()}.some(([n, t]) => n === 'ircy' && t === 'hello from IRC')",
+            10,
+            "the IRC message in the page",
+        )
         assert await devtools.evaluate("document.getElementById('text').value") == ""
 
         # the RTMP client's messages appear as text, markup included
@@ -258,12 +300,16 @@ async def test_a_viewer_finds_the_stream_watches_it_and_chats_with_rtmp(
     finally:
         await _stop_chromium(chromium, base)
         rtmp.transport.loseConnection()
+        irc.stop()
+        await within(irc_running, 10, "the IRC client's thread")
+    assert irc.error is None, irc.error
 
     print(
         f"\nwatch page: {state['player']} currentTime advanced {advanced:.2f} s in "
         f"{WATCH_SECONDS} s ({state['frames']} frames, {state['w']} px wide, status "
         f"{state['status']!r}, {state['viewers']!r}); Enter to the RTMP client "
-        f"{to_rtmp * 1000:.0f} ms; RTMP send to the page's DOM {to_page * 1000:.0f} ms; "
+        f"{to_rtmp * 1000:.0f} ms, to the IRC client's PRIVMSG {to_irc * 1000:.0f} ms; "
+        f"RTMP send to the page's DOM {to_page * 1000:.0f} ms; "
         f"switched to WebSocket-FLV; playing again {resumed:.1f} s after a republish"
     )
     assert advanced >= MIN_ADVANCE, state
