@@ -24,8 +24,6 @@ import datetime
 import re
 from typing import TYPE_CHECKING
 
-from streamserver.codec import amf0
-from streamserver.errors import ProtocolError, UsageError
 from streamserver.media.rooms import MAX_NICK_LENGTH, ChatMessage, clean_nick, clean_text
 
 if TYPE_CHECKING:
@@ -35,7 +33,6 @@ __all__ = [
     "MAX_LINE_BYTES",
     "MAX_NAME_LENGTH",
     "MAX_TAGS_BYTES",
-    "MAX_TITLE_LENGTH",
     "SERVER_NAME",
     "channel_name",
     "channel_stream",
@@ -62,8 +59,6 @@ MAX_TAGS_BYTES = 4096
 #: so that this module does not import the RTMP protocol).
 MAX_NAME_LENGTH = 256
 
-#: A metadata ``title`` longer than this is cut for the topic.
-MAX_TITLE_LENGTH = 200
 
 _NICK = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*\Z")
 _GUEST = re.compile(r"guest-[0-9]+\Z", re.IGNORECASE)
@@ -137,20 +132,10 @@ def channel_name(app: str, name: str) -> str:
 
 
 def stream_title(stream: Stream) -> str:
-    """The stream's title: its ``onMetaData`` ``title`` if it has one, else its name."""
-    metadata = stream.metadata
-    if metadata is not None:
-        try:
-            values = amf0.decode_all(metadata.message.payload)
-        except (ProtocolError, UsageError):
-            values = []
-        properties = next((v for v in values[1:] if isinstance(v, dict)), {})
-        title = properties.get("title")
-        if isinstance(title, str):
-            title = clean_text(title)[:MAX_TITLE_LENGTH].strip()
-            if title:
-                return title
-    return stream.name
+    """The stream's title: its ``onMetaData`` ``title`` if it has one
+    (:attr:`Stream.title <streamserver.media.stream.Stream.title>`, as the page and
+    the API show it), else its name."""
+    return stream.title or stream.name
 
 
 def stream_topic(stream: Stream) -> str:
