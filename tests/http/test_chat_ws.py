@@ -14,7 +14,8 @@ from streamserver.auth import AccessConfig
 from streamserver.config import ServerConfig
 from streamserver.factory import RTMPServerFactory
 from streamserver.http import chat as ws_chat
-from streamserver.testing import FakePeer
+from streamserver.irc import IrcFactory
+from streamserver.testing import FakePeer, FakeTransport
 from streamserver.tokens import signed_query
 from tests.http.chat_client import ChatClient
 from tests.http.conftest import publish
@@ -101,6 +102,35 @@ def test_ids_and_order_are_the_rooms_whatever_the_sender_speaks(
     assert seen_web == expected
     assert seen_rtmp == expected
     assert "history" not in web.messages()[0]
+
+
+def test_rtmp_websocket_and_irc_participants_share_one_room(
+    factory: RTMPServerFactory, client: SiteClient
+) -> None:
+    """One room, three protocols: every message reaches the other two with the room's ids
+    in one order; an IRC sender is not echoed, as IRC servers do not."""
+    publish(factory)
+    rtmp = _rtmp_chatter(factory)
+    web = ChatClient(client, "/live/cam/chat")
+    web.join("wendy")
+    gateway = IrcFactory(factory)
+    gateway.startFactory()
+    irc = FakeTransport(auto_drain=True)
+    irc.protocol = gateway.buildProtocol(irc.getPeer())
+    irc.protocol.makeConnection(irc)
+    irc.protocol.dataReceived(b"NICK ivy\r\nUSER ivy 0 * :Ivy\r\nJOIN #live/cam\r\n")
+    assert _rtmp_say(rtmp, "from rtmp") == "Chat.Sent"
+    assert web.say("from the web")[-1]["type"] == "sent"
+    irc.protocol.dataReceived(b"PRIVMSG #live/cam :from irc\r\n")
+    expected = [(1, "rita", "from rtmp"), (2, "wendy", "from the web"), (3, "ivy", "from irc")]
+    assert [(m["id"], m["nick"], m["text"]) for m in web.messages()] == expected
+    assert [(int(f["id"]), f["nick"], f["text"]) for _, f in rtmp.chat()] == expected
+    lines = [
+        line.partition(b" :")[0].split(b"!")[0] + b" " + line.rpartition(b" :")[2]
+        for line in irc.value().split(b"\r\n")
+        if b" PRIVMSG #live/cam " in line
+    ]
+    assert lines == [b":rita from rtmp", b":wendy from the web"]
 
 
 def test_a_broadcast_is_encoded_once_for_every_websocket(
