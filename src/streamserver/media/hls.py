@@ -57,18 +57,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamserver.codec import amf0
-from streamserver.codec.flv import TAG_AUDIO, TAG_VIDEO, FrameKind
+from streamserver.codec.flv import FrameKind
 from streamserver.codec.fmp4 import (
     FragmentWriter,
     Mp4Sample,
     init_segment,
 )
 from streamserver.codec.mpegts import AudioConfig, TsMuxer, VideoConfig
-from streamserver.codec.samples import Codec, Sample, TimestampUnwrapper, Track, parse_tag
+from streamserver.codec.samples import Codec, Sample, TimestampUnwrapper, Track
 from streamserver.errors import ProtocolError, UsageError
 from streamserver.media.playlist import MediaPlaylist, Part, Segment
 from streamserver.media.stream import Frame, Stream
-from streamserver.media.tracks import PendingSample, TrackState
+from streamserver.media.tracks import PendingSample, TrackState, frame_sample
 
 __all__ = ["MIN_PART_MS", "HlsSettings", "Part", "Segment", "Segmenter"]
 
@@ -397,23 +397,19 @@ class Segmenter:
         """One frame of the stream: metadata, a sequence header or a media sample."""
         if self.closed:
             return
-        message = frame.message
         if frame.kind is FrameKind.METADATA:
-            self._metadata(message.payload)
+            self._metadata(frame.message.payload)
             return
-        if message.type_id not in (TAG_AUDIO, TAG_VIDEO):
-            return
-        try:
-            sample = parse_tag(message.type_id, message.payload, 0)
-        except ProtocolError:
-            return
+        sample = frame_sample(frame)
         if sample is None:
             return
         if sample.is_config:
             finished = self._configure(sample.track, sample)
         else:
             kind = sample.track
-            dts = self._unwrappers.setdefault(kind, TimestampUnwrapper()).unwrap(message.timestamp)
+            dts = self._unwrappers.setdefault(kind, TimestampUnwrapper()).unwrap(
+                frame.message.timestamp
+            )
             sample = dataclasses.replace(sample, dts=dts, pts=dts + sample.composition_time)
             finished = False
             if sample.codec is Codec.MP3:

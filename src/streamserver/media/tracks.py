@@ -12,8 +12,10 @@ never going back, AAC frames counted so that each lasts exactly one frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamserver.codec import aac
+from streamserver.codec.flv import TAG_AUDIO, TAG_VIDEO
 from streamserver.codec.fmp4 import (
     VIDEO_TIMESCALE,
     AudioTrack,
@@ -22,17 +24,38 @@ from streamserver.codec.fmp4 import (
     ms_to_ticks,
 )
 from streamserver.codec.mpegts import AudioConfig, VideoConfig
-from streamserver.codec.samples import Codec, Sample, Track
+from streamserver.codec.samples import Codec, Sample, Track, parse_tag
 from streamserver.errors import ProtocolError, UsageError
+
+if TYPE_CHECKING:
+    from streamserver.media.stream import Frame
 
 __all__ = [
     "AUDIO_TRACK_ID",
     "VIDEO_TRACK_ID",
     "PendingSample",
     "TrackState",
+    "frame_sample",
     "mp4_track",
     "ts_config",
 ]
+
+
+def frame_sample(frame: Frame) -> Sample | None:
+    """The audio or video :class:`~streamserver.codec.samples.Sample` of *frame*, or ``None``.
+
+    ``None`` for metadata and every other message type, for a tag the parser
+    does not know (an unknown codec) and for one it cannot read: a muxer skips
+    what it cannot mux and goes on with the next frame.
+    """
+    message = frame.message
+    if message.type_id not in (TAG_AUDIO, TAG_VIDEO):
+        return None
+    try:
+        return parse_tag(message.type_id, message.payload, 0)
+    except ProtocolError:
+        return None
+
 
 _MP4_VIDEO = {Codec.AVC: b"avc1", Codec.HEVC: b"hvc1", Codec.AV1: b"av01"}
 #: The fMP4 track ids of video and audio.

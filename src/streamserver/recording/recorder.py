@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from streamserver.codec import amf0
-from streamserver.codec.flv import TAG_AUDIO, TAG_VIDEO, FrameKind
-from streamserver.codec.samples import Sample, TimestampUnwrapper, Track, parse_tag
+from streamserver.codec.flv import FrameKind
+from streamserver.codec.samples import Sample, TimestampUnwrapper, Track
 from streamserver.errors import ProtocolError, UsageError
 from streamserver.events import RecordingDone
 from streamserver.media.hls import DEFAULT_PICTURE_SIZE
 from streamserver.media.stream import Frame, Stream
-from streamserver.media.tracks import TrackState
+from streamserver.media.tracks import TrackState, frame_sample
 from streamserver.recording.files import FlvFile, Fmp4File
 from streamserver.recording.paths import EXTENSIONS, stream_dir
 from streamserver.recording.writer import DiskWriter, Opener, RecordingFile
@@ -251,23 +251,19 @@ class StreamRecorder:
         """One frame: metadata and sequence headers are kept, media written."""
         if self.closed:
             return
-        message = frame.message
         if frame.kind is FrameKind.METADATA:
-            self._read_metadata(message.payload)
+            self._read_metadata(frame.message.payload)
             return
-        if message.type_id not in (TAG_AUDIO, TAG_VIDEO):
-            return
-        try:
-            sample = parse_tag(message.type_id, message.payload, 0)
-        except ProtocolError:
-            return
+        sample = frame_sample(frame)
         if sample is None:
             return
         if sample.is_config:
             self._configure(sample, frame)
             return
         kind = sample.track
-        dts = self._unwrappers.setdefault(kind, TimestampUnwrapper()).unwrap(message.timestamp)
+        dts = self._unwrappers.setdefault(kind, TimestampUnwrapper()).unwrap(
+            frame.message.timestamp
+        )
         sample = dataclasses.replace(sample, dts=dts, pts=dts + sample.composition_time)
         self._media(sample, frame)
 
