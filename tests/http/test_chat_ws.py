@@ -381,7 +381,7 @@ def test_a_handshake_wsproto_cannot_read_is_a_400(
     log_events: list[dict[str, object]],
 ) -> None:
     """Handshakes wsproto raises on are bad handshakes (400), not unhandled errors, as on
-    WebSocket-FLV (``http/ws_handshake.py``)."""
+    WebSocket-FLV (``http/websocket.py``)."""
     publish(factory)
     transport = client.open()
     transport.protocol.dataReceived(

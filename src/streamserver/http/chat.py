@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
+from typing_extensions import override
 
 from streamserver.auth import AccessRequest, authorize
 from streamserver.errors import (
@@ -57,7 +58,7 @@ from streamserver.errors import (
 )
 from streamserver.http.cors import allow_origin
 from streamserver.http.flv import stream_names
-from streamserver.http.ws_handshake import HANDSHAKE_ERRORS
+from streamserver.http.websocket import HANDSHAKE_ERRORS, SessionWebSocket
 from streamserver.media.rooms import ChatMessage, ChatRateLimit, accept_message, clean_nick
 from streamserver.policy import DisconnectReason
 from streamserver.stats import ConnectionStats
@@ -449,29 +450,16 @@ class ChatSession:
             self.factory.connection_closed(self)
 
 
-class _ChatWebSocket:
+class _ChatWebSocket(SessionWebSocket["ChatSession"]):
     """The ``twisted.web.websocket`` protocol of one :class:`ChatSession`."""
 
-    def __init__(self, session: ChatSession) -> None:
-        self.session = session
-
-    def negotiationStarted(self, transport: WebSocketTransport) -> None:
-        self.session.websocket_open(transport)
-
-    def negotiationFinished(self) -> None:
-        pass
-
-    def pongReceived(self, payload: bytes) -> None:
-        pass
-
+    @override
     def textMessageReceived(self, message: str) -> None:
         self.session.message_received(message)
 
+    @override
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         self.session._error(ChatBadRequestError("messages are JSON text, not binary"))
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.session.connection_lost()
 
 
 class _SessionFactory:

@@ -49,7 +49,7 @@ from streamserver.codec.flv import TAG_HEADER_SIZE, encode_header, metadata_trac
 from streamserver.errors import StreamError, UnauthorizedError
 from streamserver.events import PLAY, SessionEvent
 from streamserver.http.cors import allow_origin, preflight
-from streamserver.http.ws_handshake import HANDSHAKE_ERRORS
+from streamserver.http.websocket import HANDSHAKE_ERRORS, SessionWebSocket
 from streamserver.media.viewer import Viewer
 from streamserver.protocol.session import MAX_NAME_LENGTH
 from streamserver.stats import ConnectionStats
@@ -494,40 +494,15 @@ class FlvSession:
         self._ws = transport
 
 
-class _FlvWebSocket:
-    """The WebSocket side of a :class:`FlvSession`: FLV viewers send nothing that matters."""
-
-    def __init__(self, session: FlvSession) -> None:
-        self.session = session
-
-    def negotiationStarted(self, transport: WebSocketTransport) -> None:
-        self.session.websocket_open(transport)
-
-    def negotiationFinished(self) -> None:
-        pass
-
-    def pongReceived(self, payload: bytes) -> None:
-        pass
-
-    def textMessageReceived(self, message: str) -> None:
-        pass  # a player sends nothing; a message is ignored, not an error
-
-    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.session.connection_lost()
-
-
 class _SessionWebSockets:
     """``WebSocketResource``'s factory for one session (built when it may play)."""
 
     def __init__(self) -> None:
         self.session: FlvSession | None = None
 
-    def buildProtocol(self, request: Request) -> _FlvWebSocket:
+    def buildProtocol(self, request: Request) -> SessionWebSocket[FlvSession]:
         assert self.session is not None
-        return _FlvWebSocket(self.session)
+        return SessionWebSocket(self.session)  # FLV viewers send nothing that matters
 
 
 def parse_stream_path(segments: list[bytes]) -> tuple[str, str] | None:
