@@ -35,7 +35,6 @@ chat is never dropped), as RTMP's ``deliver_chat`` does.
 from __future__ import annotations
 
 import json
-import struct
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -58,7 +57,7 @@ from streamserver.errors import (
 )
 from streamserver.http.cors import allow_origin
 from streamserver.http.flv import stream_names
-from streamserver.http.websocket import HANDSHAKE_ERRORS, SessionWebSocket
+from streamserver.http.websocket import HANDSHAKE_ERRORS, TEXT, SessionWebSocket, server_frame
 from streamserver.media.rooms import ChatMessage, ChatRateLimit, accept_message, clean_nick
 from streamserver.policy import DisconnectReason
 from streamserver.stats import ConnectionStats
@@ -104,15 +103,7 @@ def max_message_bytes(chat_max_length: int) -> int:
 
 def text_frame(text: str) -> bytes:
     """*text* as one unmasked WebSocket text message (what a server sends)."""
-    data = text.encode("utf-8")
-    size = len(data)
-    if size < 126:
-        header = struct.pack(">BB", 0x81, size)
-    elif size < 0x10000:
-        header = struct.pack(">BBH", 0x81, 126, size)
-    else:
-        header = struct.pack(">BBQ", 0x81, 127, size)
-    return header + data
+    return server_frame(TEXT, text.encode("utf-8"))
 
 
 def encode(value: dict[str, Any]) -> bytes:

@@ -49,7 +49,7 @@ from streamserver.codec.flv import TAG_HEADER_SIZE, encode_header, metadata_trac
 from streamserver.errors import StreamError, UnauthorizedError
 from streamserver.events import PLAY, SessionEvent
 from streamserver.http.cors import allow_origin, preflight
-from streamserver.http.websocket import HANDSHAKE_ERRORS, SessionWebSocket
+from streamserver.http.websocket import BINARY, HANDSHAKE_ERRORS, SessionWebSocket, server_frame
 from streamserver.media.viewer import Viewer
 from streamserver.protocol.session import MAX_NAME_LENGTH
 from streamserver.stats import ConnectionStats
@@ -88,14 +88,7 @@ def frame_bytes(framing: FlvFraming, data: bytes) -> bytes:
     if framing is FlvFraming.CHUNKED:
         return b"%x\r\n%b\r\n" % (len(data), data)
     if framing is FlvFraming.WEBSOCKET:
-        size = len(data)
-        if size < 126:
-            header = struct.pack(">BB", 0x82, size)
-        elif size < 0x10000:
-            header = struct.pack(">BBH", 0x82, 126, size)
-        else:
-            header = struct.pack(">BBQ", 0x82, 127, size)
-        return header + data
+        return server_frame(BINARY, data)
     return data
 
 

@@ -17,6 +17,7 @@ HTTP connection's (:mod:`streamserver.http.channel`).
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import h11
@@ -26,7 +27,18 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
     from twisted.web.websocket import WebSocketTransport
 
-__all__ = ["HANDSHAKE_ERRORS", "SessionWebSocket", "WebSocketSession"]
+__all__ = [
+    "BINARY",
+    "HANDSHAKE_ERRORS",
+    "TEXT",
+    "SessionWebSocket",
+    "WebSocketSession",
+    "server_frame",
+]
+
+#: The opcodes of a text and a binary message (RFC 6455 5.2).
+TEXT = 0x1
+BINARY = 0x2
 
 HANDSHAKE_ERRORS: tuple[type[Exception], ...] = (
     UnicodeError,
@@ -34,6 +46,23 @@ HANDSHAKE_ERRORS: tuple[type[Exception], ...] = (
     h11.ProtocolError,
     wsproto.utilities.ProtocolError,
 )
+
+
+def server_frame(opcode: int, data: bytes) -> bytes:
+    """*data* as one final, unmasked WebSocket frame of *opcode* (RFC 6455 5.2).
+
+    What a server sends; written straight to the connection's transport, so a
+    broadcast frames its bytes once for every viewer or participant.
+    """
+    size = len(data)
+    first = 0x80 | opcode
+    if size < 126:
+        header = struct.pack(">BB", first, size)
+    elif size < 0x10000:
+        header = struct.pack(">BBH", first, 126, size)
+    else:
+        header = struct.pack(">BBQ", first, 127, size)
+    return header + data
 
 
 class WebSocketSession(Protocol):
