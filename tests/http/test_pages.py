@@ -200,6 +200,43 @@ def test_static_serves_the_bundled_files_only(client: SiteClient) -> None:
         assert client.get(path).status == 404, path
 
 
+#: Path tricks against ``/static/``: none may reach a file outside the bundled list.
+STATIC_TRICKS = [
+    "/static/..\\pages.py",
+    "/static/..%5cpages.py",
+    "/static/%5c..%5c..%5csite.py",
+    "/static/mpegts.min.js%00",
+    "/static/mpegts.min.js%00.txt",
+    "/static/%00",
+    "/static/%00/../pages.py",
+    "/static//etc/passwd",
+    "/static/%2Fetc%2Fpasswd",
+    "/static/%2fetc/passwd",
+    "/static/%2e%2e%2fpages.py",
+    "/static/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/static/%252e%252e%252fpages.py",
+    "/static/....//pages.py",
+    "/static/C:%5cWindows%5cwin.ini",
+    "/static/file:%2f%2f%2fetc%2fpasswd",
+    "/static/" + "a" * 10240,
+    "/static/" + "../" * 3000 + "etc/passwd",
+]
+
+
+def test_static_path_tricks_get_a_short_refusal_and_never_a_file(client: SiteClient) -> None:
+    """Backslashes, NUL, absolute paths, encoded dots and slashes, 10 KB names: a short 4xx."""
+    secrets = [
+        (Path(__file__).parents[2] / "src/streamserver/http/pages.py").read_bytes()[:200],
+        b"root:",
+    ]
+    for path in STATIC_TRICKS:
+        response = client.get(path)
+        assert response.status in (400, 404, 431), (path[:80], response.status)
+        assert len(response.body) < 1000, path[:80]
+        assert not any(secret in response.body for secret in secrets), path[:80]
+    assert client.get("/static/" + "a" * 20000).status == 431  # past --http-max-header-bytes
+
+
 def test_requests_are_logged_only_to_the_access_log_file(tmp_path: Path) -> None:
     """Without --http-access-log nothing is logged per request; with it, a line in the file."""
     from twisted.web.test.requesthelper import DummyRequest
