@@ -11,6 +11,7 @@ from twisted.internet.address import IPv4Address
 from streamserver.config import ServerConfig
 from streamserver.factory import RTMPServerFactory
 from streamserver.testing import FakePeer, FakeTransport
+from tests.fuzz_support import no_failures_logged
 from tests.http.support import SiteClient, parse_response
 
 REMOTE = "203.0.113.9"
@@ -207,15 +208,17 @@ def test_a_websocket_connection_releases_its_address_when_it_closes(clock: task.
     assert len(factory.connections) == 1  # the publisher
 
 
-def _websocket(client: SiteClient, factory: RTMPServerFactory) -> FakeTransport:
+def _websocket(
+    client: SiteClient, factory: RTMPServerFactory, path: str = "/live/cam.flv"
+) -> FakeTransport:
     publisher = FakePeer(factory)
     publisher.connect("live")
     publisher.publish("cam", publisher.create_stream())
     transport = _connect(client, REMOTE, 1001)
     transport.protocol.dataReceived(
-        b"GET /live/cam.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n" % path.encode()
     )
     assert transport.value().startswith(b"HTTP/1.1 101")
     return transport
@@ -253,6 +256,27 @@ def test_a_websocket_client_sending_past_its_input_budget_is_cut(clock: task.Clo
     assert flood.aborted
     assert factory.refusals["websocket-input"] == 1
     assert factory.connections_from(REMOTE) == 1  # the patient one
+
+
+@pytest.mark.parametrize("path", ["/live/cam/chat", "/live/cam.flv"])
+def test_a_ping_after_the_server_s_close_closes_the_connection_without_an_error(
+    clock: task.Clock, path: str
+) -> None:
+    """The server closed (a chat message too big, an unknown opcode); the client's ping
+    crossing that close cannot be answered: the connection closes, nothing is raised or
+    logged, the address is released."""
+    factory = _factory(clock)
+    client = SiteClient(factory, clock)
+    transport = _websocket(client, factory, path)
+    ping = _masked(0x9, b"ping")
+    with no_failures_logged():
+        transport.protocol.dataReceived(_masked(0x1, b"x" * 5000) + ping)
+        transport.protocol.dataReceived(_masked(0x3, b"?") + ping)
+        transport.protocol.dataReceived(ping)
+    assert transport.value().count(b"\x88") == 1  # one close frame
+    assert transport.disconnecting
+    transport.loseConnection()
+    assert factory.connections_from(REMOTE) == 0
 
 
 def test_frames_wsproto_refuses_close_the_websocket(clock: task.Clock) -> None:

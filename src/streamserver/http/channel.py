@@ -20,6 +20,8 @@ enforces, from the :class:`~streamserver.config.ServerConfig`:
   (a token bucket over the raw bytes); past it the connection is aborted.
   Frames wsproto refuses (an unknown opcode, invalid UTF-8 in a text message, an
   unmasked client frame) close the WebSocket with its code (1002, 1007).
+  Once the server has sent its close, a frame wsproto cannot answer any more
+  (a ping crossing the close) closes the connection instead of raising.
 
 An idle keep-alive connection is closed by the site's timeout
 (:data:`~streamserver.http.site.IDLE_TIMEOUT`).  Each refusal is counted by
@@ -37,6 +39,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
 from typing_extensions import override
+from wsproto.utilities import LocalProtocolError
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol
@@ -216,7 +219,14 @@ class StreamChannel(http.HTTPChannel):
                 transport: Any = self.transport
                 transport.abortConnection()
                 return
-            websocket_received(data)
+            try:
+                websocket_received(data)
+            except LocalProtocolError:
+                # Twisted answers a ping the peer sent before it saw our close;
+                # wsproto refuses to send after a close: the WebSocket is over.
+                self._refused = True
+                closing: Any = self.transport
+                closing.loseConnection()
 
         self.dataReceived = data_received  # type: ignore[method-assign]
         websocket_lost = self.connectionLost
