@@ -392,3 +392,29 @@ def test_a_handshake_wsproto_cannot_read_is_a_400(
     assert transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:200]
     assert not [e for e in log_events if "log_failure" in e]
     assert all(c.stats().protocol == "rtmp" for c in factory.connections.values())
+
+
+def test_a_lone_surrogate_escape_in_a_field_is_a_bad_request_and_the_connection_stays(
+    factory: RTMPServerFactory, client: SiteClient
+) -> None:
+    """``"\\ud800"`` is valid JSON but no UTF-8: in ``nick``, ``text`` or ``ref`` it is
+    refused before it reaches the room (whose AMF encoder and frames would raise)."""
+    publish(factory)
+    rtmp = _rtmp_chatter(factory)
+    chat = ChatClient(client, "/live/cam/chat")
+    for raw in (
+        r'{"type": "join", "nick": "\ud800x"}',
+        r'{"type": "join", "nick": "ann", "ref": "\udfff"}',
+    ):
+        assert [m["code"] for m in chat.send(raw)] == ["Chat.BadRequest"], raw
+    assert chat.join("ann")[0]["type"] == "joined"
+    for raw in (
+        r'{"type": "send", "text": "a\ud800b"}',
+        r'{"type": "send", "text": "hi", "ref": "\udc00"}',
+    ):
+        got = chat.send(raw)
+        assert [(m["code"], "ref" in m) for m in got] == [("Chat.BadRequest", False)], raw
+    assert not chat.gone
+    before = len(rtmp.chat())
+    chat.say("fine")
+    assert [message["text"] for _, message in rtmp.chat()[before:]] == ["fine"]

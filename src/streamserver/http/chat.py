@@ -125,6 +125,22 @@ def message_json(message: ChatMessage, *, history: bool = False) -> dict[str, An
     return value
 
 
+def _lone_surrogate(value: dict[str, Any]) -> bool:
+    """A string the server would echo or post (nick, text, ref) is not Unicode text.
+
+    ``"\\ud800"`` is valid JSON but a lone surrogate, which no UTF-8 encoder (the
+    chat WebSocket's frames, RTMP's AMF) takes: the message is refused up front.
+    """
+    for key in ("nick", "text", "ref"):
+        field = value.get(key)
+        if isinstance(field, str):
+            try:
+                field.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
 def _ref(value: Any) -> int | float | str | None:
     """The client's ``ref`` if it is one we echo: a number or a short string."""
     if isinstance(value, bool):
@@ -233,6 +249,9 @@ class ChatSession:
             return
         if not isinstance(value, dict):
             self._error(ChatBadRequestError("a message is a JSON object"))
+            return
+        if _lone_surrogate(value):
+            self._error(ChatBadRequestError("a string holds a lone surrogate (\\ud800-\\udfff)"))
             return
         kind = value.get("type")
         ref = _ref(value.get("ref"))
