@@ -1,4 +1,4 @@
-"""Long protocol fuzzing run: hostile byte streams against the server's RTMP, HTTP and IRC sides.
+"""Long protocol fuzzing run: hostile byte streams against the RTMP, HTTP, IRC and chat sides.
 
 Reuses the strategies and the isolation check of ``tests/protocol/test_fuzz.py``
 (mutated valid sessions: bytes flipped, truncated, duplicated, hostile chunks
@@ -12,6 +12,8 @@ viewer that misses a frame fails the run with the input that caused it.
 ``tests/http/test_fuzz_http.py`` (mutated valid requests of every kind, random
 bytes), an RTMP and an HTTP-FLV viewer watching meanwhile; ``--target irc`` to
 the IRC gateway (``tests/test_irc_fuzz.py``), an RTMP and an IRC chat client
+talking in the room meanwhile; ``--target chat`` to the chat WebSocket after its
+upgrade (``tests/http/test_fuzz_chat_ws.py``), an RTMP and a WebSocket chat client
 talking in the room meanwhile.
 
 Usage::
@@ -20,6 +22,7 @@ Usage::
     .venv/bin/python bench/fuzz.py --examples 20000 --tight --seed 7
     .venv/bin/python bench/fuzz.py --target http --examples 100000
     .venv/bin/python bench/fuzz.py --target irc --examples 100000
+    .venv/bin/python bench/fuzz.py --target chat --examples 100000
 
 Prints one JSON line: inputs tried per kind, seconds, inputs per second, and
 whether every input passed.
@@ -39,6 +42,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from tests.http.test_fuzz_chat_ws import check_isolation as check_chat  # noqa: E402
+from tests.http.test_fuzz_chat_ws import hostile_frames  # noqa: E402
 from tests.http.test_fuzz_http import check_isolation, hostile_requests  # noqa: E402
 from tests.protocol.test_fuzz import TIGHT, _check_isolation, hostile_inputs  # noqa: E402
 from tests.test_irc_fuzz import check_isolation as check_irc  # noqa: E402
@@ -53,10 +58,11 @@ def run(
     seed_value: int | None,
     target: str = "rtmp",
 ) -> dict[str, Any]:
-    """Fuzz *examples* inputs of *target* (``rtmp`` or ``http``); return the counts and timings."""
+    """Fuzz *examples* inputs of *target* (rtmp, http, irc, chat); the counts and timings."""
     counts = {"mutated": 0, "random": 0}
     config = TIGHT if tight else None
-    mutated = {"http": hostile_requests, "irc": hostile_sessions}.get(target, hostile_inputs)()
+    strategies = {"http": hostile_requests, "irc": hostile_sessions, "chat": hostile_frames}
+    mutated = strategies.get(target, hostile_inputs)()
     inputs = mutated.map(lambda case: ("mutated", case))
     if random_bytes:
         garbage = st.tuples(st.binary(max_size=5000), st.lists(st.integers(1, 300), max_size=8))
@@ -77,6 +83,8 @@ def run(
             check_isolation(data, cuts)
         elif target == "irc":
             check_irc(data, cuts)
+        elif target == "chat":
+            check_chat(data, cuts)
         else:
             _check_isolation(data, cuts, config, remote=remote)
 
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed")
     parser.add_argument(
-        "--target", choices=("rtmp", "http", "irc"), default="rtmp", help="the side to fuzz"
+        "--target", choices=("rtmp", "http", "irc", "chat"), default="rtmp", help="the side to fuzz"
     )
     options = parser.parse_args(argv)
     report = run(
