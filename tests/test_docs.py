@@ -140,3 +140,33 @@ def test_stream_bytes_out_is_counted() -> None:
     stream, played, _ = _play(server)
     stream.broadcast(media.video(1, 0, key=True))
     assert stream.bytes_out == played.bytes_sent > 0
+
+
+#: The options docs/security.md must name: every limit and timeout, and every option of
+#: the HTTP, HLS-bound, IRC and recording listeners (or the page it points to for them).
+_SECURITY = (ROOT / "docs" / "security.md").read_text()
+
+
+def _security_pages() -> str:
+    """docs/security.md and every docs page it points to (``docs/NAME.md``)."""
+    pages = sorted(set(re.findall(r"docs/([a-z-]+)\.md", _SECURITY)))
+    return _SECURITY + "".join((ROOT / "docs" / f"{page}.md").read_text() for page in pages)
+
+
+def _is_limit(flag: str) -> bool:
+    return "max-" in flag or flag.endswith(("-timeout", "-grace", "-wait", "-rate", "-length"))
+
+
+def test_security_md_names_every_limit_and_every_listener_option() -> None:
+    """A limit or timeout is in docs/security.md itself; the other http-, hls-max, irc and
+    record options are there or in a page it points to."""
+    pointed = _security_pages()
+    missing_limits = [
+        o.flag for o in OPTIONS if _is_limit(o.flag) and f"`--{o.flag}`" not in _SECURITY
+    ]
+    assert not missing_limits, missing_limits
+    listeners = ("http-", "hls-max", "irc", "record")
+    missing = [
+        o.flag for o in OPTIONS if o.flag.startswith(listeners) and f"--{o.flag}" not in pointed
+    ]
+    assert not missing, missing
