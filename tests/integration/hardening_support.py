@@ -89,18 +89,23 @@ async def find_twistd(interop: Interop, cwd: Path) -> Path:
 
 
 async def start_twistd(
-    processes: ProcessPool, interop: Interop, cwd: Path, *options: str
+    processes: ProcessPool, interop: Interop, cwd: Path, *options: str, backlog: int = 0
 ) -> TwistdServer:
     """Start ``twistd -n streamserver`` on free loopback ports (RTMP, HTTP) with *options*.
+
+    :param backlog: the listen backlog of both ports (the endpoints' ``backlog=``),
+        when Twisted's 50 is too few for a test opening hundreds of connections at
+        once: past it the kernel drops them before the server sees them.
 
     See :func:`find_twistd` for what a missing twistd or plugin means.
     """
     twistd = await find_twistd(interop, cwd)
     port, http_port = free_port(), free_port()
+    extra = f":backlog={backlog}" if backlog else ""
     argv = [
         str(twistd), "-n", "--pidfile=", "--logfile=-",
-        "streamserver", "--rtmp", f"tcp:{port}:interface=127.0.0.1",
-        "--http", f"tcp:{http_port}:interface=127.0.0.1", *options,
+        "streamserver", "--rtmp", f"tcp:{port}:interface=127.0.0.1{extra}",
+        "--http", f"tcp:{http_port}:interface=127.0.0.1{extra}", *options,
     ]  # fmt: skip
     process = processes.spawn(argv, cwd=cwd)
     reactor = get_reactor()
