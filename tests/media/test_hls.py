@@ -1,15 +1,13 @@
 """The HLS segmenter over a fake clock: cut points, parts, the fMP4 it writes, has() and listeners.
 
-A :class:`Feed` publishes synthetic H.264 (real avcC, length-prefixed NAL
-units) and AAC frames (real AudioSpecificConfig) through a real
-:class:`~streamserver.media.stream.Stream`, advancing a ``task.Clock`` with the
-media, as a publisher in real time would.  What the segmenter made is read
-back with the tests' own MP4 reader.
+A :class:`Feed` (a :class:`~tests.media.timed_feed.TimedFeed`) publishes
+synthetic H.264 (real avcC, length-prefixed NAL units) and AAC frames (real
+AudioSpecificConfig) through a real :class:`~streamserver.media.stream.Stream`,
+advancing a ``task.Clock`` with the media, as a publisher in real time would.
+What the segmenter made is read back with the tests' own MP4 reader.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import pytest
 from twisted.internet import task
@@ -19,45 +17,20 @@ from streamserver.codec.messages import Message, MessageType
 from streamserver.media.hls import MIN_PART_MS, HlsSettings, Part, Segment, Segmenter
 from streamserver.media.stream import Stream
 from tests.codec.mp4_reader import FragmentInfo, parse_boxes, read_file, read_fragments, read_init
-from tests.integration.support import AAC_SEQUENCE_HEADER, AVC_SEQUENCE_HEADER
-from tests.protocol import media
+from tests.media.timed_feed import (
+    AAC_FRAME,
+    SAMPLE_RATE,
+    TimedFeed,
+    audio_message,
+    video_message,
+)
 
 #: Another valid AVC configuration (different level): a codec change.
 AVC_SEQUENCE_HEADER_2 = bytes.fromhex("1700000000" + "01640028ffe1000467640028" + "01000468ee3cb0")
 
-SAMPLE_RATE = 44100
-AAC_FRAME = 1024
 
-
-def nal_units(*units: bytes) -> bytes:
-    """AVCC: each NAL unit after its 4-byte length (the avcC's lengthSizeMinusOne is 3)."""
-    return b"".join(len(unit).to_bytes(4, "big") + unit for unit in units)
-
-
-def video_message(timestamp: int, *, key: bool, index: int, size: int = 300) -> Message:
-    """An AVC NALU tag: an IDR (type 5) or a non-IDR slice (type 1) of *size* bytes, unique."""
-    header = b"\x17\x01\x00\x00\x00" if key else b"\x27\x01\x00\x00\x00"
-    # No zero bytes: a real NAL unit never holds a start code (emulation prevention).
-    unit = bytes([0x65 if key else 0x41]) + f"{index:08d}".encode()
-    unit += bytes([index % 250 + 1]) * (size - len(unit))
-    return Message(MessageType.VIDEO, 1, timestamp, header + nal_units(unit))
-
-
-def audio_message(timestamp: int, *, index: int, size: int = 60) -> Message:
-    """A raw AAC frame tag."""
-    body = index.to_bytes(4, "big") + b"\x21" * (size - 4)
-    return Message(MessageType.AUDIO, 1, timestamp, b"\xaf\x01" + body)
-
-
-class Publisher:
-    peer = "192.0.2.1:1935"
-
-
-class Feed:
-    """A stream published with synthetic media in time with a fake clock, and its segmenter.
-
-    :ivar keyframes: decides which video frame index is a keyframe.
-    """
+class Feed(TimedFeed):
+    """A :class:`~tests.media.timed_feed.TimedFeed` and the segmenter of its stream."""
 
     def __init__(
         self,
@@ -70,16 +43,18 @@ class Feed:
         ts: bool = True,
         start: bool = True,
     ) -> None:
-        self.clock = task.Clock()
-        self.stream = Stream("live", "cam", clock=self.clock.seconds)
+        clock = task.Clock()
+        super().__init__(
+            Stream("live", "cam", clock=clock.seconds),
+            clock,
+            video=video,
+            audio=audio,
+            fps=fps,
+            gop=gop,
+        )
         self.segmenter = Segmenter(
             self.stream, settings or HlsSettings(), self.clock.seconds, ts=ts
         )
-        self.video = video
-        self.audio = audio
-        self.fps = fps
-        self.keyframes: Callable[[int], bool] = lambda index: index % gop == 0
-        self.publisher = Publisher()
         self.finished: list[tuple[int, int]] = []
         self.segmenter.add_listener(self._heard)
         if start:
@@ -87,49 +62,6 @@ class Feed:
 
     def _heard(self) -> None:
         self.finished.append((self.segmenter.next_msn, self.segmenter.next_part))
-
-    def publish(self, video_header: bytes = AVC_SEQUENCE_HEADER) -> None:
-        """A new session: metadata and sequence headers, its clocks from 0."""
-        self.stream.publish(self.publisher)
-        self.stream.broadcast(media.metadata(1))
-        if self.video:
-            self.stream.broadcast(Message(MessageType.VIDEO, 1, 0, video_header))
-        if self.audio:
-            self.stream.broadcast(Message(MessageType.AUDIO, 1, 0, AAC_SEQUENCE_HEADER))
-        self.video_index = self.audio_index = 0
-        self.session_start = self.clock.seconds()
-
-    def unpublish(self) -> None:
-        self.stream.unpublish(self.publisher)
-
-    def next_message(self) -> Message:
-        """The next frame in time order (video first at the same millisecond)."""
-        video_ms = self.video_index * 1000 // self.fps
-        audio_ms = self.audio_index * AAC_FRAME * 1000 // SAMPLE_RATE
-        if self.video and (not self.audio or video_ms <= audio_ms):
-            index = self.video_index
-            self.video_index += 1
-            return video_message(video_ms, key=self.keyframes(index), index=index)
-        self.audio_index += 1
-        return audio_message(audio_ms, index=self.audio_index - 1)
-
-    def run(self, seconds: float, *, each: Callable[[Message], None] | None = None) -> None:
-        """Publish *seconds* of media, the clock keeping up with it."""
-        end = self.clock.seconds() - self.session_start + seconds
-        while True:
-            message = self.next_message()
-            at = message.timestamp / 1000
-            if at >= end:
-                # Not sent: take it back.
-                if message.type_id == MessageType.VIDEO:
-                    self.video_index -= 1
-                else:
-                    self.audio_index -= 1
-                break
-            self.clock.advance(max(0.0, self.session_start + at - self.clock.seconds()))
-            self.stream.broadcast(message)
-            if each is not None:
-                each(message)
 
     def complete(self) -> list[Segment]:
         return [s for s in self.segmenter.segments if s.complete]

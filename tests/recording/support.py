@@ -7,29 +7,24 @@ from typing import Any
 
 from twisted.internet import task
 
-from streamserver.codec.messages import Message, MessageType
 from streamserver.events import RecordingDone
 from streamserver.media.stream import Stream
 from streamserver.recording.recorder import RecorderSettings, StreamRecorder
 from streamserver.recording.writer import ManualWriter, Opener
-from tests.integration.support import AAC_SEQUENCE_HEADER, AVC_SEQUENCE_HEADER
-from tests.media.test_hls import AAC_FRAME, SAMPLE_RATE, audio_message, video_message
+from tests.integration.support import AVC_SEQUENCE_HEADER
+from tests.media.timed_feed import TimedFeed
 from tests.protocol import media
 
 #: The wall clock at the fake clock's 0 (2025-12-01T12:00:00Z).
 WALL_ZERO = 1764590400.0
 
 
-class Publisher:
-    peer = "192.0.2.1:1935"
-
-
-class Feed:
+class Feed(TimedFeed):
     """Publishes synthetic media to a stream with a :class:`StreamRecorder` attached.
 
-    Frames come in time order at *fps* video frames (a keyframe every *gop*)
-    and 44.1 kHz AAC frames; the clock keeps up.  The writer runs jobs when
-    :meth:`flush` is called (and after every :meth:`run`).
+    A :class:`~tests.media.timed_feed.TimedFeed` at *fps* video frames (a keyframe
+    every *gop*) and 44.1 kHz AAC frames; the clock keeps up.  The writer runs jobs
+    when :meth:`flush` is called (and after every :meth:`run` and :meth:`unpublish`).
     """
 
     def __init__(
@@ -47,8 +42,17 @@ class Feed:
         opener: Opener | None = None,
         **settings: Any,
     ) -> None:
-        self.clock = task.Clock()
-        self.stream = Stream(app, name, clock=self.clock.seconds)
+        clock = task.Clock()
+        super().__init__(
+            Stream(app, name, clock=clock.seconds),
+            clock,
+            video=video,
+            audio=audio,
+            fps=fps,
+            gop=gop,
+            frame_size=frame_size,
+            metadata=media.metadata(1, width=640.0, height=360.0, framerate=25.0),
+        )
         self.writer = writer or ManualWriter()
         self.done: list[RecordingDone] = []
         self.closed: list[StreamRecorder] = []
@@ -62,60 +66,23 @@ class Feed:
             wall=lambda: WALL_ZERO + self.clock.seconds(),
             opener=opener,
         )
-        self.video = video
-        self.audio = audio
-        self.fps = fps
-        self.gop = gop
-        self.frame_size = frame_size
-        self.publisher = Publisher()
-        self.video_index = self.audio_index = 0
-        self.session_start = 0.0
         self.started = False
 
     def publish(self, video_header: bytes = AVC_SEQUENCE_HEADER) -> None:
-        """A new session: metadata and sequence headers, its clocks from 0."""
-        self.stream.publish(self.publisher)
-        self.stream.broadcast(media.metadata(1, width=640.0, height=360.0, framerate=25.0))
-        if self.video:
-            self.stream.broadcast(Message(MessageType.VIDEO, 1, 0, video_header))
-        if self.audio:
-            self.stream.broadcast(Message(MessageType.AUDIO, 1, 0, AAC_SEQUENCE_HEADER))
+        """A new session (the recorder started with the first)."""
+        super().publish(video_header)
         if not self.started:
             self.started = True
             self.recorder.start()
-        self.video_index = self.audio_index = 0
-        self.session_start = self.clock.seconds()
 
     def unpublish(self) -> None:
-        self.stream.unpublish(self.publisher)
+        super().unpublish()
         self.flush()
 
     def flush(self) -> None:
         self.writer.run()
 
-    def next_message(self) -> Message:
-        video_ms = self.video_index * 1000 // self.fps
-        audio_ms = self.audio_index * AAC_FRAME * 1000 // SAMPLE_RATE
-        if self.video and (not self.audio or video_ms <= audio_ms):
-            index = self.video_index
-            self.video_index += 1
-            key = index % self.gop == 0
-            return video_message(video_ms, key=key, index=index, size=self.frame_size)
-        self.audio_index += 1
-        return audio_message(audio_ms, index=self.audio_index - 1)
-
-    def run(self, seconds: float) -> None:
+    def run(self, seconds: float, **kwargs: Any) -> None:
         """Publish *seconds* of media, the clock keeping up; then let the writer run."""
-        end = self.clock.seconds() - self.session_start + seconds
-        while True:
-            message = self.next_message()
-            at = message.timestamp / 1000
-            if at >= end:
-                if message.type_id == MessageType.VIDEO:
-                    self.video_index -= 1
-                else:
-                    self.audio_index -= 1
-                break
-            self.clock.advance(max(0.0, self.session_start + at - self.clock.seconds()))
-            self.stream.broadcast(message)
+        super().run(seconds, **kwargs)
         self.flush()

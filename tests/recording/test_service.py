@@ -21,7 +21,8 @@ from streamserver.recording.writer import ManualWriter
 from tests.codec.mp4_reader import read_file
 from tests.integration.support import AAC_SEQUENCE_HEADER, AVC_SEQUENCE_HEADER
 from tests.media.test_hls import video_message
-from tests.recording.support import WALL_ZERO, Feed, Publisher
+from tests.media.timed_feed import Publisher
+from tests.recording.support import WALL_ZERO, Feed
 
 
 def parts(root: Path) -> list[Path]:
