@@ -387,7 +387,7 @@ class TokenAuthorizer:
 
 
 @implementer(IBodyProducer)
-class _FormBody:
+class FormBody:
     """A request body that is one ``bytes`` object, written at once."""
 
     def __init__(self, body: bytes) -> None:
@@ -408,7 +408,7 @@ class _FormBody:
         """Nothing to stop."""
 
 
-class _DiscardBody(Protocol):
+class DiscardBody(Protocol):
     """Reads a response body and throws it away (only the status code matters)."""
 
     def dataReceived(self, data: bytes) -> None:
@@ -453,7 +453,8 @@ def _cancelled(failure: Failure) -> bool:
     return any(isinstance(r, Failure) and r.check(defer.CancelledError) for r in reasons)
 
 
-def _timed_out(result: object, timeout: float) -> Failure:
+def timed_out(result: object, timeout: float) -> Failure:
+    """An ``addTimeout`` ``onTimeoutCancel``: the failure of a request that got no answer."""
     return Failure(defer.TimeoutError(f"no answer within {timeout:g} s"))
 
 
@@ -507,16 +508,16 @@ class HTTPCallbackAuthorizer:
             }
         )
         deferred: defer.Deferred[Any] = self._agent.request(
-            b"POST", self.url.encode(), headers, _FormBody(body)
+            b"POST", self.url.encode(), headers, FormBody(body)
         )
         # Cancelling a request in flight fails it with ResponseNeverReceived, not
         # CancelledError, so say "timeout" explicitly whatever the cancel produced.
-        deferred.addTimeout(self.timeout, self._reactor, onTimeoutCancel=_timed_out)
+        deferred.addTimeout(self.timeout, self._reactor, onTimeoutCancel=timed_out)
         deferred.addCallbacks(self._answered, self._failed, errbackArgs=(request,))
         return deferred
 
     def _answered(self, response: IResponse) -> bool:
-        response.deliverBody(_DiscardBody())
+        response.deliverBody(DiscardBody())
         if 200 <= response.code < 300:
             return True
         raise UnauthorizedError(f"{self.name} callback answered {response.code}")

@@ -61,7 +61,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
-from streamserver.auth import _DiscardBody, _FormBody, callback_form
+from streamserver.auth import DiscardBody, FormBody, callback_form, timed_out
 from streamserver.events import PUBLISH
 
 if TYPE_CHECKING:
@@ -255,10 +255,6 @@ def _json_body(fields: Mapping[str, str]) -> dict[str, Any]:
     return body
 
 
-def _timed_out(result: object, timeout: float) -> Failure:
-    return Failure(defer.TimeoutError(f"no answer within {timeout:g} s"))
-
-
 class _Delivery:
     """One notification: its attempts, until delivered, refused or out of attempts."""
 
@@ -282,19 +278,19 @@ class _Delivery:
         headers = Headers({b"Content-Type": [self.content_type], b"User-Agent": [b"streamserver"]})
         try:
             deferred: defer.Deferred[Any] = self.notifier.agent.request(
-                b"POST", self.target.url.encode(), headers, _FormBody(self.body)
+                b"POST", self.target.url.encode(), headers, FormBody(self.body)
             )
         except Exception:
             self._failed(Failure())
             return
         # Cancelling a request in flight fails it with ResponseNeverReceived, not
         # CancelledError: say "timeout" whatever the cancel produced.
-        deferred.addTimeout(ATTEMPT_TIMEOUT, self.notifier.reactor, onTimeoutCancel=_timed_out)
+        deferred.addTimeout(ATTEMPT_TIMEOUT, self.notifier.reactor, onTimeoutCancel=timed_out)
         deferred.addCallbacks(self._answered, self._failed)
         deferred.addErrback(self._bug)
 
     def _answered(self, response: IResponse) -> None:
-        response.deliverBody(_DiscardBody())
+        response.deliverBody(DiscardBody())
         code = response.code
         if 200 <= code < 300:
             self.notifier.finished(self, delivered=True)
