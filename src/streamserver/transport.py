@@ -64,6 +64,11 @@ class IWriteQueue(Interface):
         """Bytes handed on and not yet acknowledged by the peer (0 if unknown)."""
 
 
+def address_text(address: Any) -> str:
+    """*address* as logs show a peer: ``host:port`` (a UNIX socket: its path and ``:``)."""
+    return f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+
+
 def _unwrap(transport: Any) -> Any:
     """The transport under any protocol wrappers (TLS) of *transport*."""
     for _ in range(_MAX_WRAPPERS):
@@ -155,6 +160,11 @@ class TransportAdapter:
         """The peer's address."""
         address: IAddress = self.transport.getPeer()
         return address
+
+    @property
+    def peer_text(self) -> str:
+        """The peer's address as logs show it (:func:`address_text`)."""
+        return address_text(self.peer)
 
     # --- writing ------------------------------------------------------------------
 

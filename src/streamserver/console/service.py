@@ -51,6 +51,7 @@ from streamserver.console.keys import (
     fingerprint,
     load_or_create_host_key,
 )
+from streamserver.transport import address_text
 
 _log = Logger()
 
@@ -195,8 +196,7 @@ def _address(proto: Any) -> str:
         peer = proto.getPeer()
     except AttributeError:
         return "?"
-    address = getattr(peer, "address", peer)
-    return f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+    return address_text(getattr(peer, "address", peer))
 
 
 @implementer(IRealm)

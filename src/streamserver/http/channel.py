@@ -41,6 +41,8 @@ from twisted.web import http
 from typing_extensions import override
 from wsproto.utilities import LocalProtocolError
 
+from streamserver.transport import address_text
+
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol
 
@@ -108,8 +110,7 @@ class StreamChannel(http.HTTPChannel):
 
     @property
     def peer(self) -> str:
-        address: Any = self.transport.getPeer() if self.transport is not None else None
-        return f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+        return address_text(self.transport.getPeer() if self.transport is not None else None)
 
     @override
     def connectionMade(self) -> None:

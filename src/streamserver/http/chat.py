@@ -182,8 +182,7 @@ class ChatSession:
         self.app = app
         self.name = name
         self.link = TransportAdapter(request.channel.transport)
-        address = self.link.peer
-        self.peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+        self.peer = self.link.peer_text
         self.conn_id = factory.next_conn_id()
         self.closing = False
         self.nick = ""
@@ -202,7 +201,7 @@ class ChatSession:
             app,
             name,
             args,
-            address,
+            self.link.peer,
             self.conn_id,
             {"tcUrl": request.uri.decode("utf-8", "replace"), "protocol": PROTOCOL_NAME},
         )

@@ -215,8 +215,7 @@ class FlvSession:
         self.protocol_name = "ws-flv" if websocket is not None else "http-flv"
         transport = request.channel.transport
         self.link = _FlvLink(transport)
-        address = self.link.peer
-        self.peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+        self.peer = self.link.peer_text
         self.conn_id = factory.next_conn_id()
         self.closing = False
         self.state = SessionState.AUTHORIZING

@@ -68,8 +68,6 @@ from streamserver.stats import ConnectionStats
 from streamserver.transport import TransportAdapter
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress
-
     from streamserver.factory import RTMPServerFactory
     from streamserver.media.stream import Stream
 
@@ -145,8 +143,7 @@ class IrcConnection(irc.IRC):
         super().connectionMade()
         server = self.server
         self.link = TransportAdapter(self.transport)
-        address: IAddress = self.link.peer
-        self.peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+        self.peer = self.link.peer_text
         self.opened_at = self.last_received = server.seconds()
         config = server.config
         self._chat_rate = ChatRateLimit(config.chat_rate, config.chat_rate_window)

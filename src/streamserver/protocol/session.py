@@ -95,8 +95,7 @@ class SessionMixin(_Contracts):
     def connectionMade(self) -> None:
         self.connect_params = {}
         self.connected_at = self.factory.seconds()
-        peer = self.link.peer
-        self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        self.peer = self.link.peer_text
         self._session_open = True
         self.factory.connection_opened(self)
         super().connectionMade()
