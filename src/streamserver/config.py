@@ -320,6 +320,18 @@ class ServerConfig:
         :raises ConfigError: a value is out of its range.
         :raises TypeError: a path names no field.
         """
+        return cls().derived(settings)
+
+    def derived(self, settings: Mapping[str, Any]) -> ServerConfig:
+        """A copy of this configuration with *settings* applied, validated.
+
+        An application's effective settings are the server's derived with its
+        own (:mod:`streamserver.apps`).
+
+        :param settings: values by field path, as for :meth:`from_settings`.
+        :raises ConfigError: a value is out of its range.
+        :raises TypeError: a path names no field.
+        """
         top: dict[str, Any] = {}
         nested: dict[str, dict[str, Any]] = {}
         for path, value in settings.items():
@@ -328,14 +340,13 @@ class ServerConfig:
                 nested.setdefault(head, {})[rest] = value
             else:
                 top[head] = value
-        defaults = cls()
         for head, changes in nested.items():
-            current = getattr(defaults, head)
+            current = getattr(self, head)
             try:
                 top[head] = replace(current, **changes)
             except ValueError as error:
                 raise nested_error(head, current, error) from error
-        return cls(**top)
+        return replace(self, **top)
 
     def validate(self) -> None:
         """Check every setting against its range, the nested ones included.

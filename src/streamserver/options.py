@@ -75,6 +75,9 @@ DEFAULT_HTTP_ENDPOINT = "tcp:8080"
 
 _DEFAULTS = ServerConfig()
 
+#: Where an option may be set: for the process, or per application too.
+SCOPES = ("server", "app")
+
 _OptionsT = TypeVar("_OptionsT", bound=usage.Options)
 
 
@@ -112,6 +115,15 @@ class Option:
         itself when the default is no value (``"loopback only"``).
     :ivar repeatable: may be given more than once; the values are kept in order.
     :ivar negates: a flag that sets its boolean field to ``False`` (``--no-drop``).
+    :ivar scope: ``"server"`` for a setting of the whole process, ``"app"`` for one
+        an application may set for itself (a ``[app.NAME]`` table of ``--config``,
+        :mod:`streamserver.configfile`).
+    :ivar live: a reload (:mod:`streamserver.reload`) applies a change of it;
+        ``False`` for what is read once at start (a change is reported as
+        needing a restart).
+    :ivar secret: its value is masked where the configuration is shown (``--check``).
+    :ivar in_file: the option may be a key of the configuration file (not so
+        ``--config`` and ``--check`` themselves).
     """
 
     flag: str
@@ -122,6 +134,14 @@ class Option:
     shown: str | Callable[[Any], str] = show_value
     repeatable: bool = False
     negates: bool = False
+    scope: str = "server"
+    live: bool = True
+    secret: bool = False
+    in_file: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"--{self.flag}: scope must be one of {', '.join(SCOPES)}")
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -181,6 +201,20 @@ class Option:
 # --- parsers of values that name something outside the process
 
 
+def parse_endpoint(value: str) -> str:
+    """*value*, once it parses as a Twisted server endpoint string (nothing listens yet).
+
+    :raises ValueError: it does not (unknown type, a port that is no number...).
+    """
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, value)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"bad endpoint {value!r}: {error}") from error
+    return value
+
+
 def read_secret(value: str) -> str:
     """A secret given as ``env:NAME`` (environment), ``file:PATH`` (first line) or itself.
 
@@ -204,6 +238,14 @@ def read_secret(value: str) -> str:
             raise ValueError(f"{value[5:]} is empty")
         return secret
     return value
+
+
+def _console_endpoint(value: str) -> str:
+    """*value*: a bare port (loopback, ``tap.Options`` completes it) or an endpoint.
+
+    :raises ValueError: neither.
+    """
+    return value if value.isdigit() else parse_endpoint(value)
 
 
 def _publish_keys_file(path: str) -> str:
@@ -301,11 +343,32 @@ def parse_chat_rate(value: str) -> tuple[int, float]:
 
 #: Every option, in the order of the README's table.
 OPTIONS: tuple[Option, ...] = (
+    # --- the configuration file (docs/configuration.md): read by tap.Options
+    Option(
+        "config",
+        None,
+        str,
+        "FILE",
+        "Read settings from FILE (TOML: a [server] table and [app.NAME] tables; "
+        "docs/configuration.md); options given on the command line override it.  "
+        "Reloaded on SIGHUP.",
+        shown="none",
+        in_file=False,
+    ),
+    Option(
+        "check",
+        None,
+        None,
+        "",
+        "Validate the options and --config FILE, print the effective configuration "
+        "(secrets masked) and exit: 0 if valid, 1 with the errors.",
+        in_file=False,
+    ),
     # --- listeners and the console: read by makeService, not ServerConfig fields
     Option(
         "rtmp",
         None,
-        str,
+        parse_endpoint,
         "ENDPOINT",
         "Listen for RTMP on ENDPOINT, a Twisted endpoint string (e.g. "
         "tcp:1935:interface=127.0.0.1, tcp6:1935, ssl:1936:privateKey=k.pem:certKey=c.pem).  "
@@ -316,7 +379,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "http",
         None,
-        str,
+        parse_endpoint,
         "ENDPOINT",
         "Serve HTTP (the page at /, HTTP-FLV and WebSocket-FLV at /APP/NAME.flv, HLS at "
         "/APP/NAME/index.m3u8, the JSON API, /metrics; docs/http.md) on ENDPOINT, a Twisted "
@@ -330,12 +393,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "",
         "Serve no HTTP at all (RTMP only).",
+        live=False,
     ),
     # --- the IRC gateway (docs/watch.md, "IRC"): a listener, read by makeService
     Option(
         "irc",
         None,
-        str,
+        parse_endpoint,
         "ENDPOINT",
         "Serve the streams' chat rooms to IRC clients (channel #APP/NAME; docs/watch.md) on "
         "ENDPOINT, a Twisted endpoint string (e.g. tcp:6667:interface=127.0.0.1); off unless "
@@ -346,11 +410,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "manhole",
         None,
-        str,
+        _console_endpoint,
         "ENDPOINT",
         "Serve the SSH Python console (docs/console.md) on ENDPOINT, e.g. "
         "tcp:2222:interface=127.0.0.1 (a bare port means loopback); needs --manhole-keys.",
         shown="off",
+        live=False,
     ),
     Option(
         "manhole-keys",
@@ -360,6 +425,7 @@ OPTIONS: tuple[Option, ...] = (
         "OpenSSH authorized_keys FILE: the public keys allowed into the console "
         "(no passwords; re-read when it changes).  Required with --manhole.",
         shown="none",
+        live=False,
     ),
     Option(
         "data-dir",
@@ -369,6 +435,7 @@ OPTIONS: tuple[Option, ...] = (
         "Directory for the console's SSH host key (Ed25519, created mode 0600 on first "
         "start); $XDG_DATA_HOME/streamserver unless given.",
         shown="~/.local/share/streamserver",
+        live=False,
     ),
     # --- the relay
     Option(
@@ -385,6 +452,7 @@ OPTIONS: tuple[Option, ...] = (
         "N",
         "Per-stream GOP cache bound in bytes, so new viewers start at the last "
         "keyframe at once; 0 disables the cache.",
+        scope="app",
     ),
     # --- the drop-frames policy
     Option(
@@ -394,6 +462,7 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
         "Bytes queued for a viewer above which its inter frames are dropped "
         "(video resumes at a keyframe).",
+        scope="app",
     ),
     Option(
         "drop-high",
@@ -401,6 +470,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "BYTES",
         "Bytes queued for a viewer above which its audio and keyframes are dropped too.",
+        scope="app",
     ),
     Option(
         "max-queue",
@@ -408,6 +478,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "BYTES",
         "Hard limit: a viewer with more bytes queued is disconnected.",
+        scope="app",
     ),
     Option(
         "stall-timeout",
@@ -415,6 +486,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "SECONDS",
         "Seconds without write progress (with bytes queued) before a viewer is disconnected.",
+        scope="app",
     ),
     Option(
         "max-lag-ms",
@@ -423,6 +495,7 @@ OPTIONS: tuple[Option, ...] = (
         "MS",
         "Lag behind live the policy keeps viewers under; inter frames are dropped "
         "above a sixth of it queued, audio and keyframes above a third.",
+        scope="app",
     ),
     Option(
         "no-drop",
@@ -433,6 +506,7 @@ OPTIONS: tuple[Option, ...] = (
         "Memory then grows without bound with slow viewers: for demonstrating the "
         "failure only.",
         negates=True,
+        scope="app",
     ),
     # --- sockets
     Option(
@@ -457,6 +531,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "N",
         "Longest chat message accepted, in characters (Chat.TooLong above).",
+        scope="app",
     ),
     Option(
         "chat-rate",
@@ -465,6 +540,7 @@ OPTIONS: tuple[Option, ...] = (
         "N/SECONDS",
         "Chat messages one connection may send, as N/SECONDS (Chat.RateLimited above).",
         shown=_show_rate,
+        scope="app",
     ),
     Option(
         "chat-history",
@@ -472,6 +548,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "N",
         "Chat messages a room keeps for late joiners; 0 keeps none.",
+        scope="app",
     ),
     # --- input limits (docs/security.md)
     Option(
@@ -588,6 +665,7 @@ OPTIONS: tuple[Option, ...] = (
         "--publish-token-secret or --on-publish is given.",
         shown="loopback only",
         repeatable=True,
+        scope="app",
     ),
     Option(
         "publish-keys",
@@ -595,6 +673,7 @@ OPTIONS: tuple[Option, ...] = (
         _publish_keys_file,
         "FILE",
         "File of 'NAME SECRET' lines: publishing NAME needs rtmp://host/app/NAME?key=SECRET.",
+        scope="app",
     ),
     Option(
         "publish-token-secret",
@@ -603,6 +682,8 @@ OPTIONS: tuple[Option, ...] = (
         "SECRET",
         "Secret of signed publish URLs (?expires=UNIX&token=HMAC); env:VAR or file:PATH "
         "read it from there.",
+        scope="app",
+        secret=True,
     ),
     Option(
         "play-token-secret",
@@ -610,6 +691,8 @@ OPTIONS: tuple[Option, ...] = (
         read_secret,
         "SECRET",
         "Secret of signed play URLs; without it anyone may play.",
+        scope="app",
+        secret=True,
     ),
     Option(
         "api-token",
@@ -618,6 +701,7 @@ OPTIONS: tuple[Option, ...] = (
         "SECRET",
         "Bearer token of the JSON API's write endpoints (kick, chat moderation); "
         "without it the API is read-only.",
+        secret=True,
     ),
     Option(
         "http-cors-origin",
@@ -633,6 +717,7 @@ OPTIONS: tuple[Option, ...] = (
         "FILE",
         "Log every HTTP request to FILE (combined log format); without it requests are "
         "not logged one by one.",
+        live=False,
     ),
     Option(
         "http-max-header-bytes",
@@ -680,6 +765,7 @@ OPTIONS: tuple[Option, ...] = (
         "HLS and LL-HLS at /APP/NAME/index.m3u8 and /APP/NAME/ts.m3u8: on-demand (a "
         "stream's segmenter starts on its first HLS request), always (on every published "
         "stream) or off.",
+        scope="app",
     ),
     Option(
         "hls-segment-seconds",
@@ -688,6 +774,7 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
         "An HLS segment is cut at the first keyframe after this long; set the encoder's "
         "keyframe interval to at most this.",
+        scope="app",
     ),
     Option(
         "hls-part-ms",
@@ -695,6 +782,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "MS",
         f"Duration of an LL-HLS part in milliseconds (at least {MIN_HLS_PART_MS}).",
+        scope="app",
     ),
     Option(
         "hls-window",
@@ -702,6 +790,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "N",
         "Segments an HLS playlist lists (at least 3).",
+        scope="app",
     ),
     Option(
         "hls-max-bytes",
@@ -709,6 +798,7 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "BYTES",
         "Bytes one stream's HLS segments and parts may hold in memory.",
+        scope="app",
     ),
     Option(
         "hls-idle-timeout",
@@ -717,6 +807,7 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
         "Seconds without an HLS request after which a stream's segmenter stops (with "
         "--hls always: once the stream is unpublished); 0 never stops it.",
+        scope="app",
     ),
     Option(
         "hls-max-waiting",
@@ -725,6 +816,7 @@ OPTIONS: tuple[Option, ...] = (
         "N",
         "Requests that may wait on one stream (LL-HLS blocking reload, a part not "
         "finished); then 503; 0 no limit.",
+        scope="app",
     ),
     Option(
         "hls-max-waiting-per-ip",
@@ -742,6 +834,7 @@ OPTIONS: tuple[Option, ...] = (
         "DIR",
         "Record every published stream to files under DIR (DIR/APP/NAME/NAME-START.mp4); "
         "off by default.",
+        live=False,
     ),
     Option(
         "record-format",
@@ -749,6 +842,7 @@ OPTIONS: tuple[Option, ...] = (
         _record_format,
         "FORMAT",
         "Recording file format: fmp4 (.mp4, fragments flushed as it goes) or flv.",
+        scope="app",
     ),
     Option(
         "record-apps",
@@ -766,6 +860,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "SECONDS",
         "A recording is cut into a new file at the first keyframe after this long.",
+        scope="app",
     ),
     Option(
         "record-max-bytes",
@@ -774,6 +869,7 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
         "A recording is cut into a new file at the first keyframe once it holds this "
         "many bytes; 0 for no limit.",
+        scope="app",
     ),
     Option(
         "record-flush-seconds",
@@ -781,6 +877,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "SECONDS",
         "Recorded media is written and flushed at least this often (what a crash may lose).",
+        scope="app",
     ),
     Option(
         "record-reconnect-grace",
@@ -788,6 +885,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "SECONDS",
         "A publisher back within this long continues the same recording file.",
+        scope="app",
     ),
     Option(
         "record-delete-after",
@@ -802,6 +900,7 @@ OPTIONS: tuple[Option, ...] = (
         _http_url,
         "URL",
         "URL POSTed to (app, name, addr, args...) before a publish; 2xx allows it.",
+        scope="app",
     ),
     Option(
         "on-play",
@@ -809,6 +908,7 @@ OPTIONS: tuple[Option, ...] = (
         _http_url,
         "URL",
         "URL POSTed to before a play; 2xx allows it.",
+        scope="app",
     ),
     Option(
         "callback-timeout",
@@ -816,6 +916,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "SECONDS",
         "Seconds --on-publish / --on-play may take before the request is refused.",
+        scope="app",
     ),
     Option(
         "authorizer",
@@ -827,6 +928,7 @@ OPTIONS: tuple[Option, ...] = (
         "not lift the loopback-only publishing default.",
         shown="none",
         repeatable=True,
+        scope="app",
     ),
     # --- hooks: told when a session or a recording ended (docs/recording.md, "Hooks")
     Option(
@@ -889,6 +991,9 @@ def opt_flags() -> list[list[str | None]]:
 def _appender(option: Option) -> Callable[[usage.Options, str], None]:
     def handler(self: usage.Options, value: str) -> None:
         self[option.flag].append(option.coerce(value))
+        given = getattr(self, "given", None)
+        if given is not None:
+            given.add(option.flag)
 
     handler.__name__ = "opt_" + option.flag.replace("-", "_")
     handler.__doc__ = option.help_text()

@@ -14,13 +14,16 @@ the console's options.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService
 from twisted.python import usage
+from typing_extensions import override
 
-from streamserver.config import ServerConfig
+from streamserver.config import ConfigError, ServerConfig
+from streamserver.configfile import Effective, describe, effective
 from streamserver.factory import RTMPServerFactory
 from streamserver.hooks import install as install_hooks
 from streamserver.options import (
@@ -55,6 +58,22 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self.update(initial_values())
+        #: the flags given on the command line (they override ``--config``'s file)
+        self.given: set[str] = set()
+        #: the configuration in force, once parsed (:func:`streamserver.configfile.effective`)
+        self.effective: Effective | None = None
+        self._parsing = True
+
+    @override
+    def __setitem__(self, key: str, value: Any) -> None:
+        # usage.Options stores each parsed argument through here
+        if getattr(self, "_parsing", False):
+            self.given.add(key)
+        super().__setitem__(key, value)
+
+    def command_line(self) -> dict[str, Any]:
+        """The values the command line gave, by flag (what a reload keeps)."""
+        return {flag: self[flag] for flag in self.given}
 
     def _check_manhole(self) -> None:
         """--manhole needs a keys file with a usable key; default the data directory."""
@@ -74,7 +93,35 @@ class Options(usage.Options):
         if self["manhole"].isdigit():
             self["manhole"] = f"tcp:{self['manhole']}:interface=127.0.0.1"
 
+    @override
     def postOptions(self) -> None:
+        self._parsing = False
+        if self["check"]:
+            try:
+                self._resolve()
+            except (usage.UsageError, ConfigError) as error:
+                sys.stderr.write(f"configuration error: {error}\n")
+                raise SystemExit(1) from error
+            assert self.effective is not None
+            sys.stdout.write(describe(self.effective) + "\n")
+            sys.stdout.write("configuration OK\n")
+            raise SystemExit(0)
+        try:
+            self._resolve()
+        except ConfigError as error:
+            raise usage.UsageError(str(error)) from error
+
+    def _resolve(self) -> None:
+        """Merge the file under the command line, then the defaults of the listeners.
+
+        :raises ConfigError: the file is wrong (naming its line and key).
+        :raises usage.UsageError: an option is wrong.
+        """
+        self.effective = effective(dict(self), self.given, self["config"])
+        self.update(self.effective.values)
+        self._listener_defaults()
+
+    def _listener_defaults(self) -> None:
         if not self["rtmp"]:
             self["rtmp"] = [DEFAULT_RTMP_ENDPOINT]
         if self["no-http"]:
@@ -84,14 +131,19 @@ class Options(usage.Options):
             self["http"] = [DEFAULT_HTTP_ENDPOINT]
         if self["manhole"]:
             self._check_manhole()
-        self.config()
 
     def config(self) -> ServerConfig:
         """The :class:`~streamserver.config.ServerConfig` these options describe.
 
         :raises usage.UsageError: a value is out of its range (naming the flag).
         """
+        if self.effective is not None:
+            return self.effective.config
         return config_from(self)
+
+    def app_configs(self) -> dict[str, ServerConfig]:
+        """The configuration of each application ``--config``'s file names."""
+        return dict(self.effective.app_configs) if self.effective is not None else {}
 
 
 def makeService(options: Options) -> IService:
