@@ -6,11 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.python import usage
 
 from streamserver import tap
 from streamserver.config import ConfigError
 from streamserver.configfile import ConfigFileError, effective, key_lines, load
+from streamserver.factory import RTMPServerFactory
 from streamserver.options import OPTIONS
 
 
@@ -138,6 +140,31 @@ def test_the_command_line_overrides_the_file(tmp_path: Path) -> None:
     studio = options.app_configs()["studio"]
     assert studio.limits.drop_low == 3000
     assert studio.gop_cache_bytes == 5
+
+
+def test_each_app_resolves_its_table_over_the_default_over_the_server(tmp_path: Path) -> None:
+    """[app.NAME] > [app."*"] > [server] > defaults; an unnamed app takes the server's."""
+    path = _write(
+        tmp_path,
+        "[server]\nmax-streams = 50\n"
+        '[app."*"]\ngop-cache-bytes = 1000\nchat-max-length = 100\n'
+        "[app.studio]\ngop-cache-bytes = 2000\npublish-token-secret = 's'\n",
+    )
+    options = _parse("--config", path)
+    factory = RTMPServerFactory(options.config(), reactor=Clock())
+    factory.set_app_configs(options.app_configs())
+    studio, other = factory.settings_for("studio"), factory.settings_for("anything")
+    assert (studio.gop_cache_bytes, other.gop_cache_bytes) == (2000, 1000)
+    assert (studio.chat_max_length, other.chat_max_length) == (100, 100)
+    assert (studio.max_streams, other.max_streams) == (50, 50)
+    assert studio.access.publish_token_secret == "s"
+    assert other.access.publish_token_secret is None
+    assert other is factory.config
+    assert factory.authorizer_for("anything") is factory.authorizer
+    assert factory.authorizer_for("studio") is not factory.authorizer
+    assert factory.registry("studio").gop_cache_bytes == 2000
+    assert factory.viewer_server("anything") is factory
+    assert factory.viewer_server("studio").policy is not factory.policy
 
 
 def test_an_app_range_error_names_the_table_that_set_it(tmp_path: Path) -> None:

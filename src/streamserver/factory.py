@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import resource
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet import defer
@@ -31,7 +32,8 @@ from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
 _log = Logger()
 
 if TYPE_CHECKING:
-    from streamserver.media.viewer import Viewer
+    from streamserver.apps import AppView
+    from streamserver.media.viewer import Viewer, ViewerServer
     from streamserver.protocol.server import RTMPServerProtocol
     from streamserver.stats import ConnectionStats, StreamStats
     from streamserver.transport import TransportAdapter
@@ -103,6 +105,9 @@ class RTMPServerFactory(ServerFactory):
         (:class:`~streamserver.events.RecordingEvents`).
     :ivar hls: the HLS segmenters of the streams
         (:class:`~streamserver.http.hls_manager.HlsManager`).
+    :ivar app_views: the applications ``--config``'s file names, with their own
+        settings (:class:`~streamserver.apps.AppView`); every other application
+        uses :attr:`config`, :attr:`authorizer` and :attr:`policy`.
     """
 
     #: The protocol class to build; ``None`` means ``RTMPServerProtocol``.
@@ -138,6 +143,43 @@ class RTMPServerFactory(ServerFactory):
         from streamserver.http.hls_manager import HlsManager
 
         self.hls = HlsManager(self)
+        self.app_views: dict[str, AppView] = {}
+
+    # --- per-application settings (docs/configuration.md) -------------------------
+
+    def set_app_configs(self, configs: Mapping[str, ServerConfig]) -> None:
+        """Give the applications named in *configs* their own settings.
+
+        A view already there is updated in place (its viewers see the new
+        limits); an application no longer named falls back to :attr:`config`.
+        Call it after replacing :attr:`config` (a reload does).
+        """
+        from streamserver.apps import AppView
+
+        for app, config in configs.items():
+            view = self.app_views.get(app)
+            if view is None:
+                self.app_views[app] = AppView(self, app, config)
+            else:
+                view.update(config)
+        for app, view in self.app_views.items():
+            if app not in configs:
+                view.update(self.config)
+
+    def settings_for(self, app: str) -> ServerConfig:
+        """The configuration in force for application *app*."""
+        view = self.app_views.get(app)
+        return view.config if view is not None else self.config
+
+    def authorizer_for(self, app: str) -> IAuthorizer:
+        """Who decides publishes and plays of application *app*."""
+        view = self.app_views.get(app)
+        return view.authorizer if view is not None else self.authorizer
+
+    def viewer_server(self, app: str) -> ViewerServer:
+        """What a viewer of application *app* consults: its policy, the clock, the tally."""
+        view = self.app_views.get(app)
+        return view if view is not None else self
 
     def startFactory(self) -> None:
         """Start the stall watchdog; warn loudly if dropping is disabled."""
@@ -203,13 +245,16 @@ class RTMPServerFactory(ServerFactory):
         self.hls.check(now)
 
     def set_policy(self, **limits: Any) -> PolicyLimits:
-        """Change policy limits for every viewer at once; return the new limits.
+        """Change policy limits for every viewer at once (of every application); return
+        the server's new limits.
 
         :raises ValueError: an unknown limit or an inconsistent combination.
         """
         new = self.policy.limits.updated(**limits)
         self.policy.limits = new
         self.config.limits = new
+        for view in self.app_views.values():
+            view.policy.limits = view.config.limits = view.policy.limits.updated(**limits)
         return new
 
     def viewer_disconnected(self, viewer: Viewer | None, reason: str) -> None:
@@ -295,7 +340,7 @@ class RTMPServerFactory(ServerFactory):
         """The registry of application *app*, created on first use."""
         registry = self.registries.get(app)
         if registry is None:
-            config = self.config
+            config = self.settings_for(app)
             registry = StreamRegistry(
                 app,
                 gop_cache_bytes=config.gop_cache_bytes,

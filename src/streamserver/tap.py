@@ -158,6 +158,7 @@ def makeService(options: Options) -> IService:
     from streamserver.http import build_site
 
     factory = RTMPServerFactory(options.config(), reactor=reactor)
+    factory.set_app_configs(options.app_configs())
     install_hooks(factory)
     top = StreamServerService(factory)
     for endpoint in options["rtmp"]:

@@ -266,7 +266,7 @@ class ChatSession:
             self._error(ChatBadRequestError("already joined"))
             return
         nick = clean_nick(value.get("nick")) or f"guest-{self.conn_id}"
-        pending = authorize(self.factory.authorizer, self.access)
+        pending = authorize(self.factory.authorizer_for(self.access.app), self.access)
         self._pending = pending
         pending.addCallbacks(self._authorized, self._refused, callbackArgs=(nick,))
 
@@ -316,7 +316,7 @@ class ChatSession:
                 stream.chat,
                 self.nick,
                 value.get("text"),
-                max_length=self.factory.config.chat_max_length,
+                max_length=self.factory.settings_for(stream.app).chat_max_length,
                 rate=self._rate,
                 now=now,
             )

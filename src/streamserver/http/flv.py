@@ -265,7 +265,7 @@ class FlvSession:
         self.link.set_no_delay(False)
         if not config.eager_writes:
             self.link.disable_eager_writes()
-        pending = authorize(factory.authorizer, self.access)
+        pending = authorize(factory.authorizer_for(self.access.app), self.access)
         self._pending = pending
         pending.addCallbacks(self._authorized, self._refused)
 
@@ -296,7 +296,9 @@ class FlvSession:
         except StreamError as error:
             self._answer(503, error.description)
             return
-        self.viewer = Viewer(stream, self, FlvTags(self.framing), self.factory)
+        self.viewer = Viewer(
+            stream, self, FlvTags(self.framing), self.factory.viewer_server(stream.app)
+        )
         self.state = SessionState.WAITING
         catch_up = stream.subscribe(self.viewer)
         if stream.publisher is not None:

@@ -300,7 +300,7 @@ class PlayAccess:
         :returns: a Deferred firing when allowed, failing with
             :class:`~streamserver.errors.UnauthorizedError` when refused.
         """
-        authorizer = self.factory.authorizer
+        authorizer = self.factory.authorizer_for(app)
         if isinstance(authorizer, AllOf) and not authorizer.authorizers:
             return defer.succeed(None)
         access = AccessRequest(
@@ -440,7 +440,7 @@ class _HlsRequest:
         give_up: Callable[[str], None],
     ) -> None:
         factory = self.factory
-        config = factory.config
+        config = factory.settings_for(entry.stream.app)
         host = limited_host(self.request.getClientAddress())
         by_host = factory.hls.waiting_by_host
         refusal = None
@@ -456,8 +456,9 @@ class _HlsRequest:
         self.wait = Wait(factory.seconds() + seconds, answer, give_up)
         entry.park(key, condition, self.wait, ((by_host, host),) if host else ())
 
-    def _block_seconds(self, segmenter: SegmenterLike) -> float:
-        target = max(segmenter.target_duration, math.ceil(self.factory.config.hls_segment_seconds))
+    def _block_seconds(self, entry: HlsStream) -> float:
+        segment_seconds = self.factory.settings_for(entry.stream.app).hls_segment_seconds
+        target = max(entry.segmenter.target_duration, math.ceil(segment_seconds))
         return float(BLOCK_TARGET_DURATIONS * target)
 
     # --- playlists --------------------------------------------------------------------
@@ -508,7 +509,7 @@ class _HlsRequest:
                     entry,
                     ("reload", msn, part),
                     lambda s: s.has(msn, part),
-                    self._block_seconds(segmenter),
+                    self._block_seconds(entry),
                     lambda: self._send_playlist(entry, self._playlist(entry), blocking=True),
                     self._reload_failed,
                 )
@@ -568,7 +569,7 @@ class _HlsRequest:
             entry,
             (target.kind, target.variant, target.number, target.index),
             condition,
-            self._block_seconds(entry.segmenter),
+            self._block_seconds(entry),
             lambda: self._media_ready(entry),
             self._media_failed,
         )
@@ -660,7 +661,7 @@ class HlsResource(Resource):
         if target is None:
             _text(request, 404, "not found: HLS is at /APP/NAME/index.m3u8 and /APP/NAME/ts.m3u8")
             return NOT_DONE_YET
-        if self.factory.hls.mode == "off":
+        if self.factory.hls.mode_for(target.app) == "off":
             _text(request, 404, "HLS is off on this server")
             return NOT_DONE_YET
         args = request.args or {}

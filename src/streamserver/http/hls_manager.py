@@ -328,6 +328,10 @@ class HlsManager:
         """``on-demand``, ``always`` or ``off`` (``--hls``)."""
         return self.factory.config.hls
 
+    def mode_for(self, app: str) -> str:
+        """Application *app*'s HLS mode (its ``hls`` key in ``--config``'s file)."""
+        return self.factory.settings_for(app).hls
+
     @property
     def streams(self) -> list[HlsStream]:
         """Every running segmenter's :class:`HlsStream`."""
@@ -351,7 +355,7 @@ class HlsManager:
         """A :class:`~streamserver.media.hls.Segmenter` of *stream*, with the ``--hls-*`` values."""
         from streamserver.media.hls import HlsSettings, Segmenter
 
-        config = self.factory.config
+        config = self.factory.settings_for(stream.app)
         settings = HlsSettings(
             segment_seconds=config.hls_segment_seconds,
             part_ms=config.hls_part_ms,
@@ -366,7 +370,8 @@ class HlsManager:
 
         :raises RuntimeError: HLS is off.
         """
-        if self.mode == "off":
+        mode = self.mode_for(stream.app)
+        if mode == "off":
             raise RuntimeError("HLS is off (--hls off)")
         key = (stream.app, stream.name)
         entry = self._streams.get(key)
@@ -385,7 +390,7 @@ class HlsManager:
             "HLS segmenter for {app}/{name} started ({mode}, session {session})",
             app=stream.app,
             name=stream.name,
-            mode=self.mode,
+            mode=mode,
             session=entry.session,
         )
         return entry
@@ -398,14 +403,18 @@ class HlsManager:
         stream is published), and at once when its stream is no longer the
         registry's or it was detached from it (a consumer that failed).
         """
-        if self.mode == "always":
-            for stream in self.factory.streams():
-                if stream.publisher is not None and self.get(stream) is None:
-                    self.open(stream)
-        idle = self.factory.config.hls_idle_timeout
+        for stream in self.factory.streams():
+            if (
+                stream.publisher is not None
+                and self.mode_for(stream.app) == "always"
+                and self.get(stream) is None
+            ):
+                self.open(stream)
         for entry in list(self._streams.values()):
             entry.expire(now)
             stream = entry.stream
+            config = self.factory.settings_for(stream.app)
+            idle = config.hls_idle_timeout
             if self.factory.find_stream(stream.app, stream.name) is not stream:
                 self._stop(entry, "its stream is gone")
             elif entry.segmenter.closed or entry.segmenter not in stream.consumers:
@@ -414,7 +423,7 @@ class HlsManager:
                 idle
                 and now - entry.segmenter.last_request >= idle
                 and not entry.waiting
-                and not (self.mode == "always" and stream.publisher is not None)
+                and not (config.hls == "always" and stream.publisher is not None)
             ):
                 self._stop(entry, f"no HLS request for {idle:g} s")
 

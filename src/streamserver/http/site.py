@@ -131,7 +131,7 @@ class WatchResource(Resource):
             return b"not found: watch pages are at /watch/APP/NAME\n"
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
-        return watch_page(*target, self.factory.config.chat_max_length)
+        return watch_page(*target, self.factory.settings_for(target[0]).chat_max_length)
 
 
 #: Seconds an HTTP connection may sit idle between requests (Twisted's default is

@@ -479,7 +479,7 @@ class IrcConnection(irc.IRC):
             self.conn_id,
             {"tcUrl": f"irc://{SERVER_NAME}/{channel}", "protocol": "irc", "nick": self.nick},
         )
-        pending = authorize(self.server.authorizer, access)
+        pending = authorize(self.server.authorizer_for(app), access)
         self._joining[channel] = pending
         pending.addCallback(self._join_allowed, channel, app, name)
         pending.addErrback(self._join_refused, channel)
@@ -689,7 +689,7 @@ class IrcConnection(irc.IRC):
             return
         stream = seat.stream
         now = self.server.seconds()
-        config = self.server.config
+        config = self.server.settings_for(stream.app)
         try:
             accepted = accept_message(
                 stream.chat,

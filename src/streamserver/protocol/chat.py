@@ -364,7 +364,7 @@ class ChatMixin(_Contracts):
             stream.chat,
             seat.nick,
             command.args[0] if command.args else None,
-            max_length=self.factory.config.chat_max_length,
+            max_length=self.factory.settings_for(stream.app).chat_max_length,
             rate=self._chat_rate,
             now=now,
         )

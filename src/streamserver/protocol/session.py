@@ -207,7 +207,7 @@ class SessionMixin(_Contracts):
             self.conn_id,
             self.connect_params,
         )
-        return authorize(self.factory.authorizer, request)
+        return authorize(self.factory.authorizer_for(request.app), request)
 
     def session_event(self, role: str, stream: Stream, args: Mapping[str, str]) -> SessionEvent:
         """A :class:`~streamserver.events.SessionEvent` of this connection's *role* in *stream*."""

@@ -220,7 +220,11 @@ class SubscribeMixin(_Contracts):
         stream = self.factory.open_stream(self.app or "", name, "NetStream.Play.Rejected")
         self.play_stream_id = stream_id
         viewer = Viewer(
-            stream, self, RtmpChunks(self.out_chunk_size, stream_id), self.factory, gate=self
+            stream,
+            self,
+            RtmpChunks(self.out_chunk_size, stream_id),
+            self.factory.viewer_server(stream.app),
+            gate=self,
         )
         self.viewer = viewer
         self._paused = False

@@ -43,6 +43,7 @@ from streamserver.recording.recorder import RecorderSettings, StreamRecorder
 from streamserver.recording.writer import DiskWriter, ThreadWriter
 
 if TYPE_CHECKING:
+    from streamserver.config import ServerConfig
     from streamserver.factory import RTMPServerFactory
     from streamserver.media.stream import Stream
 
@@ -160,14 +161,7 @@ class RecordingService(Service):
             raise ValueError("a RecordingService needs --record")
         self.factory = factory
         self.root = Path(config.record_dir).absolute()
-        self.settings = RecorderSettings(
-            root=self.root,
-            format=config.record_format,
-            segment_seconds=config.record_segment_seconds,
-            max_bytes=config.record_max_bytes,
-            flush_seconds=config.record_flush_seconds,
-            reconnect_grace=config.record_reconnect_grace,
-        )
+        self.settings = self.recorder_settings(config)
         self.patterns = config.record_patterns()
         self.delete_after = config.record_delete_after
         self.writer = writer
@@ -211,6 +205,23 @@ class RecordingService(Service):
             stopped.callback(None)
         return stopped
 
+    def recorder_settings(self, config: ServerConfig) -> RecorderSettings:
+        """The :class:`RecorderSettings` of *config* (the server's, or an application's)."""
+        return RecorderSettings(
+            root=self.root,
+            format=config.record_format,
+            segment_seconds=config.record_segment_seconds,
+            max_bytes=config.record_max_bytes,
+            flush_seconds=config.record_flush_seconds,
+            reconnect_grace=config.record_reconnect_grace,
+        )
+
+    def settings_for(self, app: str) -> RecorderSettings:
+        """Application *app*'s recording settings (its ``record-*`` keys in ``--config``)."""
+        if app not in self.factory.app_views:
+            return self.settings
+        return self.recorder_settings(self.factory.settings_for(app))
+
     # --- sessions -----------------------------------------------------------------------
 
     def wants(self, app: str, name: str) -> bool:
@@ -232,7 +243,7 @@ class RecordingService(Service):
         assert self.writer is not None
         recorder = StreamRecorder(
             stream,
-            self.settings,
+            self.settings_for(stream.app),
             self.writer,
             self.factory.reactor,
             on_done=self._done,
