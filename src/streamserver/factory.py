@@ -140,6 +140,8 @@ class RTMPServerFactory(ServerFactory):
         self.recordings = RecordingEvents()
         #: The RecordingService with --record (recording/service.py), else None; set by it.
         self.recorder: Any = None
+        #: The Reloader with --config (streamserver/reload.py), else None; set by makeService.
+        self.reloader: Any = None
         from streamserver.http.hls_manager import HlsManager
 
         self.hls = HlsManager(self)

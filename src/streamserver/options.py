@@ -393,7 +393,6 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "",
         "Serve no HTTP at all (RTMP only).",
-        live=False,
     ),
     # --- the IRC gateway (docs/watch.md, "IRC"): a listener, read by makeService
     Option(

@@ -165,20 +165,36 @@ def makeService(options: Options) -> IService:
         service = strports.service(endpoint, factory)
         service.setName(f"rtmp:{endpoint}")
         service.setServiceParent(top)
-    if options["http"]:
-        site = build_site(factory)
+    listener_factories: dict[str, Any] = {"rtmp": factory}
+    if options["http"] or options["config"]:
+        listener_factories["http"] = site = build_site(factory)
         for endpoint in options["http"]:
             service = strports.service(endpoint, site)
             service.setName(f"http:{endpoint}")
             service.setServiceParent(top)
-    if options["irc"]:
+    if options["irc"] or options["config"]:
         from streamserver.irc import IrcFactory
 
-        gateway = IrcFactory(factory)
+        listener_factories["irc"] = gateway = IrcFactory(factory)
         for endpoint in options["irc"]:
             service = strports.service(endpoint, gateway)
             service.setName(f"irc:{endpoint}")
             service.setServiceParent(top)
+    if options["config"] and options.effective is not None:
+        from streamserver.reload import Reloader, ReloadService
+
+        reloader = Reloader(
+            factory,
+            options.effective,
+            options.command_line(),
+            options["config"],
+            listeners=top,
+            listener_factories=listener_factories,
+        )
+        factory.reloader = reloader
+        hangup = ReloadService(reloader, reactor.callFromThread)  # type: ignore[attr-defined]
+        hangup.setName("reload")
+        hangup.setServiceParent(top)
     if factory.config.record_dir is not None:
         from streamserver.recording.service import RecordingService
 

@@ -150,6 +150,7 @@ class Console:
         "mute",
         "unmute",
         "clear_history",
+        "reload",
     )
 
     def __init__(
@@ -583,6 +584,18 @@ class Console:
         changes = {name: (old[name], getattr(new, name)) for name in limits}
         self.audit("set_policy", changes=changes)
         return self.policy()
+
+    def reload(self) -> Text:
+        """Re-read ``--config``'s file and apply it (as ``SIGHUP``); what changed.
+
+        A bad file changes nothing: the text says why.  Logged with your key.
+        """
+        reloader = getattr(self.factory, "reloader", None)
+        if reloader is None:
+            raise ConsoleError("this server was started without --config: nothing to reload")
+        result = reloader.reload()
+        self.audit("reload", ok=result.ok, error=result.error)
+        return Text(result.text())
 
     def kick(self, conn_id: int) -> Text:
         """Disconnect connection *conn_id* now.  Logged with your key.

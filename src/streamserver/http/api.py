@@ -31,6 +31,10 @@ each with ``Authorization: Bearer TOKEN`` (401 without it):
 ``POST /api/streams/APP/NAME/chat/kick``
     with the body ``{"nick": "..."}``: disconnect every participant of the room
     with that nick (compared as mutes compare), whatever its protocol.
+``POST /api/reload``
+    with ``--config``: re-read the file and apply it (:mod:`streamserver.reload`);
+    200 with what changed, 400 with the file's error (nothing changed), 409
+    without ``--config``.
 
 A ``GET`` always reads the stream its whole path names and a ``POST`` always
 acts, so a stream called ``kick`` stays readable.  Every answer is JSON
@@ -249,7 +253,9 @@ class ApiResource(_JsonResource):
 
     def __init__(self, factory: RTMPServerFactory) -> None:
         super().__init__(factory)
-        self.putChild(b"streams", StreamsResource(factory))
+        streams = StreamsResource(factory)
+        self.putChild(b"streams", streams)
+        self.putChild(b"reload", ReloadResource(factory, streams))
         self.putChild(b"server", ServerResource(factory))
         self.putChild(b"recordings", RecordingsResource(factory))
         self._not_found = _NotFound(factory)
@@ -270,6 +276,29 @@ class ApiResource(_JsonResource):
             "recordings": "/api/recordings",
             "writable": self.factory.config.api_token is not None,
         }
+
+
+class ReloadResource(_JsonResource):
+    """``POST /api/reload``: re-read ``--config``'s file (the token as for the other writes)."""
+
+    def __init__(self, factory: RTMPServerFactory, streams: StreamsResource) -> None:
+        super().__init__(factory)
+        self._streams = streams
+
+    def answer(self, request: Request, method: bytes, path: list[str]) -> Any:
+        if path or self.factory.config.api_token is None:
+            raise _ApiError(404, "not found: see /api")
+        if method != b"POST":
+            raise _not_allowed(_WRITE)
+        self._streams.check_token(request)
+        reloader = self.factory.reloader
+        if reloader is None:
+            raise _ApiError(409, "this server was started without --config: nothing to reload")
+        _log.info("API: {caller} reloads the configuration", caller=_caller(request))
+        result = reloader.reload()
+        if not result.ok:
+            raise _ApiError(400, f"reload refused, nothing changed: {result.error}")
+        return result.as_dict()
 
 
 class ServerResource(_JsonResource):
@@ -442,6 +471,10 @@ class StreamsResource(_JsonResource):
         return entry
 
     # --- acting ------------------------------------------------------------------------
+
+    def check_token(self, request: Request) -> None:
+        """:meth:`_authorize`, for the other write resources (one count of wrong tokens)."""
+        self._authorize(request)
 
     def _authorize(self, request: Request) -> None:
         """The request carries the API's bearer token, or :class:`_ApiError` 401.
