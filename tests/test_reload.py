@@ -268,3 +268,22 @@ def test_no_http_in_a_reload_stops_the_http_listeners(tmp_path: Path) -> None:
     assert result.ok and not result.restart
     assert result.listeners == [("http", "tcp:0:interface=127.0.0.1", "removed")]
     assert [s.name for s in server.listeners] == ["rtmp:tcp:0:interface=127.0.0.1"]
+
+
+def test_recording_settings_follow_a_reload_and_hooks_need_a_restart(tmp_path: Path) -> None:
+    """A reloaded record-format reaches the next recording; a changed hook URL needs a restart."""
+    from streamserver.recording.service import RecordingService
+
+    text = BASE.replace("[server]\n", f"[server]\nrecord = '{tmp_path}/rec'\n")
+    server = Server(tmp_path, text)
+    recording = RecordingService(server.factory)
+    assert recording.settings_for("test").format == "fmp4"
+    server.write(
+        text.replace("[server]\n", "[server]\non-publish-done = 'http://127.0.0.1:9/done'\n")
+        + '[app."*"]\nrecord-format = "flv"\n'
+    )
+    result = server.reloader.reload()
+    assert result.ok and result.restart == ["on-publish-done"]
+    assert recording.settings_for("test").format == "flv"
+    assert recording.settings_for("studio").format == "flv"
+    assert server.factory.config.on_publish_done is None

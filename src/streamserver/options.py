@@ -852,6 +852,7 @@ OPTIONS: tuple[Option, ...] = (
         "(repeatable or a comma list); default: every stream.",
         shown="all",
         repeatable=True,
+        live=False,
     ),
     Option(
         "record-segment-seconds",
@@ -892,6 +893,7 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "SECONDS",
         "Finished recordings older than this are deleted (checked periodically); 0 keeps them.",
+        live=False,
     ),
     Option(
         "on-publish",
@@ -937,6 +939,7 @@ OPTIONS: tuple[Option, ...] = (
         "URL",
         "URL POSTed to (call=publish_done, app, name, addr, args...) when a publish ends; "
         "json:URL posts JSON.  Retried on failure.",
+        live=False,
     ),
     Option(
         "on-play-done",
@@ -944,6 +947,7 @@ OPTIONS: tuple[Option, ...] = (
         _hook_url,
         "URL",
         "URL POSTed to (call=play_done...) when a play ends; json:URL posts JSON.",
+        live=False,
     ),
     Option(
         "on-record-done",
@@ -952,6 +956,7 @@ OPTIONS: tuple[Option, ...] = (
         "URL",
         "URL POSTed to (call=record_done, path, size, duration, start, end, reason...) "
         "when a recording file is done; json:URL posts JSON.",
+        live=False,
     ),
     Option(
         "exec-record-done",
@@ -961,6 +966,7 @@ OPTIONS: tuple[Option, ...] = (
         "Run CMD (an argument list, no shell; {path}, {app}, {name}, {size}... replaced) "
         "when a recording file is done.",
         shown="off",
+        live=False,
     ),
 )
 

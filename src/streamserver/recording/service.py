@@ -217,9 +217,8 @@ class RecordingService(Service):
         )
 
     def settings_for(self, app: str) -> RecorderSettings:
-        """Application *app*'s recording settings (its ``record-*`` keys in ``--config``)."""
-        if app not in self.factory.app_views:
-            return self.settings
+        """Application *app*'s recording settings (its ``record-*`` keys in ``--config``),
+        as they are now (a reload changes them for the next recording)."""
         return self.recorder_settings(self.factory.settings_for(app))
 
     # --- sessions -----------------------------------------------------------------------
