@@ -110,8 +110,8 @@ def test_values_go_through_the_options_parsers(tmp_path: Path) -> None:
         "max-connections = 12\n"
         "ping-interval = 7\n"
         "api-token = 'tok'\n"
-        '[app."*"]\n'
         "chat-rate = '3/5'\n"
+        '[app."*"]\n'
         "no-drop = true\n"
         "publish-from = '10.0.0.0/8'\n",
     )
@@ -218,3 +218,10 @@ def test_a_command_line_error_still_names_the_flag() -> None:
     with pytest.raises(usage.UsageError, match="--chunk-size"):
         _parse("--chunk-size", "64")
     assert issubclass(ConfigFileError, ConfigError)
+
+
+def test_the_chat_rate_is_server_wide(tmp_path: Path) -> None:
+    """chat-rate belongs in [server]: a connection's limiter exists before its app is known."""
+    path = _write(tmp_path, "[app.live]\nchat-rate = '3/5'\n")
+    with pytest.raises(ConfigFileError, match="a server-wide key"):
+        effective({}, (), path)

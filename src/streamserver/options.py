@@ -532,6 +532,8 @@ OPTIONS: tuple[Option, ...] = (
         "Longest chat message accepted, in characters (Chat.TooLong above).",
         scope="app",
     ),
+    # server-wide, not per app: a connection's rate limit is made when it connects,
+    # before an RTMP or WebSocket client names its application
     Option(
         "chat-rate",
         ("chat_rate", "chat_rate_window"),
@@ -539,7 +541,6 @@ OPTIONS: tuple[Option, ...] = (
         "N/SECONDS",
         "Chat messages one connection may send, as N/SECONDS (Chat.RateLimited above).",
         shown=_show_rate,
-        scope="app",
     ),
     Option(
         "chat-history",
