@@ -12,6 +12,7 @@ from streamserver import tap
 from streamserver.console.helpers import Console
 from streamserver.console.keys import ConsoleLogin
 from streamserver.factory import RTMPServerFactory
+from streamserver.media.stream import DEFAULT_GOP_CACHE_BYTES
 from streamserver.reload import Reloader
 from streamserver.testing import FakePeer
 from tests.http.support import SiteClient
@@ -287,3 +288,16 @@ def test_recording_settings_follow_a_reload_and_hooks_need_a_restart(tmp_path: P
     assert recording.settings_for("test").format == "flv"
     assert recording.settings_for("studio").format == "flv"
     assert server.factory.config.on_publish_done is None
+
+
+def test_an_apps_next_streams_take_the_reloaded_gop_cache(tmp_path: Path) -> None:
+    """After a reload, a new stream of an app with live streams has the new GOP cache bound;
+    the stream already there keeps its own."""
+    server = Server(tmp_path, BASE)
+    server.publish("test", "one")
+    server.write(BASE + '[app."*"]\ngop-cache-bytes = 12345\n')
+    assert server.reloader.reload().ok
+    server.publish("test", "two")
+    one, two = server.factory.find_stream("test", "one"), server.factory.find_stream("test", "two")
+    assert one is not None and two is not None
+    assert (one.gop_cache_bytes, two.gop_cache_bytes) == (DEFAULT_GOP_CACHE_BYTES, 12345)

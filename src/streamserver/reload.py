@@ -242,6 +242,13 @@ class Reloader:
         if config.access != old_access:
             factory.authorizer = build_authorizer(config.access, factory.reactor)
         factory.set_app_configs(new.app_configs)
+        # an application's next streams take its GOP cache bound and chat history;
+        # its current streams keep theirs
+        for app, registry in factory.registries.items():
+            settings = factory.settings_for(app)
+            registry.gop_cache_bytes = settings.gop_cache_bytes
+            registry.chat_history = settings.chat_history
+            registry.chat_history_bytes = settings.chat_history_bytes
 
 
 def _path_value(config: Any, path: str) -> Any:
