@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from twisted.internet import task
 
@@ -93,3 +94,24 @@ def test_set_policy_reaches_every_app(tmp_path: Path) -> None:
     assert factory.viewer_server("studio").policy.limits.stall_timeout == 3.0
     assert factory.policy.limits.stall_timeout == 3.0
     assert factory.settings_for("studio").limits.max_queue == 5_000_000
+
+
+def test_a_websocket_chat_takes_its_apps_chat_length(tmp_path: Path) -> None:
+    """A room of an app allowing 5,000-character lines takes a 4,500-character one over
+    WebSocket (past the 4 KiB frame bound the server's 500 makes); another app refuses it."""
+    from tests.http.chat_client import ChatClient
+    from tests.http.conftest import publish
+    from tests.http.support import SiteClient
+
+    factory = _factory(tmp_path, "[app.long]\nchat-max-length = 5000\n")
+    client = SiteClient(factory, cast("task.Clock", factory.reactor))
+    for app in ("long", "live"):
+        publish(factory, app)
+    long_chat = ChatClient(client, "/long/cam/chat")
+    long_chat.join("ann")
+    long_chat.say("x" * 4500)
+    assert [m["text"] for m in long_chat.messages()] == ["x" * 4500]
+    live_chat = ChatClient(client, "/live/cam/chat")
+    live_chat.join("bob")
+    [answer] = live_chat.say("x" * 4500)
+    assert answer["code"] in ("Chat.BadRequest", "Chat.TooLong")

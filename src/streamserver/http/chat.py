@@ -192,7 +192,8 @@ class ChatSession:
         self.opened_at = factory.seconds()
         config = factory.config
         self._rate = ChatRateLimit(config.chat_rate, config.chat_rate_window)
-        self._max_bytes = max_message_bytes(config.chat_max_length)
+        # the bound of a message frame follows the room's application's chat length
+        self._max_bytes = max_message_bytes(factory.settings_for(app).chat_max_length)
         self._ws: WebSocketTransport | None = None
         self._pending: defer.Deferred[None] | None = None
         self._tracked = False
