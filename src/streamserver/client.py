@@ -105,6 +105,7 @@ class RTMPClientProtocol(Protocol):
     :ivar on_media: if set, called with each media message as it arrives.
     :ivar chat_messages: the ``onChatMessage`` messages received, in order.
     :ivar on_chat: if set, called with each chat message as it arrives.
+    :ivar on_status: if set, called with each ``onStatus`` info object as it arrives.
     """
 
     transport: Any
@@ -139,6 +140,7 @@ class RTMPClientProtocol(Protocol):
         self.on_data: Callable[[list[Any], Message], None] | None = None
         self.chat_messages: list[ReceivedChatMessage] = []
         self.on_chat: Callable[[ReceivedChatMessage], None] | None = None
+        self.on_status: Callable[[dict[str, Any]], None] | None = None
 
     # --- Twisted -----------------------------------------------------------------
 
@@ -236,6 +238,8 @@ class RTMPClientProtocol(Protocol):
 
     def _status_received(self, info: dict[str, Any]) -> None:
         self.statuses.append(info)
+        if self.on_status is not None:
+            self.on_status(info)
         still_waiting = []
         for matches, deferred in self._status_waiters:
             if info.get("level") == "error":
@@ -298,11 +302,27 @@ class RTMPClientProtocol(Protocol):
         self.send(messages.command("publish", 0, None, name, "live", stream_id=stream_id))
         return await started
 
-    async def play(self, name: str, stream_id: int) -> dict[str, Any]:
-        """Play *name* on *stream_id*; fire with the ``NetStream.Play.Start`` info."""
+    async def play(
+        self,
+        name: str,
+        stream_id: int,
+        *,
+        start: float = -2000.0,
+        duration: float | None = None,
+        buffer_ms: int = 1000,
+    ) -> dict[str, Any]:
+        """Play *name* on *stream_id*; fire with the ``NetStream.Play.Start`` info.
+
+        :param start: ``play``'s start: -2000 live or recorded, -1000 live only
+            (what a relay edge sends).
+        :param duration: ``play``'s duration, left out when ``None`` (-1000 with
+            *start* -1000: live until the end, as nginx-rtmp's relay sends it).
+        :param buffer_ms: the SetBufferLength sent after ``play``.
+        """
         started = self.wait_for_status("NetStream.Play.Start")
-        self.send(messages.command("play", 0, None, name, -2000.0, stream_id=stream_id))
-        self.send(messages.set_buffer_length(stream_id, 1000))
+        args: tuple[Any, ...] = (name, start) if duration is None else (name, start, duration)
+        self.send(messages.command("play", 0, None, *args, stream_id=stream_id))
+        self.send(messages.set_buffer_length(stream_id, buffer_ms))
         return await started
 
     def join_chat(self, name: str, stream_id: int) -> defer.Deferred[Command]:

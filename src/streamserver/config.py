@@ -214,6 +214,16 @@ class ServerConfig:
         ``{path}`` and the other fields substituted; empty runs nothing.
     :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
         chat moderation); without one the API is read-only and they are absent.
+    :ivar push: ``--push`` rules (``URL`` or ``PATTERN=URL``): every local publish
+        matching one is published to its ``rtmp://HOST/APP[/NAME]`` too.
+    :ivar pull: ``--pull`` rules (``URL`` or ``PATTERN=URL``, URL
+        ``rtmp://HOST/APP``): a play of a matching stream nobody publishes here
+        pulls it from there; several matching: failover in order.
+    :ivar pull_static: ``rtmp://HOST/APP/NAME`` pulls kept up from the start,
+        as the local stream ``APP/NAME``, viewers or not.
+    :ivar relay_reconnect_seconds: the first wait before a relay reconnects
+        (doubling to 30 s while the upstream stays down).
+    :ivar pull_idle_seconds: a pull ends this long after its last viewer left.
     """
 
     chunk_size: int = 4096
@@ -307,6 +317,17 @@ class ServerConfig:
     on_play_done: str | None = None
     on_record_done: str | None = None
     exec_record_done: tuple[str, ...] = ()
+    # --- relays (docs/scaling.md, "Relays"): rtmp://HOST[:PORT]/APP[/NAME] URLs,
+    # each maybe behind PATTERN= (fnmatch on APP/NAME; an app alone is APP/*) ---
+    push: tuple[str, ...] = ()
+    pull: tuple[str, ...] = ()
+    pull_static: tuple[str, ...] = ()
+    # 3 s, as the issue asks and close to nginx-rtmp's 5 s: an upstream restarting
+    # is found again within seconds; the backoff doubles it up to 30 s when it stays down.
+    relay_reconnect_seconds: float = 3.0
+    # 10 s: a viewer reloading the page or switching players finds the pull still
+    # up; an abandoned pull costs the origin one viewer for 10 s more.
+    pull_idle_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -416,6 +437,7 @@ class ServerConfig:
         if not self.access.callback_timeout >= 0:
             raise ConfigError("callback_timeout must not be negative", "access.callback_timeout")
         self._validate_hooks()
+        self._validate_relays()
         try:
             self.limits.validate()
         except ValueError as error:
@@ -450,6 +472,17 @@ class ServerConfig:
         """The ``record_apps`` patterns, comma lists split; empty: every stream."""
         return tuple(part.strip() for pattern in self.record_apps for part in pattern.split(","))
 
+    def _validate_relays(self) -> None:
+        """The relay URLs and timings (docs/scaling.md, "Relays")."""
+        _check_relay_urls(self)
+        # Under 0.1 s a dead upstream would be hammered; over an hour it is forgotten.
+        if not 0.1 <= self.relay_reconnect_seconds <= 3600:
+            raise ConfigError(
+                "relay_reconnect_seconds must be 0.1..3600", "relay_reconnect_seconds"
+            )
+        if not 0 <= self.pull_idle_seconds <= 86400:
+            raise ConfigError("pull_idle_seconds must be 0..86400", "pull_idle_seconds")
+
     def _validate_hooks(self) -> None:
         from streamserver.hooks import COMMAND_FIELDS, parse_hook_url
 
@@ -471,6 +504,26 @@ class ServerConfig:
                 raise ConfigError(
                     f"exec_record_done: unknown field {{{found[1]}}}", "exec_record_done"
                 )
+
+
+def _check_relay_urls(config: ServerConfig) -> None:
+    """Every relay URL parses (:func:`streamserver.relay.target.parse_rule`).
+
+    :raises ConfigError: naming the field of the first that does not.
+    """
+    from streamserver.relay.target import parse_rule, parse_target
+
+    checks: tuple[tuple[str, Any], ...] = (
+        ("push", lambda value: parse_rule(value)),
+        ("pull", lambda value: parse_rule(value, with_name=False)),
+        ("pull_static", lambda value: parse_target(value, with_name=True)),
+    )
+    for name, parse in checks:
+        for value in getattr(config, name):
+            try:
+                parse(value)
+            except ValueError as error:
+                raise ConfigError(f"{name}: {error}", name) from error
 
 
 def nested_error(prefix: str, settings: Any, error: ValueError) -> ConfigError:

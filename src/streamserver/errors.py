@@ -50,6 +50,10 @@ class UsageError(StreamServerError):
     """Our own code misused an API; never caused by the peer."""
 
 
+class RelayUrlError(UsageError, ValueError):
+    """A relay's ``rtmp://`` URL or ``PATTERN=URL`` rule is wrong (an option's argument)."""
+
+
 class StreamError(StreamServerError):
     """A well-formed request that is refused, with the RTMP status code to send.
 

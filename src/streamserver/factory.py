@@ -108,6 +108,10 @@ class RTMPServerFactory(ServerFactory):
     :ivar app_views: the applications ``--config``'s file names, with their own
         settings (:class:`~streamserver.apps.AppView`); every other application
         uses :attr:`config`, :attr:`authorizer` and :attr:`policy`.
+    :ivar pushes: the push relays of local publishes
+        (:class:`~streamserver.relay.push.PushManager`).
+    :ivar pulls: the pull relays of streams published elsewhere
+        (:class:`~streamserver.relay.pull.PullManager`).
     """
 
     #: The protocol class to build; ``None`` means ``RTMPServerProtocol``.
@@ -145,6 +149,11 @@ class RTMPServerFactory(ServerFactory):
         from streamserver.http.hls_manager import HlsManager
 
         self.hls = HlsManager(self)
+        from streamserver.relay.pull import PullManager
+        from streamserver.relay.push import PushManager
+
+        self.pushes = PushManager(self)
+        self.pulls = PullManager(self)
         self.app_views: dict[str, AppView] = {}
 
     # --- per-application settings (docs/configuration.md) -------------------------
@@ -193,6 +202,7 @@ class RTMPServerFactory(ServerFactory):
         if not self._watchdog.running:
             self._watchdog.start(self.config.watchdog_interval, now=False)
         self.log_access_policy()
+        self.pulls.start()
 
     def log_access_policy(self) -> None:
         """Say at start who may publish and play, and the connection limits."""
@@ -473,7 +483,12 @@ class RTMPServerFactory(ServerFactory):
         return self.registry(app).get_or_create(name)
 
     def release_stream(self, stream: Stream) -> None:
-        """Forget *stream* if it is idle, and its application's registry if now empty."""
+        """Forget *stream* if it is idle, and its application's registry if now empty.
+
+        Its pull (:attr:`pulls`) hears of it first: the last viewer gone starts its
+        idle wait, a local publisher gone with viewers left starts one.
+        """
+        self.pulls.stream_released(stream)
         registry = self.registries.get(stream.app)
         if registry is None:
             return
@@ -496,6 +511,8 @@ class RTMPServerFactory(ServerFactory):
             self.shutting_down = True
             self._drained = defer.Deferred()
             self.hls.shutdown()
+            self.pushes.stop_all()
+            self.pulls.stop_all()
             protocols = list(self.connections.values())
             if protocols:
                 _log.info("shutting down: closing {count} connections", count=len(protocols))

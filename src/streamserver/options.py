@@ -297,6 +297,40 @@ def _command(value: str) -> tuple[str, ...]:
     return parse_command(value)
 
 
+def _push_rule(value: str) -> str:
+    """*value*, if it is a ``--push`` rule: ``rtmp://HOST[:PORT]/APP[/NAME]``, maybe
+    behind ``PATTERN=``.
+
+    :raises ValueError: it is not.
+    """
+    from streamserver.relay.target import parse_rule
+
+    parse_rule(value)
+    return value
+
+
+def _pull_rule(value: str) -> str:
+    """*value*, if it is a ``--pull`` rule: ``rtmp://HOST[:PORT]/APP``, maybe behind ``PATTERN=``.
+
+    :raises ValueError: it is not.
+    """
+    from streamserver.relay.target import parse_rule
+
+    parse_rule(value, with_name=False)
+    return value
+
+
+def _pull_static(value: str) -> str:
+    """*value*, if it is ``rtmp://HOST[:PORT]/APP/NAME``.
+
+    :raises ValueError: it is not.
+    """
+    from streamserver.relay.target import parse_target
+
+    parse_target(value, with_name=True)
+    return value
+
+
 def _hls_mode(value: str) -> str:
     """*value*, if it is one of :data:`~streamserver.config.HLS_MODES`.
 
@@ -968,6 +1002,54 @@ OPTIONS: tuple[Option, ...] = (
         "when a recording file is done.",
         shown="off",
         live=False,
+    ),
+    # --- relays to and from other RTMP servers (docs/scaling.md, "Relays")
+    Option(
+        "push",
+        "push",
+        _push_rule,
+        "URL",
+        "Publish every stream published here to rtmp://HOST[:PORT]/APP[/NAME] too (NAME: "
+        "the local name), reconnecting with backoff; PATTERN=URL for the streams whose "
+        "APP/NAME match the fnmatch PATTERN (an app alone: APP/*).  Repeatable.",
+        shown="off",
+        repeatable=True,
+    ),
+    Option(
+        "pull",
+        "pull",
+        _pull_rule,
+        "URL",
+        "A play of a stream nobody publishes here pulls it from rtmp://HOST[:PORT]/APP "
+        "(one upstream play shared by every viewer); PATTERN=URL as for --push.  "
+        "Repeatable: several matching are failover, in order.",
+        shown="off",
+        repeatable=True,
+    ),
+    Option(
+        "pull-static",
+        "pull_static",
+        _pull_static,
+        "URL",
+        "Keep a pull of rtmp://HOST[:PORT]/APP/NAME up from the start, as the local "
+        "stream APP/NAME, viewers or not.  Repeatable.",
+        shown="off",
+        repeatable=True,
+    ),
+    Option(
+        "relay-reconnect-seconds",
+        "relay_reconnect_seconds",
+        float,
+        "SECONDS",
+        "A push or pull whose upstream fails tries again after this long, doubling up "
+        "to 30 s while it keeps failing.",
+    ),
+    Option(
+        "pull-idle-seconds",
+        "pull_idle_seconds",
+        float,
+        "SECONDS",
+        "A pull ends this long after its last viewer left.",
     ),
 )
 

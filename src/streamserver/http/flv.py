@@ -306,6 +306,8 @@ class FlvSession:
             self.viewer.send_catch_up(catch_up)
         elif not self.factory.config.http_play_wait:
             self._not_found()
+        else:
+            self.factory.pulls.demand(stream)
 
     def _begin(self, stream: Stream) -> None:
         """The stream is published: start the response (or the WebSocket)."""

@@ -476,6 +476,7 @@ class _HlsRequest:
                 _text(self.request, 503, error.description)
                 return
             entry = factory.hls.open(stream)
+            factory.pulls.demand(stream)
         entry.touch(factory.seconds())
         variant = target.variant
         if variant == "ts":

@@ -172,6 +172,7 @@ class PublishMixin(_Contracts):
             return
         self.publish_args = args
         stream = self.factory.open_stream(self.app or "", name, "NetStream.Publish.Rejected")
+        self.factory.pulls.supersede(stream)  # a local publish ends a pull of the stream
         try:
             stream.publish(self)
         except BadNameError:

@@ -236,6 +236,7 @@ class SubscribeMixin(_Contracts):
         catch_up = stream.subscribe(viewer)
         if stream.publisher is not None:
             viewer.send_catch_up(catch_up)
+        self.factory.pulls.demand(stream)
         _log.info("{app}/{name} played by {peer}", app=stream.app, name=name, peer=self.peer)
         self.stream_joined(stream, stream_id, "viewer", self.play_args)
         self.play_event = self.session_event(PLAY, stream, self.play_args)
