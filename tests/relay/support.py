@@ -79,9 +79,9 @@ class Net:
 
     def advance(self, seconds: float) -> None:
         """Advance the clock by *seconds*, flushing at each step of a tenth of a second."""
-        steps = max(1, round(seconds * 10))
-        for _ in range(steps):
-            self.clock.advance(seconds / steps)
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end:
+            self.clock.advance(min(0.1, end - self.clock.seconds()))
             self.flush()
 
     def cut(self, client: RTMPClientProtocol) -> None:

@@ -15,7 +15,9 @@ raises: a failing viewer leaves the stream, the loop goes on.
 Timestamps are passed through unchanged for a stream's first publisher.  When a
 publisher returns after leaving, its timestamps are shifted to continue where
 the last session ended, so viewers that stayed connected never see time run
-backwards.
+backwards; the shift is fixed by the session's first media frame (its headers
+before it follow on), so headers stamped long before the media -- a relay's
+catch-up of cached headers -- do not move the media hours ahead.
 
 Each stream has a :class:`~streamserver.media.rooms.ChatRoom` (``Stream.chat``).
 """
@@ -105,6 +107,12 @@ _MAX_RATE_SAMPLES = 64
 #: GOP frames looked through for an audio frame, for an audio codec without a
 #: sequence header (MP3): audio comes within the first few frames after a keyframe.
 _AUDIO_PROBE_FRAMES = 16
+
+#: What a publisher sends before its media: a returning session's offset is fixed
+#: by its first frame that is none of these.
+_SESSION_HEADERS = frozenset(
+    {FrameKind.METADATA, FrameKind.VIDEO_SEQUENCE_HEADER, FrameKind.AUDIO_SEQUENCE_HEADER}
+)
 
 #: Frames kept in the GOP cache after its keyframe.
 _GOP_KINDS = frozenset({FrameKind.INTER, FrameKind.DISPOSABLE, FrameKind.AUDIO})
@@ -336,13 +344,20 @@ class Stream:
 
     # --- media -----------------------------------------------------------------
 
-    def _rebase(self, timestamp: int) -> int:
+    def _rebase(self, timestamp: int, kind: FrameKind) -> int:
         if not self._session_started:
-            self._session_started = True
-            if self._last_timestamp is None:
+            last = self._last_timestamp
+            if last is None:
+                self._session_started = True
                 self._offset = 0
+            elif kind in _SESSION_HEADERS:
+                # Headers before a returning session's first media follow on without
+                # fixing the offset: a relay's catch-up sends cached headers with the
+                # stamps of their time (0), hours before the GOP that follows them.
+                return (last + _REPUBLISH_GAP_MS) & 0xFFFFFFFF
             else:
-                self._offset = self._last_timestamp + _REPUBLISH_GAP_MS - timestamp
+                self._session_started = True
+                self._offset = last + _REPUBLISH_GAP_MS - timestamp
         out = (timestamp + self._offset) & 0xFFFFFFFF
         self._last_timestamp = out
         return out
@@ -402,7 +417,7 @@ class Stream:
         elif type_id == MessageType.DATA_AMF3:
             payload = payload[1:] if payload[:1] == b"\x00" else payload
             type_id = MessageType.DATA_AMF0
-        timestamp = self._rebase(message.timestamp)
+        timestamp = self._rebase(message.timestamp, kind)
         return Frame(kind, Message(type_id, 0, timestamp, payload))
 
     def sample_rate(self, now: float) -> None:
