@@ -15,7 +15,8 @@ Built in (``docs/security.md`` lists the options that configure them):
   presents ``?key=SECRET`` (OBS's stream key).  Constant-time comparison.
 - :class:`TokenAuthorizer`: signed, expiring URLs (:mod:`streamserver.tokens`).
 - :class:`HTTPCallbackAuthorizer`: nginx-rtmp's ``on_publish``/``on_play``: a
-  form POST; a 2xx answer allows, anything else, an error or a timeout refuses.
+  form POST; a 2xx answer allows, a 3xx with ``Location: rtmp://...`` allows and
+  relays (:class:`RelayRedirect`), anything else, an error or a timeout refuses.
 
 :func:`build_authorizer` turns an :class:`AccessConfig` into the composed
 authorizer.  Explicit publish authorizers (keys, tokens, an on-publish callback)
@@ -119,26 +120,45 @@ class IAuthorizer(Interface):
         """May ``request.peer`` play ``request.app``/``request.name``?"""
 
 
+@dataclass(frozen=True)
+class RelayRedirect:
+    """An authorizer's "allowed, and relay it": pull a play from / push a publish to *url*.
+
+    What an HTTP callback answering 3xx with ``Location: rtmp://...`` means
+    (nginx-rtmp's ``notify_relay_redirect``).  :func:`authorize` fires with it
+    instead of ``None``; the RTMP publish and play and the HTTP-FLV play hand it to
+    ``factory.pushes`` / ``factory.pulls`` (docs/scaling.md, "Relays").
+
+    :ivar url: ``rtmp://HOST[:PORT]/APP[/NAME]`` (without NAME: the stream's own name).
+    """
+
+    url: str
+
+
 def _ask(authorizer: IAuthorizer, request: AccessRequest) -> Any:
     if request.action == "publish":
         return authorizer.authorize_publish(request)
     return authorizer.authorize_play(request)
 
 
-def authorize(authorizer: IAuthorizer, request: AccessRequest) -> defer.Deferred[None]:
+def authorize(authorizer: IAuthorizer, request: AccessRequest) -> defer.Deferred[Any]:
     """Ask *authorizer* about *request*; the Deferred fails if it is refused.
 
     The Deferred has already fired when the authorizer answered synchronously.
 
-    :returns: a Deferred that fires with ``None`` when allowed, or fails with
+    :returns: a Deferred that fires with ``None`` when allowed (with a
+        :class:`RelayRedirect` when allowed through a relay), or fails with
         :class:`~streamserver.errors.UnauthorizedError` carrying the refusal
         code of the action (:data:`REFUSAL_CODES`) and the reason.
     """
     code = REFUSAL_CODES[request.action]
 
-    def allowed(answer: object) -> None:
+    def allowed(answer: object) -> RelayRedirect | None:
+        if isinstance(answer, RelayRedirect):
+            return answer
         if answer is not True:
             raise UnauthorizedError(f"refused by {authorizer.name}", code=code)
+        return None
 
     def refused(failure: Failure) -> Failure:
         error = failure.value
@@ -156,7 +176,7 @@ def authorize(authorizer: IAuthorizer, request: AccessRequest) -> defer.Deferred
         )
         return Failure(UnauthorizedError("authorization failed", code=code))
 
-    deferred: defer.Deferred[None] = defer.maybeDeferred(_ask, authorizer, request)
+    deferred: defer.Deferred[Any] = defer.maybeDeferred(_ask, authorizer, request)
     deferred.addCallbacks(allowed, refused)
     return deferred
 
@@ -178,16 +198,20 @@ class AllOf:
     def __repr__(self) -> str:
         return f"AllOf({', '.join(a.name for a in self.authorizers)})"
 
-    def authorize_publish(self, request: AccessRequest) -> defer.Deferred[bool]:
+    def authorize_publish(self, request: AccessRequest) -> defer.Deferred[bool | RelayRedirect]:
         return defer.ensureDeferred(self._all(request))
 
-    def authorize_play(self, request: AccessRequest) -> defer.Deferred[bool]:
+    def authorize_play(self, request: AccessRequest) -> defer.Deferred[bool | RelayRedirect]:
         return defer.ensureDeferred(self._all(request))
 
-    async def _all(self, request: AccessRequest) -> bool:
+    async def _all(self, request: AccessRequest) -> bool | RelayRedirect:
+        """Allowed by all; the first :class:`RelayRedirect` among the answers, if any."""
+        redirect: RelayRedirect | None = None
         for authorizer in self.authorizers:
-            await authorize(authorizer, request)
-        return True
+            answer = await authorize(authorizer, request)
+            if redirect is None and isinstance(answer, RelayRedirect):
+                redirect = answer
+        return redirect if redirect is not None else True
 
 
 def _as_network_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -463,9 +487,11 @@ class HTTPCallbackAuthorizer:
     """POST the request to a URL, in the style of nginx-rtmp's ``on_publish``.
 
     The body is ``application/x-www-form-urlencoded`` (:func:`callback_form`).
-    A 2xx answer allows; any other status, a connection error or no answer
-    within *timeout* seconds refuses.  Redirects are not followed (a 3xx
-    refuses).  Uses Twisted's non-blocking HTTP client on the given reactor.
+    A 2xx answer allows; a 3xx with ``Location: rtmp://...`` allows through a
+    relay (:class:`RelayRedirect`: pull the play from there, push the publish
+    there); any other status (another 3xx too), a connection error or no answer
+    within *timeout* seconds refuses.  HTTP redirects are not followed.  Uses
+    Twisted's non-blocking HTTP client on the given reactor.
 
     :ivar url: the callback URL.
     :ivar action: the action this callback is asked about.
@@ -516,10 +542,15 @@ class HTTPCallbackAuthorizer:
         deferred.addCallbacks(self._answered, self._failed, errbackArgs=(request,))
         return deferred
 
-    def _answered(self, response: IResponse) -> bool:
+    def _answered(self, response: IResponse) -> bool | RelayRedirect:
         response.deliverBody(DiscardBody())
         if 200 <= response.code < 300:
             return True
+        if 300 <= response.code < 400:
+            location = (response.headers.getRawHeaders(b"location") or [b""])[0]
+            url = location.decode("utf-8", "replace").strip()
+            if url.startswith("rtmp://"):
+                return RelayRedirect(url)
         raise UnauthorizedError(f"{self.name} callback answered {response.code}")
 
     def _failed(self, failure: Failure, request: AccessRequest) -> Failure:

@@ -44,7 +44,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
-from streamserver.auth import AccessRequest, authorize
+from streamserver.auth import AccessRequest, RelayRedirect, authorize
 from streamserver.codec.flv import TAG_HEADER_SIZE, encode_header, metadata_tracks
 from streamserver.errors import StreamError, UnauthorizedError
 from streamserver.events import PLAY, SessionEvent
@@ -287,7 +287,7 @@ class FlvSession:
         _log.failure("authorizing {peer} failed", failure, peer=self.peer)
         self._answer(500, "could not authorize the play")
 
-    def _authorized(self, _: None) -> None:
+    def _authorized(self, decision: RelayRedirect | None) -> None:
         self._pending = None
         if self.state is SessionState.DONE:
             return
@@ -307,7 +307,7 @@ class FlvSession:
         elif not self.factory.config.http_play_wait:
             self._not_found()
         else:
-            self.factory.pulls.demand(stream)
+            self.factory.pulls.demand(stream, decision.url if decision is not None else None)
 
     def _begin(self, stream: Stream) -> None:
         """The stream is published: start the response (or the WebSocket)."""

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 
+from streamserver.auth import RelayRedirect
 from streamserver.codec import messages
 from streamserver.codec.messages import Command, Message, MessageType
 from streamserver.errors import BadNameError, StreamError
@@ -160,9 +161,12 @@ class PublishMixin(_Contracts):
             _log.failure("publish by {peer} failed", failure, peer=self.peer)
 
     def _publish_authorized(
-        self, _: None, command: Command, name: str, args: dict[str, str]
+        self, decision: RelayRedirect | None, command: Command, name: str, args: dict[str, str]
     ) -> None:
         """Start the publish the authorizer allowed, unless it was cancelled meanwhile.
+
+        A :class:`~streamserver.auth.RelayRedirect` (an ``--on-publish`` 3xx) pushes
+        the stream there too, while it is published.
 
         :raises BadNameError: the name is being published already.
         :raises StreamError: the server's stream limit is reached.
@@ -186,6 +190,8 @@ class PublishMixin(_Contracts):
         event = self.session_event(PUBLISH, stream, self.publish_args)
         self.publish_events[stream_id] = event
         self.factory.events.started(event)
+        if isinstance(decision, RelayRedirect):
+            self.factory.pushes.redirect(stream, decision.url)
 
     def _stop_publishing(self, stream_id: int) -> None:
         stream = self.publishing.pop(stream_id, None)

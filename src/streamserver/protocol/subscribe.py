@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 
+from streamserver.auth import RelayRedirect
 from streamserver.codec import messages
 from streamserver.codec.chunk import encode_message
 from streamserver.codec.messages import (
@@ -205,8 +206,13 @@ class SubscribeMixin(_Contracts):
         else:
             _log.failure("play by {peer} failed", failure, peer=self.peer)
 
-    def _play_authorized(self, _: None, command: Command, name: str, args: dict[str, str]) -> None:
+    def _play_authorized(
+        self, decision: RelayRedirect | None, command: Command, name: str, args: dict[str, str]
+    ) -> None:
         """Start the play the authorizer allowed, unless it was cancelled meanwhile.
+
+        A :class:`~streamserver.auth.RelayRedirect` (an ``--on-play`` 3xx) pulls the
+        stream from there when nobody publishes it here.
 
         :raises StreamError: the server's stream limit is reached.
         """
@@ -236,7 +242,7 @@ class SubscribeMixin(_Contracts):
         catch_up = stream.subscribe(viewer)
         if stream.publisher is not None:
             viewer.send_catch_up(catch_up)
-        self.factory.pulls.demand(stream)
+        self.factory.pulls.demand(stream, decision.url if decision is not None else None)
         _log.info("{app}/{name} played by {peer}", app=stream.app, name=name, peer=self.peer)
         self.stream_joined(stream, stream_id, "viewer", self.play_args)
         self.play_event = self.session_event(PLAY, stream, self.play_args)

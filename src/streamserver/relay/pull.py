@@ -292,8 +292,25 @@ class PullManager:
         pull.start()
         return pull
 
-    def demand(self, stream: Stream) -> None:
-        """A viewer waits on *stream*: pull it if nobody publishes it and a router may have it."""
+    def demand(self, stream: Stream, redirect: str | None = None) -> None:
+        """A viewer waits on *stream*: pull it if nobody publishes it and a router may have it.
+
+        :param redirect: an ``--on-play`` 3xx's ``rtmp://`` Location: pull from there
+            (kept for the pull's life) instead of asking the routers.
+        """
+        if redirect is not None and self.of(stream) is None:
+            try:
+                target = parse_target(redirect)
+            except ValueError as error:
+                _log.warn(
+                    "{stream}: ignoring the play callback's Location {url}: {error}",
+                    stream=f"{stream.app}/{stream.name}",
+                    url=redirect,
+                    error=str(error),
+                )
+            else:
+                self.pull(stream, targets=[target])
+                return
         if self.routers or self.of(stream) is not None:
             self.pull(stream)
 

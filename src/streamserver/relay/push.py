@@ -39,7 +39,7 @@ from streamserver.codec.flv import FrameKind
 from streamserver.codec.messages import Message
 from streamserver.events import PUBLISH, SessionEvent
 from streamserver.policy import NEVER_DROPPED
-from streamserver.relay.target import RelayRule, RelayTarget, parse_rule
+from streamserver.relay.target import RelayRule, RelayTarget, parse_rule, parse_target
 from streamserver.relay.upstream import Connector, Upstream
 from streamserver.transport import TransportAdapter
 
@@ -282,6 +282,23 @@ class PushManager:
         running.append(push)
         push.start()
         return push
+
+    def redirect(self, stream: Stream, url: str) -> Push | None:
+        """Push *stream* to an ``--on-publish`` 3xx's ``rtmp://`` Location while published.
+
+        A Location that is no relay URL is logged and ignored (the publish goes on).
+        """
+        try:
+            target = parse_target(url)
+        except ValueError as error:
+            _log.warn(
+                "{stream}: ignoring the publish callback's Location {url}: {error}",
+                stream=f"{stream.app}/{stream.name}",
+                url=url,
+                error=str(error),
+            )
+            return None
+        return self.push_to(stream, target)
 
     def stop(self, stream: Stream) -> None:
         """Stop every push of *stream*."""
