@@ -84,6 +84,14 @@ class Consumer(Protocol):
         ...
 
 
+class ChatRelay(Protocol):
+    """Where a pulled stream's chat goes upstream (``relay/pull.py``; docs/chat.md)."""
+
+    def chat_posted(self, message: ChatMessage) -> None:
+        """A local participant posted *message* in the room."""
+        ...
+
+
 #: AMF0 encoding of the string "@setDataFrame": marker 0x02, u16 length 13, bytes.
 _SET_DATA_FRAME = b"\x02\x00\x0d@setDataFrame"
 
@@ -184,6 +192,7 @@ class Stream:
         :data:`BITRATE_WINDOW` seconds (:meth:`sample_rate`), ``None`` until two
         samples exist.
     :ivar chat: the stream's :class:`ChatRoom`.
+    :ivar chat_relay: where messages posted here go upstream too (a pull sets it).
     """
 
     def __init__(
@@ -224,6 +233,7 @@ class Stream:
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=_MAX_RATE_SAMPLES)
         self._departed_drops: Counter[str] = Counter()
         self._media: tuple[tuple[Frame | None, ...], MediaInfo] | None = None
+        self.chat_relay: ChatRelay | None = None
 
     def __repr__(self) -> str:
         return f"<Stream {self.app}/{self.name} viewers={self.subscriber_count}>"
@@ -501,8 +511,17 @@ class Stream:
         """Post a chat message to the room and send it to every participant.
 
         Its RTMP timestamp is the stream's live edge, so players that treat data
-        messages as timed see it in line with the media they are receiving.
+        messages as timed see it in line with the media they are receiving.  With a
+        :attr:`chat_relay` (a pulled stream) it is sent upstream too.
         """
+        message = self.relay_chat(nick, text, time_ms)
+        if self.chat_relay is not None:
+            self.chat_relay.chat_posted(message)
+        return message
+
+    def relay_chat(self, nick: str, text: str, time_ms: int) -> ChatMessage:
+        """Post a message to the room and its participants, never upstream (what a
+        pull posts of the origin's room)."""
         message = self.chat.post(nick, text, time_ms)
         self.chat.broadcast(message, self.live_timestamp or 0)
         return message

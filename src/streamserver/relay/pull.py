@@ -24,6 +24,12 @@ says ``UnpublishNotify`` or the connection is lost: viewers stay, wait, and the
 stream rebases the timestamps of the next session so they run on.  The upstream
 is re-tried with backoff (:mod:`streamserver.relay.upstream`).
 
+Chat over the relay connection (docs/chat.md, "Relays"): the upstream play seats
+the pull in the origin's room, so the origin's messages arrive as
+``onChatMessage`` and are posted into the local room (never sent back); a message
+posted here is posted locally at once and sent upstream with ``sendChatMessage``,
+its broadcast back from the origin recognised and skipped.
+
 A pull ends ``--pull-idle-seconds`` after its stream is no longer wanted (no
 viewer and no HLS segmenter), or at once when a local publisher arrives
 (:meth:`PullManager.supersede`: viewers stay and follow the local publisher).
@@ -31,6 +37,7 @@ viewer and no HLS segmenter), or at once when a local publisher arrives
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
@@ -43,8 +50,9 @@ from streamserver.relay.target import RelayRule, RelayTarget, parse_rule, parse_
 from streamserver.relay.upstream import Connector, Upstream
 
 if TYPE_CHECKING:
-    from streamserver.client import RTMPClientProtocol
+    from streamserver.client import ReceivedChatMessage, RTMPClientProtocol
     from streamserver.factory import RTMPServerFactory
+    from streamserver.media.rooms import ChatMessage
     from streamserver.media.stream import Stream
 
 __all__ = ["Pull", "PullManager", "PullRouter", "RulePullRouter"]
@@ -106,6 +114,12 @@ class Pull:
         self.idle_call: IDelayedCall | None = None
         self._fixed = fixed
         self._client: RTMPClientProtocol | None = None
+        self._play_stream_id = 0
+        #: the highest id of the origin's room posted here, and that of the last session
+        self._chat_seen = 0
+        self._chat_floor = 0
+        #: texts sent upstream whose broadcast back has not arrived yet, oldest first
+        self._chat_pending: deque[str] = deque()
         self._published = False
         self.label = f"pull {stream.app}/{stream.name}"
         self.upstream = Upstream(
@@ -148,6 +162,7 @@ class Pull:
         self.idle_call = None
         self.upstream.stop()
         self._client = None
+        self._drop_chat_relay()
         self._unpublish()
 
     def stats(self) -> dict[str, Any]:
@@ -170,19 +185,65 @@ class Pull:
         """``play(name, -1000, -1000)`` + SetBufferLength: live only, until its end."""
         client.on_media = self._media_received
         client.on_status = self._status_received
+        client.on_chat = self._chat_received
+        self._play_stream_id = stream_id
         name = target.stream_name(self.stream.name)
         return defer.ensureDeferred(
             client.play(name, stream_id, start=-1000.0, duration=-1000.0, buffer_ms=_BUFFER_MS)
         )
 
     def session_started(self, client: RTMPClientProtocol, target: RelayTarget) -> None:
-        """The upstream plays; the stream is published locally with its first media."""
+        """The upstream plays; the stream is published locally with its first media.
+
+        The play seats us in the origin's chat room: its messages (the history
+        first) are posted here, and ours go there (:meth:`chat_posted`).
+        """
         self._client = client
+        self._chat_floor = self._chat_seen
+        self._chat_pending.clear()
+        self.stream.chat_relay = self
 
     def session_lost(self, target: RelayTarget) -> None:
         """The upstream went away: viewers stay and wait for the next session."""
         self._client = None
+        self._drop_chat_relay()
         self._unpublish()
+
+    # --- chat over the relay connection -------------------------------------------------
+
+    def chat_posted(self, message: ChatMessage) -> None:
+        """A local participant posted *message*: send it to the origin's room."""
+        client = self._client
+        if client is None:
+            return
+        self._chat_pending.append(message.text)
+        sent = client.send_chat(message.text, self._play_stream_id)
+        sent.addErrback(self._chat_refused, message)
+
+    def _chat_refused(self, failure: Failure, message: ChatMessage) -> None:
+        if message.text in self._chat_pending:
+            self._chat_pending.remove(message.text)
+        _log.info(
+            "{relay}: the origin refused chat message {id}: {error}",
+            relay=self.label,
+            id=message.id,
+            error=failure.getErrorMessage(),
+        )
+
+    def _chat_received(self, chat: ReceivedChatMessage) -> None:
+        """An ``onChatMessage`` of the origin's room: post it here, unless it is ours or
+        history already posted."""
+        if chat.stream_id != self._play_stream_id or chat.id <= self._chat_floor:
+            return
+        self._chat_seen = max(self._chat_seen, chat.id)
+        if self._chat_pending and self._chat_pending[0] == chat.text:
+            self._chat_pending.popleft()  # our own, already posted here
+            return
+        self.stream.relay_chat(chat.nick, chat.text, int(chat.time))
+
+    def _drop_chat_relay(self) -> None:
+        if self.stream.chat_relay is self:
+            self.stream.chat_relay = None
 
     def _media_received(self, message: Message) -> None:
         stream = self.stream
