@@ -90,6 +90,7 @@ def test_streams_describes_each_stream(
         "dropped": {reason: http.dropped[reason] for reason in _REASONS},
         "chat": {"participants": 2, "messages": 1, "history": 1},
         "hls": None,
+        "relays": None,
         "recording": None,
     }
     assert entry["dropped"]["inter"] > 0

@@ -433,11 +433,23 @@ class StreamsResource(_JsonResource):
                 "history": stats.chat_messages,
             },
             "hls": self._hls(stream),
+            "relays": self._relays(stream),
             "recording": (
                 None
                 if self.factory.recorder is None
                 else self.factory.recorder.stream_snapshot(stream)
             ),
+        }
+
+    def _relays(self, stream: Stream) -> dict[str, Any] | None:
+        """The stream's pushes and pull (docs/scaling.md); ``None`` when it has neither."""
+        pushes = self.factory.pushes.of(stream)
+        pull = self.factory.pulls.of(stream)
+        if not pushes and pull is None:
+            return None
+        return {
+            "pushes": [push.stats() for push in pushes],
+            "pull": pull.stats() if pull is not None else None,
         }
 
     def _hls(self, stream: Stream) -> dict[str, Any] | None:
