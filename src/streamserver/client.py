@@ -187,7 +187,14 @@ class RTMPClientProtocol(Protocol):
 
     def _message_received(self, message: Message) -> None:
         type_id = message.type_id
-        if type_id == MessageType.DATA_AMF0 and message.payload.startswith(_CHAT_MESSAGE):
+        if type_id == MessageType.AGGREGATE:
+            # SRS and Wowza may send a play's media as aggregates (spec 7.1.6)
+            from streamserver.protocol.publish import split_aggregate
+
+            for sub_message in split_aggregate(message):
+                if sub_message.type_id in _MEDIA_TYPES:
+                    self._message_received(sub_message)
+        elif type_id == MessageType.DATA_AMF0 and message.payload.startswith(_CHAT_MESSAGE):
             self._chat_received(message)
         elif type_id in _MEDIA_TYPES and not message.payload.startswith(_SAMPLE_ACCESS):
             self.media_count += 1
