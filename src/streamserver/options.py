@@ -1014,6 +1014,7 @@ OPTIONS: tuple[Option, ...] = (
         "APP/NAME match the fnmatch PATTERN (an app alone: APP/*).  Repeatable.",
         shown="off",
         repeatable=True,
+        live=False,
     ),
     Option(
         "pull",
@@ -1025,6 +1026,7 @@ OPTIONS: tuple[Option, ...] = (
         "Repeatable: several matching are failover, in order.",
         shown="off",
         repeatable=True,
+        live=False,
     ),
     Option(
         "pull-static",
@@ -1035,6 +1037,7 @@ OPTIONS: tuple[Option, ...] = (
         "stream APP/NAME, viewers or not.  Repeatable.",
         shown="off",
         repeatable=True,
+        live=False,
     ),
     Option(
         "relay-reconnect-seconds",
