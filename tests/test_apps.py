@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet import task
 
@@ -115,3 +115,35 @@ def test_a_websocket_chat_takes_its_apps_chat_length(tmp_path: Path) -> None:
     live_chat.join("bob")
     [answer] = live_chat.say("x" * 4500)
     assert answer["code"] in ("Chat.BadRequest", "Chat.TooLong")
+
+
+def _targets(deferred: object) -> list[str]:
+    results: list[list[object]] = []
+    cast("Any", deferred).addCallback(results.append)
+    return [cast("Any", target).url for target in results[0]]
+
+
+def test_push_and_pull_rules_are_per_app(tmp_path: Path) -> None:
+    """[app.live] push/pull apply to live's streams only; [app."*"] to the apps without a table."""
+    factory = _factory(
+        tmp_path,
+        '[app.live]\npush = ["rtmp://127.0.0.1:1/backup"]\npull = "rtmp://127.0.0.1:2/origin"\n'
+        '[app."*"]\npull = "rtmp://127.0.0.1:3/default"\n',
+    )
+    sources = factory.pushes.sources
+    assert len(sources) == 1
+    assert _targets(sources[0].targets("live", "cam")) == ["rtmp://127.0.0.1:1/backup"]
+    assert _targets(sources[0].targets("other", "cam")) == []
+    assert _targets(factory.pulls.route("live", "cam")) == ["rtmp://127.0.0.1:2/origin"]
+    assert _targets(factory.pulls.route("other", "cam")) == ["rtmp://127.0.0.1:3/default"]
+
+
+def test_an_app_without_relay_rules_adds_no_router(tmp_path: Path) -> None:
+    """No push or pull anywhere: no source or router, so a waiting play starts no pull."""
+    factory = _factory(tmp_path, "[app.live]\nmax-queue = 5000000\n")
+    assert factory.pushes.sources == []
+    assert factory.pulls.routers == []
+    factory.set_app_configs(
+        {"live": factory.config.derived({"pull": ("rtmp://127.0.0.1:2/origin",)})}
+    )
+    assert _targets(factory.pulls.route("live", "cam")) == ["rtmp://127.0.0.1:2/origin"]

@@ -176,6 +176,8 @@ class RTMPServerFactory(ServerFactory):
         for app, view in self.app_views.items():
             if app not in configs:
                 view.update(self.config)
+        self.pushes.config_changed()
+        self.pulls.config_changed()
 
     def settings_for(self, app: str) -> ServerConfig:
         """The configuration in force for application *app*."""

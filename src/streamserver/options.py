@@ -1014,7 +1014,7 @@ OPTIONS: tuple[Option, ...] = (
         "APP/NAME match the fnmatch PATTERN (an app alone: APP/*).  Repeatable.",
         shown="off",
         repeatable=True,
-        live=False,
+        scope="app",
     ),
     Option(
         "pull",
@@ -1026,7 +1026,7 @@ OPTIONS: tuple[Option, ...] = (
         "Repeatable: several matching are failover, in order.",
         shown="off",
         repeatable=True,
-        live=False,
+        scope="app",
     ),
     Option(
         "pull-static",

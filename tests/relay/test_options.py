@@ -44,9 +44,9 @@ def test_relay_options_reach_the_factory() -> None:
     factory = tap.makeService(options).factory  # type: ignore[attr-defined]
     assert factory.config.relay_reconnect_seconds == 1.5
     (source,) = factory.pushes.sources
-    assert [r.target.url for r in source.rules] == ["rtmp://cdn.test:1935/live"]
+    assert [r.target.url for r in source.rules_for("live")] == ["rtmp://cdn.test:1935/live"]
     (router,) = factory.pulls.routers
-    assert [r.target.url for r in router.rules] == [
+    assert [r.target.url for r in router.rules_for("live")] == [
         "rtmp://a.test:1935/live",
         "rtmp://b.test:1936/live",
     ]

@@ -9,7 +9,7 @@ from twisted.internet import defer, task
 from streamserver.codec.flv import FrameKind
 from streamserver.codec.messages import Message, MessageType
 from streamserver.media.stream import Frame
-from streamserver.relay.push import Push
+from streamserver.relay.push import Push, RulePushSource
 from streamserver.relay.target import RelayTarget
 from tests.relay.support import Net, publisher, send_gop, target, video_timestamps, viewer
 
@@ -19,8 +19,10 @@ def _net() -> tuple[Net, Any, Any]:
     origin = net.server("mem:origin")
     edge = net.server("mem:edge", push=("live=rtmp://origin.invalid/live",))
     # the rule's target, rewritten onto the in-memory origin
-    source = edge.pushes.sources[0]
-    source.rules = [type(r)(r.pattern, target("mem:origin")) for r in source.rules]
+    (source,) = edge.pushes.sources
+    edge.pushes.remove_source(source)
+    rules = [type(r)(r.pattern, target("mem:origin")) for r in source.rules_for("live")]
+    edge.pushes.add_source(RulePushSource(rules))
     return net, origin, edge
 
 

@@ -12,9 +12,11 @@ play demands it and a *router* claims it.  Routers (:class:`PullRouter`:
 ``route(app, name) -> Deferred[list[RelayTarget]]``, failover order, empty:
 not mine) are asked in order and the first non-empty answer wins -- on EVERY
 (re)connect attempt, so a router that moves a stream's origin (the cluster's
-Redis lookup) moves the pull with it.  The ``--pull`` rules are the static
-router (:class:`RulePullRouter`); ``--pull-static rtmp://HOST/APP/NAME`` keeps
-a pull of ``APP/NAME`` up from the start, viewers or not.
+Redis lookup) moves the pull with it.  The ``pull`` rules of the stream's
+application are the static router, asked first (:class:`ConfigPullRouter`;
+``--pull``, or ``pull`` in ``--config``'s file, per app); ``--pull-static
+rtmp://HOST/APP/NAME`` keeps a pull of ``APP/NAME`` up from the start, viewers
+or not.
 
 A :class:`Pull` is the stream's publisher: one upstream ``play(name, -1000,
 -1000)`` with a SetBufferLength, whose media is broadcast to every local
@@ -37,6 +39,7 @@ viewer and no HLS segmenter), or at once when a local publisher arrives
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
     from streamserver.media.rooms import ChatMessage
     from streamserver.media.stream import Stream
 
-__all__ = ["Pull", "PullManager", "PullRouter", "RulePullRouter"]
+__all__ = ["ConfigPullRouter", "Pull", "PullManager", "PullRouter", "RulePullRouter"]
 
 _log = Logger()
 
@@ -72,19 +75,43 @@ class PullRouter(Protocol):
 
 
 class RulePullRouter:
-    """The ``--pull`` rules: every matching rule's target, in the order given (failover)."""
+    """Fixed pull rules: every matching rule's target, in the order given (failover)."""
 
     def __init__(self, rules: list[RelayRule]) -> None:
         self.rules = rules
 
-    @classmethod
-    def from_config(cls, values: tuple[str, ...]) -> RulePullRouter:
-        """The router of the ``--pull`` arguments *values*."""
-        return cls([parse_rule(value, with_name=False) for value in values])
-
     def route(self, app: str, name: str) -> defer.Deferred[list[RelayTarget]]:
         """The targets of the rules matching *app*/*name*."""
         return defer.succeed([r.target for r in self.rules if r.matches(app, name)])
+
+
+@functools.lru_cache(maxsize=256)
+def _pull_rules(values: tuple[str, ...]) -> tuple[RelayRule, ...]:
+    """The parsed ``--pull`` rules *values* (already checked by the option's parser)."""
+    return tuple(parse_rule(value, with_name=False) for value in values)
+
+
+class ConfigPullRouter:
+    """The ``pull`` setting of the played stream's application, read at each attempt.
+
+    As :class:`~streamserver.relay.push.ConfigPushSource` for pushes: the rules of
+    :meth:`~streamserver.factory.RTMPServerFactory.settings_for` the app, so a
+    reload's new rules reach the next (re)connect attempt.
+    """
+
+    def __init__(self, factory: RTMPServerFactory) -> None:
+        self._factory = factory
+
+    def __repr__(self) -> str:
+        return "<ConfigPullRouter>"
+
+    def rules_for(self, app: str) -> tuple[RelayRule, ...]:
+        """*app*'s pull rules, parsed, in order."""
+        return _pull_rules(self._factory.settings_for(app).pull)
+
+    def route(self, app: str, name: str) -> defer.Deferred[list[RelayTarget]]:
+        """The targets of *app*'s pull rules that match *app*/*name*, in order."""
+        return defer.succeed([r.target for r in self.rules_for(app) if r.matches(app, name)])
 
 
 class Pull:
@@ -288,9 +315,19 @@ class PullManager:
         self.pulls: dict[tuple[str, str], Pull] = {}
         self.connector: Connector | None = None
         config = factory.config
-        if config.pull:
-            self.add_router(RulePullRouter.from_config(config.pull))
+        self._config_router = ConfigPullRouter(factory)
+        self.config_changed()
         self._static = [parse_target(url, with_name=True) for url in config.pull_static]
+
+    def config_changed(self) -> None:
+        """Ask the ``pull`` settings first while the server or an app has some."""
+        factory = self.factory
+        views = getattr(factory, "app_views", {})
+        if factory.config.pull or any(view.config.pull for view in views.values()):
+            if self._config_router not in self.routers:
+                self.routers.insert(0, self._config_router)
+        else:
+            self.remove_router(self._config_router)
 
     def add_router(self, router: PullRouter) -> None:
         """Ask *router* too (after those added before) from now on."""

@@ -4,7 +4,8 @@
 :class:`~streamserver.events.SessionObserver` of ``factory.events``: when a
 local publish starts it asks each of its *sources* (:class:`PushSource`:
 ``targets(app, name) -> Deferred[list[RelayTarget]]``) where the stream goes --
-the ``--push`` rules are one (:class:`RulePushSource`), the workers' local
+the ``push`` rules of the stream's application are one (:class:`ConfigPushSource`;
+``--push``, or ``push`` in ``--config``'s file, per app), the workers' local
 origin and an ``--on-publish`` 3xx (:meth:`PushManager.push_to`) others -- and
 starts one :class:`Push` per target; when the publish ends they stop.  A pull's
 stream (``factory.pulls``) is no local publish: it is never pushed.
@@ -29,6 +30,7 @@ drops audio frames past ``drop_low`` alone.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from streamserver.factory import RTMPServerFactory
     from streamserver.media.stream import Frame, Stream
 
-__all__ = ["Push", "PushManager", "PushSource", "RulePushSource"]
+__all__ = ["ConfigPushSource", "Push", "PushManager", "PushSource", "RulePushSource"]
 
 _log = Logger()
 
@@ -65,19 +67,44 @@ class PushSource(Protocol):
 
 
 class RulePushSource:
-    """The ``--push`` rules: every rule that matches the stream is one target."""
+    """Fixed push rules: every rule that matches the stream is one target."""
 
     def __init__(self, rules: list[RelayRule]) -> None:
         self.rules = rules
 
-    @classmethod
-    def from_config(cls, values: tuple[str, ...]) -> RulePushSource:
-        """The source of the ``--push`` arguments *values*."""
-        return cls([parse_rule(value) for value in values])
-
     def targets(self, app: str, name: str) -> defer.Deferred[list[RelayTarget]]:
         """The targets of the rules matching *app*/*name*."""
         return defer.succeed([r.target for r in self.rules if r.matches(app, name)])
+
+
+@functools.lru_cache(maxsize=256)
+def _push_rules(values: tuple[str, ...]) -> tuple[RelayRule, ...]:
+    """The parsed ``--push`` rules *values* (already checked by the option's parser)."""
+    return tuple(parse_rule(value) for value in values)
+
+
+class ConfigPushSource:
+    """The ``push`` setting of the published stream's application, read at each publish.
+
+    ``--push`` on the command line, ``push`` in ``--config``'s ``[server]`` table, an
+    ``[app.NAME]`` or ``[app."*"]`` table: whatever
+    :meth:`~streamserver.factory.RTMPServerFactory.settings_for` gives for the app,
+    so a reload's new rules reach the next publish and never a running push.
+    """
+
+    def __init__(self, factory: RTMPServerFactory) -> None:
+        self._factory = factory
+
+    def __repr__(self) -> str:
+        return "<ConfigPushSource>"
+
+    def rules_for(self, app: str) -> tuple[RelayRule, ...]:
+        """*app*'s push rules, parsed."""
+        return _push_rules(self._factory.settings_for(app).push)
+
+    def targets(self, app: str, name: str) -> defer.Deferred[list[RelayTarget]]:
+        """The targets of *app*'s push rules that match *app*/*name*."""
+        return defer.succeed([r.target for r in self.rules_for(app) if r.matches(app, name)])
 
 
 class Push:
@@ -250,8 +277,17 @@ class PushManager:
         self.sources: list[PushSource] = []
         self.pushes: dict[Stream, list[Push]] = {}
         self.connector: Connector | None = None
-        if factory.config.push:
-            self.add_source(RulePushSource.from_config(factory.config.push))
+        self._config_source = ConfigPushSource(factory)
+        self.config_changed()
+
+    def config_changed(self) -> None:
+        """Ask the ``push`` settings on each publish while the server or an app has some."""
+        factory = self.factory
+        views = getattr(factory, "app_views", {})
+        if factory.config.push or any(view.config.push for view in views.values()):
+            self.add_source(self._config_source)
+        else:
+            self.remove_source(self._config_source)
 
     def add_source(self, source: PushSource) -> None:
         """Ask *source* too on every publish from now on (the manager observes publishes
