@@ -60,6 +60,9 @@ HLS_MODES = ("on-demand", "always", "off")
 #: multiply playlist requests and break players (hls.js on 20 ms parts, mediamtx #938).
 MIN_HLS_PART_MS = MIN_PART_MS
 
+#: The longest ``--merge-ms``: a frame held a second is no longer live.
+MAX_MERGE_MS = 1000
+
 #: What ``--record-format`` takes.
 RECORD_FORMATS = ("fmp4", "flv")
 
@@ -156,6 +159,8 @@ class ServerConfig:
     :ivar watchdog_interval: seconds between stall checks of every viewer.
     :ivar eager_writes: send media straight to a plain TCP socket when its
         transport holds nothing (see ``BackpressureMixin.write_media``).
+    :ivar merge_ms: how long a viewer's frames may be held to go out together in
+        one ``sendmsg`` (0: flushed at the end of each publisher read).
     :ivar chat_max_length: longest chat message accepted, in characters (after
         control characters are stripped).
     :ivar chat_rate: chat messages one connection may send per
@@ -258,6 +263,10 @@ class ServerConfig:
     send_buffer: int = 0
     watchdog_interval: float = 1.0
     eager_writes: bool = True
+    # --- fan-out merged writes (issue 16, docs/benchmarks.md): a viewer's frames
+    # wait up to merge_ms to leave in one sendmsg, fewer syscalls for a bounded
+    # latency (SRS mw_latency); past a second it is no longer live video.
+    merge_ms: int = 0
     # 500 characters: a chat line, not a document; 5 per 10 s: a fast typist
     # keeps up, a script flooding a room of 200 viewers does not.
     chat_max_length: int = 500
@@ -400,6 +409,9 @@ class ServerConfig:
         for name in _NON_NEGATIVE:
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must not be negative", name)
+        # fan-out merged writes: 0 (off) up to MAX_MERGE_MS
+        if not 0 <= self.merge_ms <= MAX_MERGE_MS:
+            raise ConfigError(f"merge_ms must be 0..{MAX_MERGE_MS}", "merge_ms")
         for name in ("chat_rate_window", "watchdog_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive", name)

@@ -28,6 +28,7 @@ from streamserver.events import RecordingEvents, SessionEvents
 from streamserver.media.rooms import ChatRoom
 from streamserver.media.stream import Stream, StreamRegistry
 from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
+from streamserver.transport import FlushList
 
 _log = Logger()
 
@@ -154,6 +155,9 @@ class RTMPServerFactory(ServerFactory):
 
         self.pushes = PushManager(self)
         self.pulls = PullManager(self)
+        #: the links holding viewers' frames, flushed at the end of each publisher
+        #: read or after --merge-ms (streamserver.transport.FlushList)
+        self.flush_list = FlushList(reactor, self.config.merge_ms)
         self.app_views: dict[str, AppView] = {}
 
     # --- per-application settings (docs/configuration.md) -------------------------
@@ -235,6 +239,7 @@ class RTMPServerFactory(ServerFactory):
         """Stop the watchdog and close every connection (:meth:`shutdown`)."""
         if self._watchdog.running:
             self._watchdog.stop()
+        self.flush_list.stop()
         self.shutdown()
 
     def check_viewers(self) -> None:

@@ -557,6 +557,15 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
         "SO_SNDBUF in bytes for every socket; 0 leaves the kernel default.",
     ),
+    # --- fan-out merged writes (issue 16)
+    Option(
+        "merge-ms",
+        "merge_ms",
+        int,
+        "MS",
+        "Hold a viewer's frames up to MS milliseconds to send them in one syscall "
+        "(fewer syscalls, MS more latency); 0 sends each publisher read's frames at its end.",
+    ),
     # --- chat
     Option(
         "chat-max-length",

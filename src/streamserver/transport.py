@@ -12,7 +12,15 @@ touches Twisted's private names:
 - the socket under a transport, looking through protocol wrappers such as TLS
   (``ProtocolWrapper.transport``; over TLS ``getHandle()`` is the OpenSSL
   connection, not the socket);
-- the eager ``send()`` to a plain TCP socket.
+- the eager ``send()`` (or ``sendmsg()`` of several frames) to a plain TCP socket.
+
+Frames may be *held* instead of written at once (:meth:`TransportAdapter.write_frame`)
+while a :class:`FlushList` holds: during one publisher read (every frame decoded
+from it goes out in one ``sendmsg`` per viewer, flushed at the end of the read),
+and with ``--merge-ms`` for up to that many milliseconds (one timer per
+factory).  Held bytes count as queued (:meth:`TransportAdapter.queued`); any
+other write through the adapter (protocol bytes, chat) sends what is held first,
+so the bytes on the wire are the bytes written, in order.
 
 What the kernel holds is read with ``ioctl(TIOCOUTQ)`` (Linux's ``SIOCOUTQ``:
 bytes written to the socket and not yet acknowledged by the peer, sent or not),
@@ -36,12 +44,17 @@ import fcntl
 import socket
 import struct
 import termios
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
 from zope.interface import Interface
+
+_log = Logger()
 
 #: Linux's TCP_NOTSENT_LOWAT (include/uapi/linux/tcp.h); not in every socket module.
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
@@ -49,6 +62,9 @@ TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 #: ``SIOCOUTQ`` is ``TIOCOUTQ`` on Linux (include/uapi/linux/sockios.h): for TCP
 #: ``write_seq - snd_una``, every byte the peer has not acknowledged yet.
 _OUTQ = termios.TIOCOUTQ
+
+#: The most buffers one ``sendmsg`` takes (Linux's ``IOV_MAX``); more go in several calls.
+IOV_MAX = 1024
 
 #: Protocol wrappers (TLS) are one level deep in practice; a few more cost nothing.
 _MAX_WRAPPERS = 4
@@ -86,6 +102,111 @@ def socket_of(transport: Any) -> socket.socket | None:
     return found if isinstance(found, socket.socket) else None
 
 
+class FlushList:
+    """The adapters holding frames, for one factory, and when they are flushed.
+
+    :meth:`cork` and :meth:`uncork` bracket a publisher's read (they nest):
+    meanwhile :meth:`holding` is true, :meth:`TransportAdapter.write_frame`
+    holds frames, and each adapter holding some puts itself on the list once.
+    When the outermost read ends, every adapter on the list is flushed -- one
+    ``sendmsg`` each -- or, with *merge_ms*, one timer (per list, not per
+    adapter) is started, if none runs, that flushes them all *merge_ms* later:
+    no frame is held longer than that.  With *merge_ms* frames are held outside
+    a read too (the same timer bounds them).
+
+    :ivar merge_ms: how long a frame may be held after its read (0: flushed at
+        the end of the read).
+    """
+
+    __slots__ = ("_clock", "_depth", "_links", "_timer", "merge_ms")
+
+    def __init__(self, clock: IReactorTime | None = None, merge_ms: int = 0) -> None:
+        self._clock = clock
+        self.merge_ms = merge_ms if clock is not None else 0
+        self._depth = 0
+        self._links: list[TransportAdapter] = []
+        self._timer: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    @property
+    def holding(self) -> bool:
+        """Whether a frame written now is held (in a read, or merging)."""
+        return self._depth > 0 or self.merge_ms > 0
+
+    def cork(self) -> None:
+        """A read begins: hold frames until its end."""
+        self._depth += 1
+
+    def uncork(self) -> None:
+        """A read ends: flush what it held (or start the merge timer)."""
+        self._depth -= 1
+        if self._depth == 0 and self._links:
+            if self.merge_ms:
+                self._start_timer()
+            else:
+                self.flush()
+
+    def add(self, link: TransportAdapter) -> None:
+        """*link* holds frames now (it adds itself once, until it is flushed)."""
+        self._links.append(link)
+        if self._depth == 0 and self.merge_ms:
+            self._start_timer()
+
+    def _start_timer(self) -> None:
+        if self._timer is None and self._clock is not None:
+            self._timer = self._clock.callLater(self.merge_ms / 1000, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what every adapter on the list holds.
+
+        A failure while flushing one adapter (its transport raised) is that
+        connection's alone: its ``on_failure`` hook (the viewer's) is told, or it
+        is logged, and the connection is aborted; the others are flushed.
+        """
+        links = self._links
+        self._links = []
+        for link in links:
+            try:
+                link.flush()
+            except Exception as error:
+                link.discard()
+                hook = link.on_failure
+                if hook is not None:
+                    hook(error)
+                else:
+                    _log.failure(
+                        "flushing to {peer} failed; aborting it",
+                        Failure(error, type(error), error.__traceback__),
+                        peer=link.peer_text,
+                    )
+                link.abort()
+
+    def stop(self) -> None:
+        """Shutdown: cancel the timer and flush everything held."""
+        timer = self._timer
+        self._timer = None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self.flush()
+
+
+def _tail(pieces: Sequence[bytes], sent: int) -> list[bytes]:
+    """What of *pieces* is left once their first *sent* bytes are gone."""
+    for index, piece in enumerate(pieces):
+        if sent < len(piece):
+            rest = list(pieces[index + 1 :])
+            rest.insert(0, piece[sent:] if sent else piece)
+            return rest
+        sent -= len(piece)
+    return []
+
+
 class TransportAdapter:
     """One connection's transport, as backpressure sees it.
 
@@ -96,17 +217,40 @@ class TransportAdapter:
 
     :ivar transport: the Twisted transport.
     :ivar written: every byte written through the adapter.
-    :ivar media_written: the bytes of those written by :meth:`write_media`: what
-        a stream sends the peer (media and chat), as opposed to protocol bytes
-        (handshake, control, commands) that answer the peer or keep it alive.
+    :ivar media_written: the bytes of those written by :meth:`write_media` and
+        :meth:`write_frame`: what a stream sends the peer (media and chat), as
+        opposed to protocol bytes (handshake, control, commands) that answer the
+        peer or keep it alive.
+    :ivar held_bytes: the bytes of the frames held (:meth:`write_frame`), part of
+        :meth:`queued`.
+    :ivar flush_list: the :class:`FlushList` that says when frames are held
+        (``None``: never).
+    :ivar on_failure: told of an error met flushing held frames (the viewer's
+        failure, set by the viewer), else the flush list logs it.
     """
 
-    __slots__ = ("_buffer", "_eager", "_queue", "_socket", "media_written", "transport", "written")
+    __slots__ = (
+        "_buffer",
+        "_eager",
+        "_held",
+        "_queue",
+        "_socket",
+        "flush_list",
+        "held_bytes",
+        "media_written",
+        "on_failure",
+        "transport",
+        "written",
+    )
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
         self.written = 0
         self.media_written = 0
+        self.held_bytes = 0
+        self._held: list[bytes] = []
+        self.flush_list: FlushList | None = None
+        self.on_failure: Callable[[BaseException], None] | None = None
         self._queue: Any = transport if IWriteQueue.providedBy(transport) else None
         below = _unwrap(transport)
         #: the FileDescriptor whose private write buffer holds our bytes
@@ -125,13 +269,14 @@ class TransportAdapter:
     # --- readings -----------------------------------------------------------------
 
     def queued(self) -> int:
-        """Bytes written and not yet handed to the kernel (Twisted's user-space buffer)."""
+        """Bytes written and not yet handed to the kernel: held frames plus Twisted's
+        user-space buffer."""
         buffer = self._buffer
         if buffer is not None:
-            return len(buffer.dataBuffer) - buffer.offset + buffer._tempDataLen
+            return len(buffer.dataBuffer) - buffer.offset + buffer._tempDataLen + self.held_bytes
         if self._queue is not None:
-            return int(self._queue.queued_bytes())
-        return 0
+            return int(self._queue.queued_bytes()) + self.held_bytes
+        return self.held_bytes
 
     def kernel_queued(self) -> int:
         """Bytes handed to the kernel that the peer has not acknowledged (0 if unknown).
@@ -170,8 +315,74 @@ class TransportAdapter:
 
     def write(self, data: bytes) -> None:
         """Write protocol bytes *data* through the transport (handshake, control, commands)."""
+        if self._held:
+            self.flush()
         self.written += len(data)
         self.transport.write(data)
+
+    def write_frame(self, data: bytes, queued: int) -> None:
+        """Write a frame's bytes *data*: held while the flush list holds, else
+        as :meth:`write_media`.
+
+        Held frames go out together, in one ``sendmsg`` of the shared bytes
+        objects (no copy), when the flush list flushes or anything else is
+        written through this adapter.
+        """
+        flush_list = self.flush_list
+        if flush_list is None or not flush_list.holding:
+            self.write_media(data, queued)
+            return
+        size = len(data)
+        self.written += size
+        self.media_written += size
+        if not self._held:
+            flush_list.add(self)
+        self._held.append(data)
+        self.held_bytes += size
+
+    def flush(self) -> None:
+        """Send the held frames: one ``sendmsg`` when the transport holds nothing,
+        the unsent rest (or everything) through the transport, in order."""
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        self.held_bytes = 0
+        sock = self._eager
+        if sock is not None and not self.queued():
+            if len(held) == 1:
+                self._send_now(sock, held[0])
+                return
+            total = sum(map(len, held))
+            sent = 0
+            try:
+                while sent < total:
+                    batch = held if len(held) <= IOV_MAX else held[:IOV_MAX]
+                    taken = sock.sendmsg(batch)
+                    sent += taken
+                    held = _tail(held, taken)
+                    if not taken or taken < sum(map(len, batch)):
+                        break
+            except OSError:
+                pass  # EAGAIN or EINTR, or an error the transport meets next (below)
+            if sent >= total:
+                return
+        self.transport.writeSequence(held)
+
+    def discard(self) -> None:
+        """Forget the held frames (the connection is being aborted)."""
+        self._held = []
+        self.held_bytes = 0
+
+    def _send_now(self, sock: socket.socket, data: bytes) -> None:
+        try:
+            sent = sock.send(data)
+        except OSError:
+            # EAGAIN or EINTR: nothing taken; any other error: the transport
+            # meets the same error on its next write and closes cleanly.
+            sent = 0
+        if sent != len(data):
+            self.transport.write(data[sent:] if sent else data)
 
     def write_media(self, data: bytes, queued: int) -> None:
         """Write a stream's bytes *data* (media, chat): straight to the socket when
@@ -186,22 +397,20 @@ class TransportAdapter:
         through the transport as before, so pause/resume and the policy's view
         of the queue are unchanged.
 
+        Held frames (:meth:`write_frame`) go first.
+
         :param queued: :meth:`queued` as read just before, by the caller (who
             needed it anyway); 0 allows the eager send.
         """
+        if self._held:
+            self.flush()
+            queued = self.queued()
         self.written += len(data)
         self.media_written += len(data)
         sock = self._eager
         if sock is not None and not queued:
-            try:
-                sent = sock.send(data)
-            except OSError:
-                # EAGAIN or EINTR: nothing taken; any other error: the transport
-                # meets the same error on its next write and closes cleanly.
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
+            self._send_now(sock, data)
+            return
         self.transport.write(data)
 
     # --- set-up and teardown ------------------------------------------------------
@@ -258,11 +467,16 @@ class TransportAdapter:
         return True
 
     def close(self) -> None:
-        """Close once what is queued has been sent."""
+        """Close once what is queued (held frames too) has been sent."""
+        try:
+            self.flush()
+        except Exception:
+            self.discard()  # the transport broke: closing is all that is left
         self.transport.loseConnection()
 
     def abort(self) -> None:
-        """Close now, discarding what is queued."""
+        """Close now, discarding what is queued (held frames too)."""
+        self.discard()
         abort = getattr(self.transport, "abortConnection", None)
         if abort is not None:
             abort()

@@ -22,7 +22,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from streamserver.testing import FakeTransport
-from streamserver.transport import TCP_NOTSENT_LOWAT, TransportAdapter
+from streamserver.transport import TCP_NOTSENT_LOWAT, FlushList, TransportAdapter
 from tests.integration.support import get_reactor, make_self_signed, wait_until, within
 
 if TYPE_CHECKING:
@@ -115,6 +115,31 @@ async def test_plain_tcp_eager_write_skips_the_buffer(
     link.disable_eager_writes()
     link.write_media(b"y" * 1000, link.queued())
     assert link.queued() == 1000, "with eager writes off the bytes wait in Twisted's buffer"
+
+
+@pytest_twisted.ensureDeferred
+async def test_plain_tcp_held_frames_leave_in_one_sendmsg_in_order(
+    tcp_pair: tuple[Holder, socket.socket],
+) -> None:
+    """Frames held during a read reach the peer in order, with what was written after them,
+    through the real socket's sendmsg (and Twisted's buffer for what it does not take)."""
+    holder, client = tcp_pair
+    link = TransportAdapter(holder.transport)
+    link.flush_list = flush_list = FlushList()
+    frames = [bytes([index]) * (700 + 3000 * (index % 3)) for index in range(200)]
+    expected = bytearray()
+    for start in range(0, len(frames), 10):
+        flush_list.cork()
+        for frame in frames[start : start + 10]:
+            link.write_frame(frame, link.queued())
+            expected += frame
+        flush_list.uncork()
+        link.write(b"|%d|" % start)
+        expected += b"|%d|" % start
+    assert link.held_bytes == 0
+    reader = Reader(client)
+    await wait_until(lambda: reader.pull() and len(reader.data) >= len(expected), 10, "every byte")
+    assert bytes(reader.data) == bytes(expected)
 
 
 @pytest_twisted.ensureDeferred

@@ -165,6 +165,12 @@ class _FlvLink(TransportAdapter):
             queued = self.queued()  # the preamble may have written the response's headers
         super().write_media(data, queued)
 
+    def write_frame(self, data: bytes, queued: int) -> None:
+        if self.preamble is not None:
+            self.write_media(data, queued)  # the header and the first tag, now
+            return
+        super().write_frame(data, queued)
+
 
 class SessionState(StrEnum):
     """Where an HTTP-FLV request is."""
@@ -265,6 +271,7 @@ class FlvSession:
         self.link.set_no_delay(False)
         if not config.eager_writes:
             self.link.disable_eager_writes()
+        self.link.flush_list = factory.flush_list
         pending = authorize(factory.authorizer_for(self.access.app), self.access)
         self._pending = pending
         pending.addCallbacks(self._authorized, self._refused)
@@ -392,6 +399,7 @@ class FlvSession:
         if self.state is not SessionState.PLAYING:
             return
         self._leave()
+        self.link.flush()  # held frames go before the end of the response
         if self._ws is not None:
             self._ws.loseConnection(1000)
         elif not self.request.finished and not self.request._disconnected:

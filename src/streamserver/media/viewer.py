@@ -125,9 +125,21 @@ class ViewerLink(Protocol):
         """Whether :meth:`kernel_queued` can see anything."""
         ...
 
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of frames held to go out together (part of :meth:`queued`)."""
+        ...
+
     def write_media(self, data: bytes, queued: int) -> None:
         """Write a stream's bytes, *queued* being :meth:`queued` read just before."""
         ...
+
+    def write_frame(self, data: bytes, queued: int) -> None:
+        """Write a frame's bytes, possibly held to go out with the next ones."""
+        ...
+
+    on_failure: Any
+    """Told of an error met sending held frames later (the viewer's :meth:`Viewer._fail`)."""
 
 
 class ViewerOwner(Protocol):
@@ -276,6 +288,8 @@ class Viewer:
         self.stream = stream
         self.owner = owner
         self.link = owner.link
+        # held frames are sent after deliver() returned: a failure then is ours too
+        self.link.on_failure = self._fail
         self.format = wire_format
         self._server = server
         self._gate = gate
@@ -324,7 +338,8 @@ class Viewer:
             link = self.link
             queued = link.queued()
             now = self._server.seconds()
-            if queued or self.watched:
+            # held frames leave within the read (or --merge-ms): no suspicion
+            if queued != link.held_bytes or self.watched:
                 if queued > self.peak_queued:
                     self.peak_queued = queued
                 if link.has_kernel_view:
@@ -390,7 +405,7 @@ class Viewer:
             self.disconnect(decision.reason or "policy")
 
     def _write(self, frame: Frame, data: bytes, queued: int, now: float) -> None:
-        self.link.write_media(data, queued)
+        self.link.write_frame(data, queued)
         size = len(data)
         self.frames_sent += 1
         self.bytes_sent += size

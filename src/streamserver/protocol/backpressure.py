@@ -1,7 +1,8 @@
 """BackpressureMixin: the drop-frames policy's step in the decision chain.
 
 Hooks overridden: ``connectionMade`` (registers the protocol as its transport's
-streaming producer; sets ``TCP_NOTSENT_LOWAT``/``SO_SNDBUF`` on real sockets),
+streaming producer; sets ``TCP_NOTSENT_LOWAT``/``SO_SNDBUF`` on real sockets;
+puts the link on the factory's flush list, so its frames may be held),
 ``pauseProducing``/``resumeProducing`` (record congestion), ``admit_frame``
 (asks the factory's :class:`~streamserver.policy.IDropPolicy` for every frame
 the rest of the chain admits).
@@ -65,6 +66,7 @@ class BackpressureMixin(_Contracts):
         self.link.configure_socket(config.notsent_lowat, config.send_buffer)
         if not config.eager_writes:
             self.link.disable_eager_writes()
+        self.link.flush_list = self.factory.flush_list
         self.link.register_producer(self)
         super().connectionMade()
 

@@ -1,7 +1,10 @@
 """ChunkingMixin: RTMP chunk stream in and out, and protocol control messages.
 
 Hooks overridden: ``connectionMade`` (builds the decoder and encoder),
-``dataReceived`` (decodes chunks and emits ``message_received`` per message),
+``dataReceived`` (decodes chunks and emits ``message_received`` per message,
+corking the factory's :class:`~streamserver.transport.FlushList` meanwhile, so
+the frames a publisher's read carries leave in one ``sendmsg`` per viewer at
+its end),
 ``message_received`` (Window Acknowledgement Size and Acknowledgement
 bookkeeping; Set Chunk Size and Abort are applied inside the decoder).
 
@@ -75,10 +78,19 @@ class ChunkingMixin(_Contracts):
     def dataReceived(self, data: bytes) -> None:
         received = self._chunk_decoder.receive_data(data) if data else []
         super().dataReceived(data)
-        for message in received:
-            if self.closing:
-                break
-            self.message_received(message)
+        if not received:
+            self._maybe_acknowledge()
+            return
+        # the frames of one read go out together: one sendmsg per viewer at its end
+        flush_list = self.factory.flush_list
+        flush_list.cork()
+        try:
+            for message in received:
+                if self.closing:
+                    break
+                self.message_received(message)
+        finally:
+            flush_list.uncork()
         self._maybe_acknowledge()
 
     @override
