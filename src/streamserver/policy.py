@@ -42,6 +42,16 @@ Rules that hold at every level:
   write progress for ``stall_timeout`` seconds while bytes are queued:
   :meth:`DropFramesPolicy.stalled` says so and the caller disconnects.
 
+The fast path: for a frame of *size* bytes to a viewer not waiting for a
+keyframe whose queue delay is 0 (unwatched) and whose queue plus the frame
+stays within ``drop_low``, :meth:`DropFramesPolicy.decide` always answers
+:data:`ADMIT` (a kind never dropped) or :data:`SEND_NORMAL` (anything else): the
+level is ``NORMAL`` (bytes <= drop_low, 0 ms) and the frame cannot pass
+``max_queue`` (drop_low <= max_queue).  ``Viewer.policy_decision`` gives that
+answer without the call, for this class exactly (a subclass or another provider
+may decide differently); ``tests/media/test_viewer.py`` holds the two to the
+same decision over random viewer states.
+
 Nothing here does I/O, reads a clock or changes anything: :meth:`DropFramesPolicy.decide`
 reads a viewer (:class:`PolicySubject`) and returns a shared :class:`Decision`, and
 the viewer carries it out -- writes, counts, and applies :func:`awaiting_after`,
@@ -148,6 +158,8 @@ _DROP = {
     for reason in DropReason
     for level in Level
 }
+#: What the fast path answers for a frame that may be dropped (:func:`fast_decision`).
+SEND_NORMAL = _SEND[Level.NORMAL]
 _CATCH_UP = Decision(Verdict.CATCH_UP, None, Level.NORMAL)
 _DISCONNECT_MAX_QUEUE = Decision(Verdict.DISCONNECT, DisconnectReason.MAX_QUEUE, None)
 

@@ -12,11 +12,20 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 
+from streamserver.codec.flv import FrameKind
 from streamserver.media.stream import Frame, Stream
 from streamserver.media.viewer import CALM_CHECKS, Viewer
-from streamserver.policy import DropFramesPolicy, DropReason, IDropPolicy, PolicyLimits
+from streamserver.policy import (
+    Decision,
+    DropFramesPolicy,
+    DropReason,
+    IDropPolicy,
+    PolicyLimits,
+)
 from streamserver.testing import FakeTransport
 from streamserver.transport import TransportAdapter
 from tests.protocol import media
@@ -324,3 +333,98 @@ def test_a_fast_viewer_with_much_in_flight_loses_nothing() -> None:
     assert owner.transport.in_kernel >= 19_000
     assert viewer.frames_dropped == 0
     assert viewer.link_rate == 0
+
+
+# --- the fast path ----------------------------------------------------------------
+
+
+class CountingPolicy(DropFramesPolicy):
+    """The default policy, counting its calls (a subclass: never fast-pathed)."""
+
+    calls = 0
+
+    def decide(self, *args: object) -> Decision:  # type: ignore[override]
+        CountingPolicy.calls += 1
+        return super().decide(*args)  # type: ignore[arg-type]
+
+
+_AUDIO_KINDS = (FrameKind.AUDIO, FrameKind.AUDIO_SEQUENCE_HEADER, FrameKind.METADATA)
+
+
+@st.composite
+def _limits(draw: st.DrawFn) -> PolicyLimits:
+    low = draw(st.integers(1, 10_000))
+    high = draw(st.integers(low, 20_000))
+    return PolicyLimits(
+        drop_low=low,
+        drop_high=high,
+        max_queue=draw(st.integers(high, 40_000)),
+        max_lag_ms=draw(st.integers(1, 10_000)),
+        enabled=draw(st.booleans()),
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    limits=_limits(),
+    kind=st.sampled_from(FrameKind),
+    awaiting=st.booleans(),
+    queued=st.integers(0, 45_000),
+    queued_ms=st.one_of(st.just(0), st.integers(0, 20_000)),
+    size=st.integers(1, 45_000),
+    drain_rate=st.one_of(st.just(0.0), st.floats(1.0, 1e7)),
+    kernel=st.integers(0, 100_000),
+    gop=st.booleans(),
+)
+def test_the_fast_path_gives_the_policys_own_decision(
+    limits: PolicyLimits,
+    kind: FrameKind,
+    awaiting: bool,
+    queued: int,
+    queued_ms: int,
+    size: int,
+    drain_rate: float,
+    kernel: int,
+    gop: bool,
+) -> None:
+    """Viewer.policy_decision, fast path or not, equals DropFramesPolicy.decide for any state."""
+    server = Server(limits)
+    stream, viewer, _ = _play(server)
+    if gop:
+        for message in media.gop_frames(1, 0, 5):
+            stream.broadcast(message)
+    viewer.awaiting_keyframe = awaiting
+    viewer.drain_rate = drain_rate
+    viewer.kernel_queued = kernel
+    viewer._queued = queued
+    viewer._queued_ms = queued_ms
+    message = media.audio(1, 0) if kind in _AUDIO_KINDS else media.video(1, 0, key=True)
+    frame = Frame(kind, message)
+    reference = DropFramesPolicy(limits).decide(
+        viewer, kind, frame.is_video, queued, queued_ms, size, stream.catch_up
+    )
+    assert viewer.policy_decision(frame, size) == reference
+
+
+def test_the_fast_path_skips_the_call_for_a_viewer_that_keeps_up_only() -> None:
+    """A keeping-up viewer of the default policy is not asked; a subclass always is."""
+    server = Server()
+    stream, viewer, _ = _play(server)
+    calls: list[object] = []
+    policy = server.policy
+    original = policy.decide
+
+    def spy(*args: object) -> Decision:
+        calls.append(args)
+        return original(*args)  # type: ignore[arg-type]
+
+    policy.decide = spy  # type: ignore[method-assign]
+    stream.broadcast(media.video(1, 0, key=True))  # awaiting a keyframe: asked
+    assert len(calls) == 1 and not viewer.awaiting_keyframe
+    for message in media.gop_frames(1, 40, 10)[1:]:
+        stream.broadcast(message)
+    assert len(calls) == 1, "kept up: the fast path answered"
+    server.policy = CountingPolicy(LIMITS)
+    CountingPolicy.calls = 0
+    stream.broadcast(media.audio(1, 500))
+    assert CountingPolicy.calls == 1, "another policy is always asked"

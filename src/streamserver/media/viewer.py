@@ -58,9 +58,12 @@ from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 from streamserver.policy import (
+    ADMIT,
     NEVER_DROPPED,
+    SEND_NORMAL,
     Decision,
     DisconnectReason,
+    DropFramesPolicy,
     DropReason,
     IDropPolicy,
     Level,
@@ -374,12 +377,26 @@ class Viewer:
             self._fail(error)
 
     def policy_decision(self, frame: Frame, size: int) -> Decision:
-        """The drop policy's decision for *frame* at the queue measured for it (pure)."""
-        return self._server.policy.decide(
+        """The drop policy's decision for *frame* at the queue measured for it (pure).
+
+        The default policy's answer for a viewer that keeps up (not waiting for
+        a keyframe, 0 ms queued, queue and frame within ``drop_low``) is known
+        without asking it: the fast path of ``streamserver.policy``.
+        """
+        policy = self._server.policy
+        queued = self._queued
+        if (
+            not self.awaiting_keyframe
+            and not self._queued_ms
+            and type(policy) is DropFramesPolicy
+            and queued + size <= policy.limits.drop_low
+        ):
+            return ADMIT if frame.kind in NEVER_DROPPED else SEND_NORMAL
+        return policy.decide(
             self,
             frame.kind,
             frame.is_video,
-            self._queued,
+            queued,
             self._queued_ms,
             size,
             self.stream.catch_up,
