@@ -27,7 +27,7 @@ from streamserver.policy import (
     PolicyLimits,
 )
 from streamserver.testing import FakeTransport
-from streamserver.transport import TransportAdapter
+from streamserver.transport import FlushList, TransportAdapter
 from tests.protocol import media
 
 LIMITS = PolicyLimits(drop_low=3000, drop_high=50_000, max_queue=200_000, max_lag_ms=60_000)
@@ -428,3 +428,21 @@ def test_the_fast_path_skips_the_call_for_a_viewer_that_keeps_up_only() -> None:
     CountingPolicy.calls = 0
     stream.broadcast(media.audio(1, 500))
     assert CountingPolicy.calls == 1, "another policy is always asked"
+
+
+def test_frames_held_for_merging_do_not_make_a_viewer_suspect() -> None:
+    """Held frames count as queued for the policy, but leave within --merge-ms: the
+    watchdog does not watch a viewer for them (that would cost an ioctl per frame)."""
+    server = Server()
+    stream, viewer, owner = _play(server)
+    owner.link.flush_list = FlushList(server.clock, merge_ms=50)
+    for message in media.gop_frames(1, 0, 3):
+        stream.broadcast(message)
+    assert owner.link.held_bytes > 0 and owner.link.queued() == owner.link.held_bytes
+    assert not viewer.check_progress(server.seconds())
+    assert not viewer.watched
+    stream.broadcast(media.video(1, 200, key=False))
+    assert not viewer.watched
+    server.clock.advance(0.05)
+    assert owner.link.held_bytes == 0
+    assert owner.transport.total_written == owner.link.written

@@ -521,9 +521,10 @@ class Viewer:
         dropping = congestion_drops != self._dropped_seen
         if not link.has_kernel_view:
             self.watched = False
-        elif queued or dropping or self.link_rate:
-            # bytes wait in user space, it lost frames since the last check, or its
-            # link has been the limit lately: a slow viewer stays watched, or the
+        elif queued != link.held_bytes or dropping or self.link_rate:
+            # bytes wait in user space (not just held frames, which leave within
+            # --merge-ms), it lost frames since the last check, or its link has been
+            # the limit lately: a slow viewer stays watched, or the
             # next keyframe would fill the kernel unseen
             self.watched = True
         elif self.watched:
