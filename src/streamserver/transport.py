@@ -116,32 +116,33 @@ class FlushList:
 
     :ivar merge_ms: how long a frame may be held after its read (0: flushed at
         the end of the read).
+    :ivar holding: whether a frame written now is held (in a read, or merging);
+        an attribute, not a property: it is read for every frame of every viewer.
     """
 
-    __slots__ = ("_clock", "_depth", "_links", "_timer", "merge_ms")
+    __slots__ = ("_clock", "_depth", "_links", "_timer", "holding", "merge_ms")
 
     def __init__(self, clock: IReactorTime | None = None, merge_ms: int = 0) -> None:
         self._clock = clock
         self.merge_ms = merge_ms if clock is not None else 0
         self._depth = 0
+        self.holding = self.merge_ms > 0
         self._links: list[TransportAdapter] = []
         self._timer: IDelayedCall | None = None
 
     def __len__(self) -> int:
         return len(self._links)
 
-    @property
-    def holding(self) -> bool:
-        """Whether a frame written now is held (in a read, or merging)."""
-        return self._depth > 0 or self.merge_ms > 0
-
     def cork(self) -> None:
         """A read begins: hold frames until its end."""
         self._depth += 1
+        self.holding = True
 
     def uncork(self) -> None:
         """A read ends: flush what it held (or start the merge timer)."""
         self._depth -= 1
+        if self._depth == 0:
+            self.holding = self.merge_ms > 0
         if self._depth == 0 and self._links:
             if self.merge_ms:
                 self._start_timer()

@@ -408,9 +408,11 @@ class Viewer:
         verdict = decision.verdict
         if decision.level is not None:
             self.level = decision.level
-        self.awaiting_keyframe = awaiting_after(
-            self.awaiting_keyframe, verdict, frame.kind, frame.is_video
-        )
+        if self.awaiting_keyframe or verdict is not Verdict.SEND:
+            # (a frame sent to a viewer not waiting leaves it not waiting: no call)
+            self.awaiting_keyframe = awaiting_after(
+                self.awaiting_keyframe, verdict, frame.kind, frame.is_video
+            )
         if verdict is Verdict.SEND:
             self._write(frame, data, queued, now)
         elif verdict is Verdict.DROP:
