@@ -16,6 +16,12 @@
 # tree (put first on PYTHONPATH), as bench/compare.py --src does, and TWISTD=PATH to
 # start it with another twistd (a .py script runs with the venv's Python), e.g.
 # bench/experiments/twistd_direct_write.py.  STEM_SUFFIX is appended to the file names.
+# NATIVE=1 records the first (collapsed) py-spy profile with --native, so the C
+# frames under a Python line (the socket call, the kernel entry) are split out.
+# PERF=1 also records SECONDS of `perf record -g` of the server (after py-spy)
+# and writes $STEM.perf.txt: the shares by shared object (Python, libc, the
+# kernel) and the top symbols, so the syscall and the loopback delivery charged to
+# the sender show apart from the interpreter.
 # PROTOCOL=http-flv makes the viewers play HTTP-FLV (the server then listens on a
 # loopback HTTP port too, as bench/compare.py starts it) and adds -http-flv to the names.
 set -euo pipefail
@@ -75,7 +81,7 @@ for _ in $(seq 100); do
 done
 
 "$PY" "$HERE/fanout.py" --url "rtmp://127.0.0.1:$PORT/live/profile" --viewers "$VIEWERS" \
-    --bitrate "$KBPS" --warmup "$WARMUP" --duration $((2 * SECONDS_PROFILED + 10)) \
+    --bitrate "$KBPS" --warmup "$WARMUP" --duration $((3 * SECONDS_PROFILED + 10)) \
     --server-pid "$SERVER" --label "profile $PROTOCOL $VIEWERS@$KBPS" \
     --protocol "$PROTOCOL" "${VIA_HTTP[@]}" \
     >"$STEM.fanout.json" 2>"$STEM.fanout.stderr" &
@@ -88,8 +94,23 @@ for _ in $(seq 600); do
 done
 sleep "$WARMUP"
 
+NATIVE_ARG=()
+[[ "${NATIVE:-0}" == 1 ]] && NATIVE_ARG=(--native)
 "$PYSPY" record --pid "$SERVER" --duration "$SECONDS_PROFILED" --rate 100 --nolineno \
-    --format raw --output "$STEM.txt"
+    "${NATIVE_ARG[@]}" --format raw --output "$STEM.txt"
+if [[ "${PERF:-0}" == 1 ]]; then
+    perf record -F 499 -g -p "$SERVER" -o "$STEM.perf.data" -- sleep "$SECONDS_PROFILED" \
+        >/dev/null 2>&1
+    {
+        echo "# perf: shares of the server's samples by shared object"
+        perf report -i "$STEM.perf.data" --no-children --sort dso --stdio -g none \
+            2>/dev/null | grep -v '^$' | head -25 || true
+        echo "# perf: top symbols"
+        perf report -i "$STEM.perf.data" --no-children --sort dso,sym --stdio -g none \
+            2>/dev/null | grep -v '^$' | head -60 || true
+    } >"$STEM.perf.txt"
+    rm -f "$STEM.perf.data"
+fi
 "$PYSPY" record --pid "$SERVER" --duration "$SECONDS_PROFILED" --rate 100 \
     --format flamegraph --output "$STEM.svg"
 wait "$FANOUT"
