@@ -565,6 +565,7 @@ OPTIONS: tuple[Option, ...] = (
         "MS",
         "Hold a viewer's frames up to MS milliseconds to send them in one syscall "
         "(fewer syscalls, MS more latency); 0 sends each publisher read's frames at its end.",
+        live=False,  # the factory's flush list takes it once, at start
     ),
     # --- chat
     Option(
