@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 
 from streamserver.codec import amf0
@@ -174,3 +176,56 @@ def test_accept_message_refuses_in_the_documented_order_and_counts_only_accepted
     with pytest.raises(ChatRateLimitedError):
         accept_message(room, "bob", "c", max_length=5, rate=rate, now=9.9)
     assert accept_message(room, "bob", "c", max_length=5, rate=rate, now=10.0) == "c"
+
+
+class Relay:
+    """A ChatBridge that records what it is given, as a cluster's would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, object]] = []
+        self.opened: list[Stream] = []
+        self.closed: list[Stream] = []
+
+    def send_chat(self, stream: Stream, nick: str, text: str, time_ms: int, sender: object) -> None:
+        self.sent.append((nick, text, sender))
+
+    def room_opened(self, stream: Stream) -> None:
+        self.opened.append(stream)
+
+    def room_closed(self, stream: Stream) -> None:
+        self.closed.append(stream)
+
+
+def test_a_chat_bridge_gets_posts_and_the_room_takes_its_ids_back() -> None:
+    """With a relay, post_chat hands the message over (None); receive_chat records the
+    message with the relay's id, once, and sends it to all but the excluded seat."""
+    relay = Relay()
+    registry = StreamRegistry("live", chat_bridge=relay)
+    stream = registry.get_or_create("cam")
+    assert relay.opened == [stream]
+    seat, irc = Seat(), Seat()
+    stream.chat.join(seat)
+    stream.chat.join(irc)
+    assert stream.post_chat("ann", "hi", 1, sender=irc) is None
+    assert relay.sent == [("ann", "hi", irc)]
+    assert stream.chat.history == deque()
+    assert stream.receive_chat(ChatMessage(7, "ann", "hi", 1), exclude=irc) is True
+    assert stream.receive_chat(ChatMessage(7, "ann", "hi", 1)) is False
+    assert stream.receive_chat(ChatMessage(5, "old", "x", 1)) is False
+    assert len(seat.written) == 1 and irc.written == []
+    assert stream.chat.next_id == 8
+    stream.chat.leave(seat)
+    stream.chat.leave(irc)
+    registry.release(stream)
+    assert relay.closed == [stream]
+
+
+def test_merge_history_puts_older_messages_first_and_returns_them() -> None:
+    room = ChatRoom(history_count=4)
+    room.accept(ChatMessage(10, "a", "ten", 0))
+    added = room.merge_history([ChatMessage(i, "a", str(i), 0) for i in range(6, 12)])
+    assert [m.id for m in added] == [7, 8, 9]
+    assert [m.id for m in room.history] == [7, 8, 9, 10]
+    empty = ChatRoom()
+    assert [m.id for m in empty.merge_history([ChatMessage(3, "a", "x", 0)])] == [3]
+    assert empty.next_id == 4

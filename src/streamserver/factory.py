@@ -26,7 +26,7 @@ from streamserver.config import ServerConfig
 from streamserver.errors import StreamError
 from streamserver.events import RecordingEvents, SessionEvents
 from streamserver.media.rooms import ChatRoom
-from streamserver.media.stream import Stream, StreamRegistry
+from streamserver.media.stream import ChatBridge, Stream, StreamRegistry
 from streamserver.policy import DropFramesPolicy, IDropPolicy, PolicyLimits
 from streamserver.transport import FlushList
 
@@ -147,6 +147,10 @@ class RTMPServerFactory(ServerFactory):
         self.recorder: Any = None
         #: The Reloader with --config (streamserver/reload.py), else None; set by makeService.
         self.reloader: Any = None
+        #: With --cluster: where chat goes across nodes (cluster/chat.py), set before
+        #: any stream exists; and the node, whose ``snapshot()`` the API shows.
+        self.chat_bridge: ChatBridge | None = None
+        self.cluster: Any = None
         from streamserver.http.hls_manager import HlsManager
 
         self.hls = HlsManager(self)
@@ -366,6 +370,7 @@ class RTMPServerFactory(ServerFactory):
                 clock=self.seconds,
                 chat_history=config.chat_history,
                 chat_history_bytes=config.chat_history_bytes,
+                chat_bridge=self.chat_bridge,
             )
             self.registries[app] = registry
         return registry

@@ -326,7 +326,10 @@ class ChatSession:
             return
         message = stream.post_chat(self.nick, text, int(now * 1000))
         self.chat_sent += 1
-        answer: dict[str, Any] = {"type": "sent", "id": message.id}
+        # With --cluster the id is the cluster's, known when the message comes back.
+        answer: dict[str, Any] = {"type": "sent"}
+        if message is not None:
+            answer["id"] = message.id
         if ref is not None:
             answer["ref"] = ref
         self._write(encode(answer))

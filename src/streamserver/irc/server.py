@@ -704,7 +704,7 @@ class IrcConnection(irc.IRC):
             return
         seat.own_message = True
         try:
-            stream.post_chat(self.nick, accepted, int(now * 1000))
+            stream.post_chat(self.nick, accepted, int(now * 1000), sender=seat)
         finally:
             seat.own_message = False
         self.chat_sent += 1

@@ -16,6 +16,7 @@ whatever the sender speaks: :func:`clean_text`, :func:`clean_nick`,
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Hashable
 from typing import Any, Protocol
@@ -267,20 +268,53 @@ class ChatRoom:
     def post(self, nick: str, text: str, time_ms: int) -> ChatMessage:
         """Record a message from *nick*, keep it in the history, and return it."""
         message = ChatMessage(self.next_id, nick, text, time_ms)
-        self.next_id += 1
+        self.accept(message)
+        return message
+
+    def accept(self, message: ChatMessage) -> bool:
+        """Record *message*, whose id was given elsewhere (a cluster's shared counter).
+
+        :returns: ``False`` for a message older than the room's newest (a repeat),
+            which is not recorded.
+        """
+        if message.id < self.next_id:
+            return False
+        self.next_id = message.id + 1
         self.messages_posted += 1
         if self.history_count > 0 and message.size <= self.history_max_bytes:
             self.history.append(message)
             self.history_bytes += message.size
-            while (
-                len(self.history) > self.history_count
-                or self.history_bytes > self.history_max_bytes
-            ):
-                self.history_bytes -= self.history.popleft().size
-        return message
+            self._bound_history()
+        return True
 
-    def broadcast(self, message: ChatMessage, timestamp: int) -> int:
-        """Send *message* to every participant; return how many it was written to.
+    def merge_history(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """Put *messages* (oldest first; a cluster's shared history) before the room's own.
+
+        Only those older than the room's oldest are kept (the rest it has).
+        :returns: the messages added, oldest first, for the participants already in.
+        """
+        oldest = self.history[0].id if self.history else math.inf
+        older = [m for m in messages if m.id < oldest][-self.history_count :]
+        if self.history_count <= 0 or not older:
+            return []
+        if not self.history:
+            self.next_id = max(self.next_id, older[-1].id + 1)
+        for message in reversed(older):
+            self.history.appendleft(message)
+            self.history_bytes += message.size
+        self._bound_history()
+        kept = {id(m) for m in self.history}
+        return [m for m in older if id(m) in kept]
+
+    def _bound_history(self) -> None:
+        while len(self.history) > self.history_count or self.history_bytes > self.history_max_bytes:
+            self.history_bytes -= self.history.popleft().size
+
+    def broadcast(
+        self, message: ChatMessage, timestamp: int, exclude: ChatParticipant | None = None
+    ) -> int:
+        """Send *message* to every participant but *exclude* (its IRC sender, which
+        IRC does not echo); return how many it was written to.
 
         The message is serialized once per group of participants sharing a
         ``fanout_key`` (by the group's first participant), and the same ``bytes``
@@ -288,6 +322,8 @@ class ChatRoom:
         """
         groups: dict[Hashable, list[ChatParticipant]] = {}
         for participant in tuple(self.participants):
+            if participant is exclude:
+                continue
             groups.setdefault(participant.fanout_key, []).append(participant)
         for group in groups.values():
             data = group[0].encode_chat(message, timestamp)

@@ -38,6 +38,7 @@ from streamserver.media.rooms import (
     DEFAULT_CHAT_HISTORY,
     DEFAULT_CHAT_HISTORY_BYTES,
     ChatMessage,
+    ChatParticipant,
     ChatRoom,
 )
 from streamserver.policy import DropReason
@@ -174,6 +175,29 @@ def metadata_message(type_id: int, payload: bytes) -> bytes | None:
     return payload
 
 
+class ChatBridge(Protocol):
+    """Carries chat rooms elsewhere (a cluster: :mod:`streamserver.cluster.chat`).
+
+    Set on a registry, it is told of each stream created and forgotten, and it
+    gets every message posted instead of the room assigning its id.
+    """
+
+    def send_chat(
+        self, stream: Stream, nick: str, text: str, time_ms: int, sender: ChatParticipant | None
+    ) -> None:
+        """Post *text* from *nick* to *stream*'s room everywhere (back via ``receive_chat``,
+        not to *sender* when given)."""
+        ...
+
+    def room_opened(self, stream: Stream) -> None:
+        """*stream* (and its room) was created here."""
+        ...
+
+    def room_closed(self, stream: Stream) -> None:
+        """*stream* was forgotten here."""
+        ...
+
+
 class Stream:
     """One live stream: publisher, subscribers, cached headers and GOP.
 
@@ -208,6 +232,8 @@ class Stream:
         self.app = app
         self.name = name
         self.chat = ChatRoom(history_count=chat_history, history_bytes=chat_history_bytes)
+        #: Where posted chat goes instead of this room alone (a cluster), or ``None``.
+        self.chat_bridge: ChatBridge | None = None
         self.gop_cache_bytes = gop_cache_bytes
         self._clock = clock
         self.publisher: Publisher | None = None
@@ -507,13 +533,24 @@ class Stream:
             media=self.media_info(),
         )
 
-    def post_chat(self, nick: str, text: str, time_ms: int) -> ChatMessage:
+    def post_chat(
+        self, nick: str, text: str, time_ms: int, sender: ChatParticipant | None = None
+    ) -> ChatMessage | None:
         """Post a chat message to the room and send it to every participant.
 
         Its RTMP timestamp is the stream's live edge, so players that treat data
         messages as timed see it in line with the media they are receiving.  With a
         :attr:`chat_relay` (a pulled stream) it is sent upstream too.
+
+        With a :attr:`chat_bridge` (a cluster) the message goes to it instead, never
+        upstream over a pull (the cluster's Redis is the one path between nodes), and
+        ``None`` is returned: it comes back with its id through :meth:`receive_chat`,
+        on every node in the same order, except to *sender* (a participant that is
+        not shown its own messages: IRC).
         """
+        if self.chat_bridge is not None:
+            self.chat_bridge.send_chat(self, nick, text, time_ms, sender)
+            return None
         message = self.relay_chat(nick, text, time_ms)
         if self.chat_relay is not None:
             self.chat_relay.chat_posted(message)
@@ -525,6 +562,20 @@ class Stream:
         message = self.chat.post(nick, text, time_ms)
         self.chat.broadcast(message, self.live_timestamp or 0)
         return message
+
+    def receive_chat(self, message: ChatMessage, exclude: ChatParticipant | None = None) -> bool:
+        """A message of the room from :attr:`chat_bridge`, its id given there: record
+        and send it, not to *exclude* (``False``: a repeat, dropped)."""
+        if not self.chat.accept(message):
+            return False
+        self.chat.broadcast(message, self.live_timestamp or 0, exclude)
+        return True
+
+    def merge_chat_history(self, messages: list[ChatMessage]) -> None:
+        """The room's shared history from :attr:`chat_bridge` (oldest first): kept before
+        the room's own, and sent to the participants who joined before it came."""
+        for message in self.chat.merge_history(messages):
+            self.chat.broadcast(message, self.live_timestamp or 0)
 
     def broadcast(self, message: Message) -> Frame:
         """Relay one message from the publisher to every subscriber.
@@ -560,8 +611,10 @@ class StreamRegistry:
         clock: Callable[[], float] = time.monotonic,
         chat_history: int = DEFAULT_CHAT_HISTORY,
         chat_history_bytes: int = DEFAULT_CHAT_HISTORY_BYTES,
+        chat_bridge: ChatBridge | None = None,
     ) -> None:
         self.app = app
+        self.chat_bridge = chat_bridge
         self.gop_cache_bytes = gop_cache_bytes
         self.chat_history = chat_history
         self.chat_history_bytes = chat_history_bytes
@@ -591,12 +644,17 @@ class StreamRegistry:
                 chat_history_bytes=self.chat_history_bytes,
             )
             self._streams[name] = stream
+            if self.chat_bridge is not None:
+                stream.chat_bridge = self.chat_bridge
+                self.chat_bridge.room_opened(stream)
         return stream
 
     def release(self, stream: Stream) -> None:
         """Forget *stream* if nobody publishes, plays or chats in it any more."""
         if stream.is_idle and self._streams.get(stream.name) is stream:
             del self._streams[stream.name]
+            if stream.chat_bridge is not None:
+                stream.chat_bridge.room_closed(stream)
 
     @property
     def streams(self) -> list[Stream]:

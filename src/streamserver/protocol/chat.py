@@ -34,7 +34,7 @@ needs :class:`~streamserver.protocol.contracts.Messaging` (the chunk size),
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from twisted.internet import defer
@@ -370,17 +370,18 @@ class ChatMixin(_Contracts):
         )
         message = stream.post_chat(seat.nick, text, int(now * 1000))
         self.chat_sent += 1
+        message_id = None if message is None else message.id
         _log.debug(
             "chat {id} from {nick} ({peer}) in {app}/{name}",
-            id=message.id,
+            id=message_id,
             nick=seat.nick,
             peer=self.peer,
             app=stream.app,
             name=stream.name,
         )
-        self.reply(
-            command, None, messages.status_info("Chat.Sent", "Message sent.", id=float(message.id))
-        )
+        # With --cluster the id is the cluster's, known when the message comes back.
+        fields: dict[str, Any] = {} if message_id is None else {"id": float(message_id)}
+        self.reply(command, None, messages.status_info("Chat.Sent", "Message sent.", **fields))
 
     def command_getViewerCount(self, command: Command) -> None:
         """``getViewerCount``: how many connections play a stream.

@@ -262,6 +262,8 @@ class Pull:
         history already posted."""
         if chat.stream_id != self._play_stream_id or chat.id <= self._chat_floor:
             return
+        if self.stream.chat_bridge is not None:
+            return  # --cluster: the room gets the origin's messages over Redis instead
         self._chat_seen = max(self._chat_seen, chat.id)
         if self._chat_pending and self._chat_pending[0] == chat.text:
             self._chat_pending.popleft()  # our own, already posted here
