@@ -217,6 +217,12 @@ class ServerConfig:
     :ivar on_record_done: URL POSTed to when a recording file is done.
     :ivar exec_record_done: the argument list run when a recording file is done,
         ``{path}`` and the other fields substituted; empty runs nothing.
+    :ivar cluster: ``redis://HOST:PORT/DB`` of a cluster's Redis, or ``None``.
+    :ivar cluster_node_id: this node's id in the cluster (``None``: HOSTNAME-PID).
+    :ivar cluster_advertise: ``rtmp://HOST:PORT`` other nodes pull from (``None``:
+        the first RTMP listener's).
+    :ivar cluster_prefix: the prefix of every Redis key and channel.
+    :ivar cluster_lease_seconds: a node's lease TTL (refreshed every third of it).
     :ivar api_token: the bearer token of the JSON API's write endpoints (kick,
         chat moderation); without one the API is read-only and they are absent.
     :ivar push: ``--push`` rules (``URL`` or ``PATTERN=URL``): every local publish
@@ -337,6 +343,16 @@ class ServerConfig:
     # 10 s: a viewer reloading the page or switching players finds the pull still
     # up; an abandoned pull costs the origin one viewer for 10 s more.
     pull_idle_seconds: float = 10.0
+    # --- cluster on Redis (docs/scaling.md, "A cluster on Redis"): off by default;
+    # a single node needs nothing.  The node id defaults to HOSTNAME-PID at start
+    # (unique per process), the advertised URL to the first --rtmp listener.
+    cluster: str | None = None
+    cluster_node_id: str | None = None
+    cluster_advertise: str | None = None
+    cluster_prefix: str = "streamserver:"
+    # 10 s, as the origin key's EX 10: a dead node's lease and its origins go
+    # within the same 10 s, and a refresh every 10/3 s survives two lost ones.
+    cluster_lease_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -450,6 +466,7 @@ class ServerConfig:
             raise ConfigError("callback_timeout must not be negative", "access.callback_timeout")
         self._validate_hooks()
         self._validate_relays()
+        self._validate_cluster()
         try:
             self.limits.validate()
         except ValueError as error:
@@ -494,6 +511,47 @@ class ServerConfig:
             )
         if not 0 <= self.pull_idle_seconds <= 86400:
             raise ConfigError("pull_idle_seconds must be 0..86400", "pull_idle_seconds")
+
+    def _validate_cluster(self) -> None:
+        """The ``cluster_*`` settings (docs/scaling.md, "A cluster on Redis")."""
+        from urllib.parse import urlsplit
+
+        if self.cluster is not None:
+            parts = urlsplit(self.cluster)
+            db = parts.path.strip("/")
+            try:
+                port_ok = parts.port is None or parts.port > 0
+            except ValueError:
+                port_ok = False
+            if (
+                parts.scheme != "redis"
+                or not parts.hostname
+                or not port_ok
+                or not (db == "" or db.isdigit())
+            ):
+                raise ConfigError("cluster must be redis://HOST[:PORT][/DB]", "cluster")
+        if self.cluster_node_id is not None and not re.fullmatch(
+            r"[A-Za-z0-9._-]{1,64}", self.cluster_node_id
+        ):
+            raise ConfigError(
+                "cluster_node_id must be 1..64 of letters, digits, '.', '_', '-'",
+                "cluster_node_id",
+            )
+        if self.cluster_advertise is not None:
+            parts = urlsplit(self.cluster_advertise)
+            if parts.scheme != "rtmp" or not parts.hostname or parts.path.strip("/"):
+                raise ConfigError(
+                    "cluster_advertise must be rtmp://HOST[:PORT]", "cluster_advertise"
+                )
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{0,64}", self.cluster_prefix):
+            raise ConfigError(
+                "cluster_prefix must be up to 64 of letters, digits, '.', '_', '-', ':'",
+                "cluster_prefix",
+            )
+        # Under 3 s the refreshes (a third of it) race the Redis round trips of a
+        # loaded node; over 5 minutes a dead node's streams stay unreachable long.
+        if not 3 <= self.cluster_lease_seconds <= 300:
+            raise ConfigError("cluster_lease_seconds must be 3..300", "cluster_lease_seconds")
 
     def _validate_hooks(self) -> None:
         from streamserver.hooks import COMMAND_FIELDS, parse_hook_url

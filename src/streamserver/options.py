@@ -1064,6 +1064,50 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
         "A pull ends this long after its last viewer left.",
     ),
+    # --- cluster on Redis (docs/scaling.md, "A cluster on Redis")
+    Option(
+        "cluster",
+        "cluster",
+        str,
+        "URL",
+        "Join the cluster whose Redis is redis://HOST:PORT/DB: streams' origins, "
+        "pulls between nodes, cluster-wide API and chat (needs the cluster extra).",
+        live=False,
+    ),
+    Option(
+        "cluster-node-id",
+        "cluster_node_id",
+        str,
+        "ID",
+        "This node's id in the cluster.",
+        shown="HOSTNAME-PID",
+        live=False,
+    ),
+    Option(
+        "cluster-advertise",
+        "cluster_advertise",
+        str,
+        "URL",
+        "rtmp://HOST:PORT other nodes pull this node's streams from.",
+        shown="the first --rtmp listener",
+        live=False,
+    ),
+    Option(
+        "cluster-prefix",
+        "cluster_prefix",
+        str,
+        "PREFIX",
+        "Prefix of every Redis key and channel of the cluster.",
+        live=False,
+    ),
+    Option(
+        "cluster-lease-seconds",
+        "cluster_lease_seconds",
+        float,
+        "SECONDS",
+        "A node's lease in Redis lives this long unless refreshed (every third of it).",
+        live=False,
+    ),
 )
 
 

@@ -24,6 +24,7 @@ from typing_extensions import override
 
 from streamserver.config import ConfigError, ServerConfig
 from streamserver.configfile import Effective, describe, effective
+from streamserver.errors import UsageError
 from streamserver.factory import RTMPServerFactory
 from streamserver.hooks import install as install_hooks
 from streamserver.options import (
@@ -150,7 +151,8 @@ def makeService(options: Options) -> IService:
     """Build the service tree: one RTMP listener per ``--rtmp`` endpoint, one HTTP
     listener per ``--http`` endpoint (one site), one IRC gateway listener per
     ``--irc`` endpoint (one :class:`~streamserver.irc.IrcFactory`), the SSH
-    console (``manhole``) when ``--manhole`` is given, and the hooks
+    console (``manhole``) when ``--manhole`` is given, the cluster membership
+    (``--cluster``, :mod:`streamserver.cluster.service`), and the hooks
     (``--on-publish-done``..., :func:`streamserver.hooks.install`) observing the
     factory."""
     from twisted.internet import reactor
@@ -201,6 +203,15 @@ def makeService(options: Options) -> IService:
         recording = RecordingService(factory)
         recording.setName("recording")
         recording.setServiceParent(top)
+    if factory.config.cluster is not None:
+        from streamserver.cluster.service import ClusterService
+
+        try:
+            cluster = ClusterService(factory, options["rtmp"])
+        except UsageError as error:
+            raise usage.UsageError(str(error)) from error
+        cluster.setName("cluster")
+        cluster.setServiceParent(top)
     if options["manhole"]:
         from streamserver.console import ConsoleService
 

@@ -4,7 +4,10 @@ Read (always):
 
 ``GET /api/streams``
     every stream: publisher, media info, bit rate in, viewers by wire protocol,
-    bytes in and out, frames dropped by reason, chat;
+    bytes in and out, frames dropped by reason, chat; with ``--cluster`` also
+    ``cluster``: this node's id, the nodes, and every stream of the cluster with
+    its origin node, viewers per node and in all (as of the node's last refresh,
+    ``age`` seconds ago; docs/scaling.md);
 ``GET /api/streams/APP/NAME``
     one stream, the same and each of its viewers (``APP`` may be several
     segments; ``NAME`` is the last);
@@ -369,7 +372,10 @@ class StreamsResource(_JsonResource):
             now = factory.seconds()
             conn_ids = self._conn_ids()
             streams = sorted(factory.streams(), key=lambda s: (s.app, s.name))
-            return {"streams": [self._describe(s, s.stats(), now, conn_ids) for s in streams]}
+            answer = {"streams": [self._describe(s, s.stats(), now, conn_ids) for s in streams]}
+            if factory.cluster is not None:
+                answer["cluster"] = factory.cluster.snapshot()
+            return answer
         action = _action(path) if writable else None
         if method == b"POST" and action is not None:
             target, verb, argument = action
