@@ -37,11 +37,16 @@ __all__ = [
     "HLS_MODES",
     "MAX_CHUNK_SIZE",
     "MAX_MESSAGE_BYTES",
+    "MAX_WORKERS",
     "MIN_CHUNK_SIZE",
     "MIN_HLS_PART_MS",
     "ConfigError",
     "ServerConfig",
 ]
+
+#: The most ``--workers``: far above any core count this server runs on, low
+#: enough that a typo (``--workers 1000``) is refused instead of forking.
+MAX_WORKERS = 256
 
 #: Outgoing chunk sizes we accept: the spec's minimum 128, and the largest value
 #: every common player handles (ffmpeg, librtmp and Flash take up to 65536).
@@ -235,6 +240,10 @@ class ServerConfig:
     :ivar relay_reconnect_seconds: the first wait before a relay reconnects
         (doubling to 30 s while the upstream stays down).
     :ivar pull_idle_seconds: a pull ends this long after its last viewer left.
+    :ivar workers: worker processes sharing the listeners (1: this process serves
+        alone; docs/scaling.md).
+    :ivar workers_dir: the directory of the origin's and the workers' Unix sockets
+        (mode 0700); ``None``: a fresh one under the temp dir.
     """
 
     chunk_size: int = 4096
@@ -353,6 +362,12 @@ class ServerConfig:
     # 10 s, as the origin key's EX 10: a dead node's lease and its origins go
     # within the same 10 s, and a refresh every 10/3 s survives two lost ones.
     cluster_lease_seconds: float = 10.0
+    # --- workers (docs/scaling.md, "Every core: --workers"): 1 is one process, as
+    # before; N > 1 a supervisor, one origin and N workers sharing the ports with
+    # SO_REUSEPORT.  The Unix sockets between them live in workers_dir (None: a
+    # fresh private directory under the system's temp dir, made by the supervisor).
+    workers: int = 1
+    workers_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -467,6 +482,7 @@ class ServerConfig:
         self._validate_hooks()
         self._validate_relays()
         self._validate_cluster()
+        self._validate_workers()
         try:
             self.limits.validate()
         except ValueError as error:
@@ -552,6 +568,15 @@ class ServerConfig:
         # loaded node; over 5 minutes a dead node's streams stay unreachable long.
         if not 3 <= self.cluster_lease_seconds <= 300:
             raise ConfigError("cluster_lease_seconds must be 3..300", "cluster_lease_seconds")
+
+    def _validate_workers(self) -> None:
+        """The ``workers`` range (docs/scaling.md, "Every core: --workers")."""
+        # Past MAX_WORKERS processes each holds its own copy of every stream's GOP
+        # and the sockets' accept queues: more workers than cores only costs memory.
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be 1..{MAX_WORKERS}", "workers")
+        if self.workers_dir is not None and not self.workers_dir:
+            raise ConfigError("workers_dir must not be empty", "workers_dir")
 
     def _validate_hooks(self) -> None:
         from streamserver.hooks import COMMAND_FIELDS, parse_hook_url

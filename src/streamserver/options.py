@@ -61,6 +61,7 @@ __all__ = [
     "opt_flags",
     "opt_parameters",
     "parse_chat_rate",
+    "parse_workers",
     "read_secret",
     "show_value",
     "usage_error",
@@ -362,6 +363,16 @@ def load_authorizer(name: str) -> IAuthorizer:
     if not IAuthorizer.providedBy(found):
         raise ValueError(f"{name} does not provide IAuthorizer")
     return found
+
+
+def parse_workers(value: str) -> int:
+    """``--workers``: a count, or ``auto`` for this machine's CPU count.
+
+    :raises ValueError: neither.
+    """
+    if value == "auto":
+        return os.cpu_count() or 1
+    return int(value)
 
 
 def parse_chat_rate(value: str) -> tuple[int, float]:
@@ -1106,6 +1117,26 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "SECONDS",
         "A node's lease in Redis lives this long unless refreshed (every third of it).",
+        live=False,
+    ),
+    # --- workers: every core of one machine (docs/scaling.md, "Every core: --workers")
+    Option(
+        "workers",
+        "workers",
+        parse_workers,
+        "N",
+        "Serve with N worker processes sharing the RTMP and HTTP ports (SO_REUSEPORT), "
+        "a local origin every publish reaches and every worker plays from, and a "
+        "supervisor restarting them; auto: one per CPU.  1: this process serves alone.",
+        live=False,
+    ),
+    Option(
+        "workers-dir",
+        "workers_dir",
+        str,
+        "DIR",
+        "Directory of the origin's and the workers' Unix sockets (made mode 0700).",
+        shown="a new private directory in the temp dir",
         live=False,
     ),
 )

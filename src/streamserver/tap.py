@@ -15,9 +15,9 @@ the console's options.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import IService
 from twisted.python import usage
 from typing_extensions import override
@@ -37,6 +37,12 @@ from streamserver.options import (
     opt_parameters,
 )
 from streamserver.security import StreamServerService
+from streamserver.workers import (
+    build_supervisor,
+    current_role,
+    listener_service,
+    prepare_child,
+)
 
 __all__ = ["DEFAULT_HTTP_ENDPOINT", "DEFAULT_RTMP_ENDPOINT", "Options", "makeService"]
 
@@ -64,6 +70,13 @@ class Options(usage.Options):
         #: the configuration in force, once parsed (:func:`streamserver.configfile.effective`)
         self.effective: Effective | None = None
         self._parsing = True
+        #: the arguments as given, for --workers: the supervisor starts its children with them
+        self.arguments: list[str] = []
+
+    @override
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     @override
     def __setitem__(self, key: str, value: Any) -> None:
@@ -142,6 +155,19 @@ class Options(usage.Options):
             return self.effective.config
         return config_from(self)
 
+    def adjust(self, changes: dict[str, Any]) -> None:
+        """Set *changes* (by flag) as if the command line gave them, and resolve the
+        configuration again (a ``--workers`` child's role, over ``--config``'s file).
+
+        :raises usage.UsageError: the result is wrong.
+        """
+        self.update(changes)
+        self.given.update(changes)
+        try:
+            self._resolve()
+        except ConfigError as error:
+            raise usage.UsageError(str(error)) from error
+
     def app_configs(self) -> dict[str, ServerConfig]:
         """The configuration of each application ``--config``'s file names."""
         return dict(self.effective.app_configs) if self.effective is not None else {}
@@ -154,24 +180,36 @@ def makeService(options: Options) -> IService:
     console (``manhole``) when ``--manhole`` is given, the cluster membership
     (``--cluster``, :mod:`streamserver.cluster.service`), and the hooks
     (``--on-publish-done``..., :func:`streamserver.hooks.install`) observing the
-    factory."""
+    factory.
+
+    With ``--workers N`` (N > 1) this process is the supervisor of the origin and
+    the workers instead (:mod:`streamserver.workers`), and a child started by it
+    listens as its role says."""
     from twisted.internet import reactor
 
     from streamserver.http import build_site
 
-    factory = RTMPServerFactory(options.config(), reactor=reactor)
+    config = options.config()
+    role = current_role(workers=config.workers)
+    if role is None and config.workers > 1:
+        return build_supervisor(options.arguments, options, config, reactor)
+    if role is not None:
+        options.adjust(prepare_child(role, options))
+        config = options.config()
+    listen = partial(listener_service, role)
+    factory = RTMPServerFactory(config, reactor=reactor)
     factory.set_app_configs(options.app_configs())
     install_hooks(factory)
     top = StreamServerService(factory)
     for endpoint in options["rtmp"]:
-        service = strports.service(endpoint, factory)
+        service = listen(endpoint, factory)
         service.setName(f"rtmp:{endpoint}")
         service.setServiceParent(top)
     listener_factories: dict[str, Any] = {"rtmp": factory}
     if options["http"] or options["config"]:
         listener_factories["http"] = site = build_site(factory)
         for endpoint in options["http"]:
-            service = strports.service(endpoint, site)
+            service = listen(endpoint, site)
             service.setName(f"http:{endpoint}")
             service.setServiceParent(top)
     if options["irc"] or options["config"]:
@@ -179,7 +217,7 @@ def makeService(options: Options) -> IService:
 
         listener_factories["irc"] = gateway = IrcFactory(factory)
         for endpoint in options["irc"]:
-            service = strports.service(endpoint, gateway)
+            service = listen(endpoint, gateway)
             service.setName(f"irc:{endpoint}")
             service.setServiceParent(top)
     if options["config"] and options.effective is not None:

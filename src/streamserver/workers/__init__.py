@@ -1,0 +1,100 @@
+"""Every core of one machine: ``--workers N`` (docs/scaling.md, "Every core: --workers").
+
+With ``--workers 1`` (the default) nothing here runs.  With N > 1 the twistd
+process is a supervisor (:mod:`~streamserver.workers.supervisor`) of one origin
+and N workers, each a ``twistd streamserver`` child with the same options and
+its :class:`~streamserver.workers.roles.Role` in the environment:
+
+- a **worker** listens on the public RTMP, HTTP and IRC ports with its own
+  ``SO_REUSEPORT`` socket (:mod:`~streamserver.workers.reuseport`);
+- the **origin** listens only on Unix sockets in the workers' directory.
+
+:func:`build_supervisor`, :func:`prepare_child` and :func:`listener_service`
+are what :mod:`streamserver.tap` calls; nothing below imports the tap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+
+from streamserver.workers.reuseport import ReusePortService, parse_tcp
+from streamserver.workers.roles import ORIGIN, Role, current_role
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping, Sequence
+
+    from twisted.internet.protocol import ServerFactory
+
+    from streamserver.config import ServerConfig
+
+__all__ = [
+    "Role",
+    "build_supervisor",
+    "current_role",
+    "listener_service",
+    "prepare_child",
+]
+
+
+def build_supervisor(arguments: Sequence[str], options: MutableMapping[str, Any],
+                     config: ServerConfig, reactor: Any) -> IService:  # fmt: skip
+    """The supervisor's service: the children of *config*'s ``workers``, started
+    with *arguments* (the supervisor's own, listeners resolved).
+
+    :raises usage.UsageError: a listener cannot be shared.
+    """
+    from streamserver.workers.supervisor import (
+        LISTENER_FLAGS,
+        WorkerSupervisor,
+        child_arguments,
+        make_directory,
+        resolve_listeners,
+        twistd_command,
+    )
+
+    listeners = resolve_listeners({flag: options[flag] for flag in LISTENER_FLAGS})
+    directory, made = make_directory(config.workers_dir)
+    command = twistd_command(child_arguments(arguments, listeners))
+    top = MultiService()
+    supervisor = WorkerSupervisor(
+        reactor,
+        command,
+        directory,
+        config.workers,
+        grace=config.shutdown_grace,
+        remove_directory=made,
+    )
+    supervisor.setName("workers")
+    supervisor.setServiceParent(top)
+    return top
+
+
+def prepare_child(role: Role, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The changes (by flag) a child's parsed *options* take for its role: the
+    origin listens for RTMP only on its Unix socket (no HTTP, no IRC); the console
+    moves to the role's port (:meth:`Role.console_endpoint`).
+
+    The tap applies them as if the command line gave them, so a ``--config`` file
+    does not override them.
+    """
+    changes: dict[str, Any] = {}
+    if role.kind == ORIGIN:
+        changes.update(rtmp=[role.unix_endpoint(role.origin_rtmp_path)], http=[], irc=[])
+        changes["no-http"] = True
+    if options.get("manhole"):
+        changes["manhole"] = role.console_endpoint(options["manhole"])
+    return changes
+
+
+def listener_service(role: Role | None, endpoint: str, factory: ServerFactory[Any]) -> IService:
+    """The service listening on *endpoint*: shared (``SO_REUSEPORT``) in a worker
+    for a TCP endpoint, else ``strports.service``."""
+    listener = parse_tcp(endpoint) if role is not None and role.kind != ORIGIN else None
+    if listener is None:
+        return strports.service(endpoint, factory)
+    from twisted.internet import reactor
+
+    return ReusePortService(listener, factory, reactor)
