@@ -40,6 +40,7 @@ from streamserver.security import StreamServerService
 from streamserver.workers import (
     build_supervisor,
     current_role,
+    install_child,
     listener_service,
     prepare_child,
 )
@@ -262,4 +263,6 @@ def makeService(options: Options) -> IService:
         )
         console.setName("manhole")
         console.setServiceParent(top)
+    if role is not None:
+        install_child(role, factory, reactor)
     return top

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamserver import tap
+from streamserver.workers.origin import OriginLink
 from streamserver.workers.reuseport import ReusePortService
 from streamserver.workers.roles import ORIGIN, WORKER, Role
 
@@ -17,7 +18,13 @@ def _child_services(role: Role, monkeypatch: pytest.MonkeyPatch, *argv: str) -> 
     options = tap.Options()
     options.parseOptions(["--workers", str(role.workers), *argv])
     top = tap.makeService(options)
-    return {service.name: service for service in top}  # type: ignore[attr-defined]
+    services = {service.name: service for service in top}  # type: ignore[attr-defined]
+    services["links"] = [
+        observer
+        for observer in top.factory.events.observers  # type: ignore[attr-defined]
+        if isinstance(observer, OriginLink)
+    ]
+    return services
 
 
 def test_origin_listens_only_on_unix_sockets(
@@ -30,13 +37,16 @@ def test_origin_listens_only_on_unix_sockets(
     )
     listeners = sorted(name for name in services if ":" in name)
     assert listeners == [f"rtmp:unix:{tmp_path}/origin.rtmp.sock:mode=600"]
+    assert services["links"] == []
 
 
 def test_worker_shares_its_tcp_listeners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker's TCP listeners are SO_REUSEPORT services."""
+    """A worker's TCP listeners are SO_REUSEPORT services; it links to the origin."""
     role = Role(WORKER, 1, tmp_path, 2)
     services = _child_services(
         role, monkeypatch, "--rtmp", "tcp:1935:interface=127.0.0.1", "--http", "tcp:8080"
     )
     assert isinstance(services["rtmp:tcp:1935:interface=127.0.0.1"], ReusePortService)
     assert isinstance(services["http:tcp:8080"], ReusePortService)
+    [link] = services["links"]
+    assert isinstance(link, OriginLink) and link.role == role

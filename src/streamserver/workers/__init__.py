@@ -6,11 +6,14 @@ and N workers, each a ``twistd streamserver`` child with the same options and
 its :class:`~streamserver.workers.roles.Role` in the environment:
 
 - a **worker** listens on the public RTMP, HTTP and IRC ports with its own
-  ``SO_REUSEPORT`` socket (:mod:`~streamserver.workers.reuseport`);
+  ``SO_REUSEPORT`` socket (:mod:`~streamserver.workers.reuseport`), pushes every
+  publish to the origin and pulls every play without a local publisher from it
+  (:mod:`~streamserver.workers.origin`);
 - the **origin** listens only on Unix sockets in the workers' directory.
 
-:func:`build_supervisor`, :func:`prepare_child` and :func:`listener_service`
-are what :mod:`streamserver.tap` calls; nothing below imports the tap.
+:func:`build_supervisor`, :func:`prepare_child`, :func:`listener_service` and
+:func:`install_child` are what :mod:`streamserver.tap` calls; nothing below
+imports the tap.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ if TYPE_CHECKING:
     from twisted.internet.protocol import ServerFactory
 
     from streamserver.config import ServerConfig
+    from streamserver.factory import RTMPServerFactory
 
 __all__ = [
     "Role",
     "build_supervisor",
     "current_role",
+    "install_child",
     "listener_service",
     "prepare_child",
 ]
@@ -98,3 +103,12 @@ def listener_service(role: Role | None, endpoint: str, factory: ServerFactory[An
     from twisted.internet import reactor
 
     return ReusePortService(listener, factory, reactor)
+
+
+def install_child(role: Role, factory: RTMPServerFactory, reactor: Any) -> None:
+    """Add to a child what its role needs beyond a single server: a worker's links
+    to the origin."""
+    if role.kind != ORIGIN:
+        from streamserver.workers.origin import install_origin_link
+
+        install_origin_link(role, factory, reactor)
