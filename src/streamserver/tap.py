@@ -207,6 +207,7 @@ def makeService(options: Options) -> IService:
         service.setName(f"rtmp:{endpoint}")
         service.setServiceParent(top)
     listener_factories: dict[str, Any] = {"rtmp": factory}
+    site = None
     if options["http"] or options["config"]:
         listener_factories["http"] = site = build_site(factory)
         for endpoint in options["http"]:
@@ -264,5 +265,5 @@ def makeService(options: Options) -> IService:
         console.setName("manhole")
         console.setServiceParent(top)
     if role is not None:
-        install_child(role, factory, reactor)
+        install_child(role, factory, top, site, reactor)
     return top

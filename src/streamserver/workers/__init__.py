@@ -8,7 +8,8 @@ its :class:`~streamserver.workers.roles.Role` in the environment:
 - a **worker** listens on the public RTMP, HTTP and IRC ports with its own
   ``SO_REUSEPORT`` socket (:mod:`~streamserver.workers.reuseport`), pushes every
   publish to the origin and pulls every play without a local publisher from it
-  (:mod:`~streamserver.workers.origin`);
+  (:mod:`~streamserver.workers.origin`), and answers ``/api`` and ``/metrics``
+  for all (:mod:`~streamserver.workers.aggregate`);
 - the **origin** listens only on Unix sockets in the workers' directory.
 
 :func:`build_supervisor`, :func:`prepare_child`, :func:`listener_service` and
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, MutableMapping, Sequence
 
     from twisted.internet.protocol import ServerFactory
+    from twisted.web.server import Site
 
     from streamserver.config import ServerConfig
     from streamserver.factory import RTMPServerFactory
@@ -105,9 +107,21 @@ def listener_service(role: Role | None, endpoint: str, factory: ServerFactory[An
     return ReusePortService(listener, factory, reactor)
 
 
-def install_child(role: Role, factory: RTMPServerFactory, reactor: Any) -> None:
-    """Add to a child what its role needs beyond a single server: a worker's links
-    to the origin."""
+def install_child(role: Role, factory: RTMPServerFactory, top: MultiService,
+                  site: Site | None, reactor: Any) -> None:  # fmt: skip
+    """Add to a child's service tree what its role needs beyond a single server:
+    its private HTTP site (``/_process`` included), the aggregation of the public
+    site's ``/api`` and ``/metrics`` (a worker), and a worker's links to the origin."""
+    from streamserver.http import build_site
+    from streamserver.workers.aggregate import ProcessResource, Siblings, install_aggregation
+
+    private = build_site(factory)
+    private.resource.putChild(b"_process", ProcessResource(role, factory))
+    service = strports.service(role.unix_endpoint(role.http_path()), private)
+    service.setName(f"private-http:{role.name}")
+    service.setServiceParent(top)
+    if site is not None:
+        install_aggregation(site, Siblings(reactor, role))
     if role.kind != ORIGIN:
         from streamserver.workers.origin import install_origin_link
 

@@ -12,7 +12,9 @@ The files of the workers' directory (mode 0700), one owner each:
 ``origin.rtmp.sock``
     the origin's RTMP listener: every worker's pushes and pulls;
 ``origin.http.sock``, ``worker-I.http.sock``
-    each process's private HTTP site.
+    each process's private HTTP site (the whole site, read by a sibling that
+    aggregates ``/api`` and ``/metrics``, and ``/_process``:
+    :mod:`streamserver.workers.aggregate`).
 
 The origin listens on nothing else: no TCP, no IRC.  The console
 (``--manhole tcp:P...``) is the origin's on port P and worker *I*'s on
