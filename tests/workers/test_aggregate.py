@@ -37,14 +37,20 @@ def _stream(viewers: int, publisher: Any = None, bytes_out: int = 0) -> dict[str
     }
 
 
+#: A worker's pulled copy: its publisher is the relay's pull.
+PULLED = "relay rtmp://origin/live/cam"
+
+
 def test_merge_streams_sums_over_workers_only() -> None:
     """One entry per stream: viewers, bytes out, drops summed over the workers (not the
-    origin), the publisher taken from the worker that has one, viewers per worker."""
+    origin), the publisher from the worker where it publishes (not a pulled copy)."""
     publisher = {"id": 1, "address": "127.0.0.1:5000", "uptime": 3}
     merged = merge_streams(
         {
             ORIGIN: {"streams": [_stream(2, {"id": 7})]},
-            "worker-0": {"streams": [_stream(3, {"id": 2, "address": "origin"}, 300)]},
+            "worker-0": {
+                "streams": [_stream(3, {"id": 2, "address": "relay rtmp://origin/live/cam"}, 300)]
+            },
             "worker-1": {"streams": [_stream(4, publisher, 400)]},
             "worker-2": None,
         }

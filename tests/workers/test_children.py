@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamserver import tap
-from streamserver.workers.origin import OriginLink
+from streamserver.workers.origin import OriginRoute
 from streamserver.workers.reuseport import ReusePortService
 from streamserver.workers.roles import ORIGIN, WORKER, Role
 
@@ -19,11 +19,11 @@ def _child_services(role: Role, monkeypatch: pytest.MonkeyPatch, *argv: str) -> 
     options.parseOptions(["--workers", str(role.workers), *argv])
     top = tap.makeService(options)
     services = {service.name: service for service in top}  # type: ignore[attr-defined]
+    factory = top.factory  # type: ignore[attr-defined]
+    services["config"] = factory.config
     services["links"] = [
-        observer
-        for observer in top.factory.events.observers  # type: ignore[attr-defined]
-        if isinstance(observer, OriginLink)
-    ]
+        source for source in factory.pushes.sources if isinstance(source, OriginRoute)
+    ] + [router for router in factory.pulls.routers if isinstance(router, OriginRoute)]
     return services
 
 
@@ -53,5 +53,31 @@ def test_worker_shares_its_tcp_listeners(tmp_path: Path, monkeypatch: pytest.Mon
     assert isinstance(services["rtmp:tcp:1935:interface=127.0.0.1"], ReusePortService)
     assert isinstance(services["http:tcp:8080"], ReusePortService)
     assert "private-http:worker-1" in services
-    [link] = services["links"]
-    assert isinstance(link, OriginLink) and link.role == role
+    link, router = services["links"]
+    assert router is link
+    assert isinstance(link, OriginRoute) and link.role == role
+
+
+#: Options a user gives every child: the worker keeps some, the origin the others.
+_SPLIT = (
+    "--push", "rtmp://cdn.example/live", "--pull", "rtmp://origin.example/live",
+    "--on-publish", "http://auth.example/publish", "--on-play-done", "http://hooks.example/done",
+)  # fmt: skip
+
+
+def test_relays_and_recording_stay_at_the_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The origin keeps the user's relays and recording and drops access control and
+    the session hooks (its peers are the workers); a worker the other way round."""
+    record = str(tmp_path / "rec")
+    origin = _child_services(
+        Role(ORIGIN, -1, tmp_path, 2), monkeypatch, *_SPLIT, "--record", record
+    )
+    config = origin["config"]
+    assert config.push and config.pull and config.record_dir == record  # type: ignore[attr-defined]
+    assert config.access.on_publish is None and config.on_play_done is None  # type: ignore[attr-defined]
+    worker = _child_services(Role(WORKER, 0, tmp_path, 2), monkeypatch, *_SPLIT, "--record", record)
+    config = worker["config"]
+    assert not config.push and not config.pull and config.record_dir is None  # type: ignore[attr-defined]
+    assert config.access.on_publish and config.on_play_done  # type: ignore[attr-defined]

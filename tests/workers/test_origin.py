@@ -1,6 +1,6 @@
-"""A worker's links to the origin, with real sockets: a publish is pushed, a play
-without a local publisher pulls, a pull closes when idle or when a local publish
-comes."""
+"""A worker's links to the origin (the relay's push and pull to its Unix socket),
+with real sockets: a publish is pushed, a play without a local publisher pulls, a
+pull closes when idle or when a local publish comes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest_twisted
 
 from streamserver.client import RTMPClientProtocol, connect_client
 from streamserver.factory import RTMPServerFactory, ServerConfig
-from streamserver.workers.origin import OriginLink, install_origin_link
+from streamserver.workers.origin import OriginRoute, install_origin_link
 from streamserver.workers.roles import WORKER, Role
 from tests.integration.support import (
     get_reactor,
@@ -32,12 +32,13 @@ class Node:
 
     def __init__(self, listen: Any, link_role: Role | None = None) -> None:
         reactor = get_reactor()
-        self.factory = RTMPServerFactory(ServerConfig(), reactor=reactor)
+        config = ServerConfig(pull_idle_seconds=0.2, relay_reconnect_seconds=0.2)
+        self.factory = RTMPServerFactory(config, reactor=reactor)
+        self.factory.startFactory()
         self.port = listen(self.factory)
-        self.link: OriginLink | None = None
+        self.route: OriginRoute | None = None
         if link_role is not None:
-            self.link = install_origin_link(link_role, self.factory, reactor)
-            self.link.idle = 0.2
+            self.route = install_origin_link(link_role, self.factory)
 
     async def client(self, app: str = "live") -> RTMPClientProtocol:
         url = f"rtmp://127.0.0.1:{self.port.getHost().port}/{app}"
@@ -76,6 +77,9 @@ class Machine:
         for client in self.clients:
             client.close()
         for node in (self.origin, *self.workers):
+            node.factory.pushes.stop_all()
+            node.factory.pulls.stop_all()
+            node.factory.stopFactory()
             await node.port.stopListening()
             for connection in list(node.factory.connections.values()):
                 connection.link.abort()
@@ -99,8 +103,7 @@ async def test_a_viewer_on_another_worker_gets_every_frame(machine: Machine) -> 
     await wait_until(lambda: (s := origin.find_stream("live", "cam")) is not None
                      and s.publisher is not None, 10, "the push to reach the origin")  # fmt: skip
     player = await machine.player(1, "cam")
-    link = machine.workers[1].link
-    assert link is not None
+    pulls = machine.workers[1].factory.pulls
     await wait_until(lambda: len(origin.find_stream("live", "cam").subscribers) == 1,  # type: ignore[union-attr]
                      10, "the pull to play at the origin")  # fmt: skip
     tags = synthetic_tags(b"pull", seconds=2)
@@ -109,7 +112,7 @@ async def test_a_viewer_on_another_worker_gets_every_frame(machine: Machine) -> 
     await wait_until(lambda: len(received_views(player)) >= len(expected), 10, "every frame")
     assert received_views(player) == expected
     player.close()
-    await wait_until(lambda: not link.pulls, 10, "the idle pull to close")
+    await wait_until(lambda: not pulls.pulls, 10, "the idle pull to close")
     assert machine.workers[1].factory.find_stream("live", "cam") is None
     await wait_until(lambda: not origin.find_stream("live", "cam").subscribers,  # type: ignore[union-attr]
                      10, "the origin to lose the pull")  # fmt: skip
@@ -122,12 +125,13 @@ async def test_a_local_publish_supersedes_a_waiting_pull(machine: Machine) -> No
     """A play with no publisher anywhere opens a pull; a publish on the same worker
     then closes it and serves the viewer locally, pushed to the origin."""
     player = await machine.player(1, "late")
-    link = machine.workers[1].link
-    assert link is not None
-    await wait_until(lambda: bool(link.pulls), 10, "a pull")
+    factory = machine.workers[1].factory
+    await wait_until(lambda: bool(factory.pulls.pulls), 10, "a pull")
     publisher, stream_id = await machine.publisher(1, "late")
-    await wait_until(lambda: not link.pulls, 10, "the pull to close")
-    assert link.pushes
+    await wait_until(lambda: not factory.pulls.pulls, 10, "the pull to close")
+    stream = factory.find_stream("live", "late")
+    assert stream is not None
+    await wait_until(lambda: bool(factory.pushes.of(stream)), 10, "the push to the origin")
     tags = synthetic_tags(b"late", seconds=1)
     publisher.send_tags(tags, stream_id)
     expected = tag_views(tags)

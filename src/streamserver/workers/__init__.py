@@ -79,18 +79,43 @@ def build_supervisor(arguments: Sequence[str], options: MutableMapping[str, Any]
     return top
 
 
-def prepare_child(role: Role, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The changes (by flag) a child's parsed *options* take for its role: the
-    origin listens for RTMP only on its Unix socket (no HTTP, no IRC); the console
-    moves to the role's port (:meth:`Role.console_endpoint`).
+#: Settings only the origin keeps, as it holds every stream once: the user's
+#: relays (a worker's relay is the origin) and recording (one file per stream).
+ORIGIN_ONLY = ("push", "pull", "pull_static", "record_dir", "on_record_done", "exec_record_done")
 
-    The tap applies them as if the command line gave them, so a ``--config`` file
-    does not override them.
+#: Settings only the workers keep, as they meet the clients: access control
+#: (the origin's only peers are the workers, on a 0700 socket) and the hooks of
+#: sessions (the origin's sessions are the workers' relays).
+WORKER_ONLY = ("access", "on_publish_done", "on_play_done")
+
+
+def _defaults(fields: tuple[str, ...]) -> dict[str, Any]:
+    """The default of every option that sets one of *fields* (or a field inside it)."""
+    from streamserver.options import OPTIONS
+
+    return {
+        option.flag: option.default
+        for option in OPTIONS
+        if any(path.split(".")[0] in fields for path in option.paths)
+    }
+
+
+def prepare_child(role: Role, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The changes (by flag) a child's parsed *options* take for its role.
+
+    The origin listens for RTMP only on its Unix socket (no HTTP, no IRC) and
+    drops :data:`WORKER_ONLY`; a worker drops :data:`ORIGIN_ONLY`.  The console
+    moves to the role's port (:meth:`Role.console_endpoint`).  The tap applies the
+    changes as if the command line gave them, so a ``--config`` file does not
+    override them.
     """
     changes: dict[str, Any] = {}
     if role.kind == ORIGIN:
         changes.update(rtmp=[role.unix_endpoint(role.origin_rtmp_path)], http=[], irc=[])
         changes["no-http"] = True
+        changes.update(_defaults(WORKER_ONLY))
+    else:
+        changes.update(_defaults(ORIGIN_ONLY))
     if options.get("manhole"):
         changes["manhole"] = role.console_endpoint(options["manhole"])
     return changes
@@ -125,4 +150,4 @@ def install_child(role: Role, factory: RTMPServerFactory, top: MultiService,
     if role.kind != ORIGIN:
         from streamserver.workers.origin import install_origin_link
 
-        install_origin_link(role, factory, reactor)
+        install_origin_link(role, factory)

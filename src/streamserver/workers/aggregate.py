@@ -18,7 +18,7 @@ itself included, the same way -- over those sockets, at most
     each ``APP/NAME`` once: viewers by protocol, bytes out and drops summed over
     the workers, ``viewers_by_worker`` (worker index -> viewers), the publisher
     and ``publisher_worker`` (its index) from the worker where it publishes (a
-    worker's pulled copy, whose publisher is ``"origin"``, is not one), the rest
+    worker's pulled copy, whose publisher is ``relay ...``, is not one), the rest
     (media) from the first worker holding the stream.
 ``GET /metrics``
     every process's series with a ``worker`` label (``origin``, ``0``, ``1``...),
@@ -55,7 +55,7 @@ from twisted.web.server import NOT_DONE_YET
 from typing_extensions import override
 from zope.interface import implementer
 
-from streamserver.workers.origin import RELAY_PEER
+from streamserver.workers.origin import is_relay_peer
 from streamserver.workers.roles import ORIGIN, Role
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def merge_streams(streams: Mapping[str, Any]) -> dict[str, Any]:
             key = (entry["app"], entry["name"])
             viewers = entry.get("viewers", {}).get("total", 0)
             publisher = entry.get("publisher")
-            if publisher is not None and publisher.get("address") == RELAY_PEER:
+            if publisher is not None and is_relay_peer(publisher.get("address")):
                 publisher = None
             found = merged.get(key)
             if found is None:
