@@ -8,6 +8,7 @@ import pytest
 
 from streamserver import tap
 from streamserver.workers.origin import OriginRoute
+from streamserver.workers.parent import ParentWatch
 from streamserver.workers.reuseport import ReusePortService
 from streamserver.workers.roles import ORIGIN, WORKER, Role
 
@@ -53,9 +54,17 @@ def test_worker_shares_its_tcp_listeners(tmp_path: Path, monkeypatch: pytest.Mon
     assert isinstance(services["rtmp:tcp:1935:interface=127.0.0.1"], ReusePortService)
     assert isinstance(services["http:tcp:8080"], ReusePortService)
     assert "private-http:worker-1" in services
+    assert "parent-watch" not in services  # no supervisor pid in this role
     link, router = services["links"]
     assert router is link
     assert isinstance(link, OriginRoute) and link.role == role
+
+
+def test_a_child_watches_its_supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child told its supervisor's pid watches it (ParentWatch in its service tree)."""
+    services = _child_services(Role(WORKER, 0, tmp_path, 1, supervisor=4242), monkeypatch)
+    watch = services["parent-watch"]
+    assert isinstance(watch, ParentWatch) and watch.supervisor_pid == 4242
 
 
 #: Options a user gives every child: the worker keeps some, the origin the others.

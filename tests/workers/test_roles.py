@@ -16,7 +16,7 @@ def test_no_role_without_the_variables() -> None:
 
 def test_role_round_trips_through_the_environment(tmp_path: Path) -> None:
     """The environment a role gives its child reads back as the same role."""
-    for role in (Role(ORIGIN, -1, tmp_path, 3), Role(WORKER, 2, tmp_path, 3)):
+    for role in (Role(ORIGIN, -1, tmp_path, 3), Role(WORKER, 2, tmp_path, 3, 4242)):
         assert current_role(role.environment(), workers=3) == role
 
 

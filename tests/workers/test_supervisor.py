@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import sys
 from pathlib import Path
@@ -102,6 +103,7 @@ def test_children_are_the_origin_and_each_worker(tmp_path: Path) -> None:
     for process in reactor.spawned:
         assert process.args == ["python", "twistd"]
         assert process.env["STREAMSERVER_WORKERS_DIR"] == str(tmp_path)
+        assert process.env["STREAMSERVER_SUPERVISOR_PID"] == str(os.getpid())
         assert process.env["PATH"] == "/bin"
 
 

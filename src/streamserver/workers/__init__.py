@@ -136,7 +136,8 @@ def install_child(role: Role, factory: RTMPServerFactory, top: MultiService,
                   site: Site | None, reactor: Any) -> None:  # fmt: skip
     """Add to a child's service tree what its role needs beyond a single server:
     its private HTTP site (``/_process`` included), the aggregation of the public
-    site's ``/api`` and ``/metrics`` (a worker), and a worker's links to the origin."""
+    site's ``/api`` and ``/metrics`` (a worker), a worker's links to the origin, and
+    the watch that stops it when the supervisor is gone."""
     from streamserver.http import build_site
     from streamserver.workers.aggregate import ProcessResource, Siblings, install_aggregation
 
@@ -151,3 +152,9 @@ def install_child(role: Role, factory: RTMPServerFactory, top: MultiService,
         from streamserver.workers.origin import install_origin_link
 
         install_origin_link(role, factory)
+    if role.supervisor is not None:
+        from streamserver.workers.parent import ParentWatch
+
+        watch = ParentWatch(reactor, role.supervisor)
+        watch.setName("parent-watch")
+        watch.setServiceParent(top)

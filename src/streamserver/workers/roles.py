@@ -34,6 +34,7 @@ __all__ = [
     "INDEX_VARIABLE",
     "ORIGIN",
     "ROLE_VARIABLE",
+    "SUPERVISOR_VARIABLE",
     "WORKER",
     "Role",
     "current_role",
@@ -45,6 +46,9 @@ ROLE_VARIABLE = "STREAMSERVER_ROLE"
 INDEX_VARIABLE = "STREAMSERVER_WORKER_INDEX"
 #: The environment variable holding the workers' directory.
 DIR_VARIABLE = "STREAMSERVER_WORKERS_DIR"
+#: The environment variable holding the supervisor's pid
+#: (:class:`~streamserver.workers.parent.ParentWatch`).
+SUPERVISOR_VARIABLE = "STREAMSERVER_SUPERVISOR_PID"
 
 ORIGIN = "origin"
 WORKER = "worker"
@@ -60,12 +64,14 @@ class Role:
     :ivar index: a worker's index; ``-1`` for the origin.
     :ivar directory: the workers' directory (the Unix sockets).
     :ivar workers: how many workers there are (the siblings to aggregate).
+    :ivar supervisor: the supervisor's pid (``None``: not known).
     """
 
     kind: str
     index: int
     directory: Path
     workers: int
+    supervisor: int | None = None
 
     @property
     def name(self) -> str:
@@ -79,11 +85,14 @@ class Role:
 
     def environment(self) -> dict[str, str]:
         """The environment variables telling a child it is this role."""
-        return {
+        environment = {
             ROLE_VARIABLE: self.kind,
             INDEX_VARIABLE: str(self.index),
             DIR_VARIABLE: str(self.directory),
         }
+        if self.supervisor is not None:
+            environment[SUPERVISOR_VARIABLE] = str(self.supervisor)
+        return environment
 
     @property
     def origin_rtmp_path(self) -> Path:
@@ -140,4 +149,11 @@ def current_role(environ: Mapping[str, str] = os.environ, workers: int = 1) -> R
     index = int(environ.get(INDEX_VARIABLE, "-1"))
     if kind == WORKER and not 0 <= index < workers:
         raise ValueError(f"{INDEX_VARIABLE}={index} is not in 0..{workers - 1}")
-    return Role(kind, index if kind == WORKER else -1, Path(directory), workers)
+    supervisor = environ.get(SUPERVISOR_VARIABLE)
+    return Role(
+        kind,
+        index if kind == WORKER else -1,
+        Path(directory),
+        workers,
+        int(supervisor) if supervisor else None,
+    )

@@ -169,8 +169,9 @@ class WorkerSupervisor(ProcessMonitor):
         self._remove_directory = remove_directory
         self._stopped: defer.Deferred[None] | None = None
         self.roles: dict[str, Role] = {}
-        children = [Role(ORIGIN, -1, directory, workers)]
-        children += [Role(WORKER, index, directory, workers) for index in range(workers)]
+        me = os.getpid()
+        children = [Role(ORIGIN, -1, directory, workers, me)]
+        children += [Role(WORKER, index, directory, workers, me) for index in range(workers)]
         for role in children:
             self.roles[role.name] = role
             self.addProcess(role.name, list(command), env={**environ, **role.environment()})
