@@ -137,3 +137,32 @@ async def test_a_local_publish_supersedes_a_waiting_pull(machine: Machine) -> No
     expected = tag_views(tags)
     await wait_until(lambda: len(received_views(player)) >= len(expected), 10, "every frame")
     assert received_views(player) == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="one room across workers needs relay/'s chat over the relay connection "
+    "(issue 15 part 1, item 4) on a worker's push as well as its pull; not there yet",
+)
+@pytest_twisted.ensureDeferred
+async def test_chat_is_one_room_across_workers(machine: Machine) -> None:
+    """A viewer on the publisher's worker and a viewer on the other worker are in one
+    room: each sees the other's message, in the same order with the same ids."""
+    publisher, stream_id = await machine.publisher(0, "talk")
+    origin = machine.origin.factory
+    await wait_until(lambda: (s := origin.find_stream("live", "talk")) is not None
+                     and s.publisher is not None, 10, "the push to reach the origin")  # fmt: skip
+    near = await machine.player(0, "talk")
+    far = await machine.player(1, "talk")
+    await wait_until(lambda: bool(machine.workers[1].factory.pulls.pulls), 10, "the pull")
+    publisher.send_tags(synthetic_tags(b"talk", seconds=0.5), stream_id)
+    await within(near.send_chat("from the publisher's worker", 1), 10, "chat on worker 0")
+    await within(far.send_chat("from the other worker", 1), 10, "chat on worker 1")
+
+    def texts(client: RTMPClientProtocol) -> list[tuple[int, str]]:
+        return [(message.id, message.text) for message in client.chat_messages]
+
+    await wait_until(lambda: len(texts(near)) == 2 and len(texts(far)) == 2, 5,
+                     "both messages in both rooms",
+                     describe=lambda: f"{texts(near)} / {texts(far)}")  # fmt: skip
+    assert texts(near) == texts(far)
