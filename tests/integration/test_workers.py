@@ -2,7 +2,8 @@
 
 ffmpeg publishes to the shared RTMP port, 50 RTMP viewers (our client, in this
 process) connect to the same port and land on both workers (the API's
-per-worker counts); every viewer receives every frame; SIGKILL of the worker
+per-worker counts); they are in one chat room; every viewer receives every
+frame; SIGKILL of the worker
 that does not hold the publisher loses only its viewers, and the supervisor
 starts it again (a new PID, serving new viewers).
 """
@@ -101,6 +102,13 @@ async def test_two_workers_share_the_port_and_survive_a_kill(
     ])  # fmt: skip
     await wait_until(lambda: all(len(_video_timestamps(v)) > FPS for v in viewers), 20,
                      "every viewer to get its first second")  # fmt: skip
+    # One chat room across workers: a message from one viewer reaches all 50.
+    await within(viewers[0].send_chat("one room", 1), 10, "sendChatMessage")
+    await wait_until(
+        lambda: all(any(m.text == "one room" for m in v.chat_messages) for v in viewers), 10,
+        "every viewer to get the chat message",
+        describe=lambda: f"{sum(bool(v.chat_messages) for v in viewers)} of {VIEWERS} got it",
+    )  # fmt: skip
     stream = (await _get_json(server, "api/streams"))["streams"][0]
     home = stream["publisher_worker"]
     assert home in ("0", "1"), stream

@@ -80,8 +80,13 @@ class OriginRoute:
 
 
 def install_origin_link(role: Role, factory: RTMPServerFactory) -> OriginRoute:
-    """Push every publish of *factory* to *role*'s origin and pull from it."""
+    """Push every publish of *factory* to *role*'s origin and pull from it, and join
+    the chat room of every stream published here to the origin's
+    (:mod:`streamserver.workers.chat`; a pull joins it itself)."""
+    from streamserver.workers.chat import install_publisher_chats
+
     route = OriginRoute(role)
     factory.pushes.add_source(route)
     factory.pulls.add_router(route)
+    install_publisher_chats(factory, route)
     return route
