@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamserver import tap
+from streamserver.workers import ORIGIN_LIMITS
 from streamserver.workers.origin import OriginRoute
 from streamserver.workers.parent import ParentWatch
 from streamserver.workers.reuseport import ReusePortService
@@ -77,8 +78,9 @@ _SPLIT = (
 def test_relays_and_recording_stay_at_the_origin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The origin keeps the user's relays and recording and drops access control and
-    the session hooks (its peers are the workers); a worker the other way round."""
+    """The origin keeps the user's relays and recording, drops access control and
+    the session hooks (its peers are the workers) and tolerates lagging workers; a
+    worker the other way round, with the user's drop policy."""
     record = str(tmp_path / "rec")
     origin = _child_services(
         Role(ORIGIN, -1, tmp_path, 2), monkeypatch, *_SPLIT, "--record", record
@@ -86,7 +88,9 @@ def test_relays_and_recording_stay_at_the_origin(
     config = origin["config"]
     assert config.push and config.pull and config.record_dir == record  # type: ignore[attr-defined]
     assert config.access.on_publish is None and config.on_play_done is None  # type: ignore[attr-defined]
+    assert config.limits.max_lag_ms == ORIGIN_LIMITS["max-lag-ms"]  # type: ignore[attr-defined]
     worker = _child_services(Role(WORKER, 0, tmp_path, 2), monkeypatch, *_SPLIT, "--record", record)
     config = worker["config"]
     assert not config.push and not config.pull and config.record_dir is None  # type: ignore[attr-defined]
     assert config.access.on_publish and config.on_play_done  # type: ignore[attr-defined]
+    assert config.limits.max_lag_ms == 3000  # type: ignore[attr-defined]

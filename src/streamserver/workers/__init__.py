@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from streamserver.factory import RTMPServerFactory
 
 __all__ = [
+    "ORIGIN_LIMITS",
+    "ORIGIN_ONLY",
+    "WORKER_ONLY",
     "Role",
     "build_supervisor",
     "current_role",
@@ -89,6 +92,21 @@ ORIGIN_ONLY = ("push", "pull", "pull_static", "record_dir", "on_record_done", "e
 WORKER_ONLY = ("access", "on_publish_done", "on_play_done")
 
 
+#: The drop policy of the origin, whose only viewers are the workers' pulls: peers
+#: on this machine that lag only when the cores are busy, and whose every dropped
+#: frame is lost by all of that worker's viewers.  So the origin holds up to 30 s
+#: or 64 MiB for a worker (memory it would spend on one slow viewer at most) before
+#: it drops; each worker's own policy (the user's limits) still guards its viewers.
+#: Measured: with the defaults (500 ms of lag before inter frames go) a worker
+#: fanning out 800 viewers on a busy 2-core machine lost 50-100 frames in 10 s.
+ORIGIN_LIMITS = {
+    "drop-low": 16 * 1024 * 1024,
+    "drop-high": 32 * 1024 * 1024,
+    "max-queue": 64 * 1024 * 1024,
+    "max-lag-ms": 30_000,
+}
+
+
 def _defaults(fields: tuple[str, ...]) -> dict[str, Any]:
     """The default of every option that sets one of *fields* (or a field inside it)."""
     from streamserver.options import OPTIONS
@@ -103,17 +121,18 @@ def _defaults(fields: tuple[str, ...]) -> dict[str, Any]:
 def prepare_child(role: Role, options: Mapping[str, Any]) -> dict[str, Any]:
     """The changes (by flag) a child's parsed *options* take for its role.
 
-    The origin listens for RTMP only on its Unix socket (no HTTP, no IRC) and
-    drops :data:`WORKER_ONLY`; a worker drops :data:`ORIGIN_ONLY`.  The console
-    moves to the role's port (:meth:`Role.console_endpoint`).  The tap applies the
-    changes as if the command line gave them, so a ``--config`` file does not
-    override them.
+    The origin listens for RTMP only on its Unix socket (no HTTP, no IRC), drops
+    :data:`WORKER_ONLY` and applies :data:`ORIGIN_LIMITS` to its viewers (the
+    workers' pulls); a worker drops :data:`ORIGIN_ONLY`.  The console moves to the
+    role's port (:meth:`Role.console_endpoint`).  The tap applies the changes as if
+    the command line gave them, so a ``--config`` file does not override them.
     """
     changes: dict[str, Any] = {}
     if role.kind == ORIGIN:
         changes.update(rtmp=[role.unix_endpoint(role.origin_rtmp_path)], http=[], irc=[])
         changes["no-http"] = True
         changes.update(_defaults(WORKER_ONLY))
+        changes.update(ORIGIN_LIMITS)
     else:
         changes.update(_defaults(ORIGIN_ONLY))
     if options.get("manhole"):
