@@ -23,6 +23,7 @@ def _child_services(role: Role, monkeypatch: pytest.MonkeyPatch, *argv: str) -> 
     services = {service.name: service for service in top}  # type: ignore[attr-defined]
     factory = top.factory  # type: ignore[attr-defined]
     services["config"] = factory.config
+    services["factory"] = factory
     services["links"] = [
         source for source in factory.pushes.sources if isinstance(source, OriginRoute)
     ] + [router for router in factory.pulls.routers if isinstance(router, OriginRoute)]
@@ -94,3 +95,23 @@ def test_relays_and_recording_stay_at_the_origin(
     assert not config.push and not config.pull and config.record_dir is None  # type: ignore[attr-defined]
     assert config.access.on_publish and config.on_play_done  # type: ignore[attr-defined]
     assert config.limits.max_lag_ms == 3000  # type: ignore[attr-defined]
+
+
+def test_per_app_relays_from_the_file_stay_at_the_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[app.live] push/pull of --config's file: the origin relays live, a worker does
+    not (its role's settings win over the file, as the command line does), so a
+    stream is pushed once, not once per worker too."""
+    path = tmp_path / "streamserver.toml"
+    path.write_text(
+        '[app.live]\npush = "rtmp://127.0.0.1:1/backup"\npull = "rtmp://127.0.0.1:2/live"\n'
+    )
+    origin = _child_services(Role(ORIGIN, -1, tmp_path, 2), monkeypatch, "--config", str(path))
+    factory = origin["factory"]
+    assert factory.settings_for("live").push and factory.settings_for("live").pull  # type: ignore[attr-defined]
+    worker = _child_services(Role(WORKER, 0, tmp_path, 2), monkeypatch, "--config", str(path))
+    factory = worker["factory"]
+    live = factory.settings_for("live")  # type: ignore[attr-defined]
+    assert not live.push and not live.pull
+    assert [type(s).__name__ for s in factory.pushes.sources] == ["OriginRoute"]  # type: ignore[attr-defined]
