@@ -61,6 +61,11 @@ the error is logged, and is the console's text and the API's 400 body.  Otherwis
 - keys marked "restart" below keep their running value and the reload reports them
   as needing a restart.
 
+With `--workers N` the supervisor sends its SIGHUP on to the origin and every worker,
+and a worker that gets `POST /api/reload` or a console `reload()` sends the supervisor
+SIGHUP after its own good reload, so every process reloads.  The listeners are the
+supervisor's (a worker's are given on its command line): changing them needs a restart.
+
 What changed (per key and application) is logged and returned, e.g.
 
 ```

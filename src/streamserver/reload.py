@@ -26,6 +26,7 @@ cache bound, its chat history) apply to the application's next streams.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class ReloadResult:
         (secrets masked).
     :ivar listeners: ``(kind, endpoint, "added" or "removed")``.
     :ivar restart: the keys that changed but apply only after a restart.
+    :ivar spread: a ``--workers`` child sent it on to every process.
     """
 
     ok: bool
@@ -78,6 +80,7 @@ class ReloadResult:
     changed: list[tuple[str, str, str, str]] = field(default_factory=list)
     listeners: list[tuple[str, str, str]] = field(default_factory=list)
     restart: list[str] = field(default_factory=list)
+    spread: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON body of ``POST /api/reload``."""
@@ -93,6 +96,7 @@ class ReloadResult:
                 for kind, endpoint, action in self.listeners
             ],
             "needs_restart": self.restart,
+            "every_process": self.spread,
         }
 
     def text(self) -> str:
@@ -104,6 +108,8 @@ class ReloadResult:
             f"listener {kind}:{endpoint} {action}" for kind, endpoint, action in self.listeners
         ]
         lines += [f"{key}: changed, needs a restart" for key in self.restart]
+        if self.spread:
+            lines.append("sent on to every --workers process (SIGHUP through the supervisor)")
         if not lines:
             return "reloaded: nothing changed"
         return "reloaded:\n" + "\n".join(lines)
@@ -125,6 +131,7 @@ class Reloader:
         *,
         listeners: MultiService | None = None,
         listener_factories: Mapping[str, Any] | None = None,
+        supervisor: int | None = None,
     ) -> None:
         """
         :param command_line: the values the command line gave, by flag (kept over the file).
@@ -132,6 +139,8 @@ class Reloader:
         :param listeners: the service the listeners are children of.
         :param listener_factories: the protocol factory of each listener kind
             (``rtmp``: the factory, ``http``: the site, ``irc``: the gateway).
+        :param supervisor: the pid of the ``--workers`` supervisor of this child
+            (:meth:`reload_everywhere` signals it).
         """
         self.factory = factory
         self.current = current
@@ -139,6 +148,7 @@ class Reloader:
         self._path = path
         self._listeners = listeners
         self._listener_factories = dict(listener_factories or {})
+        self._supervisor = supervisor
 
     def reload(self) -> ReloadResult:
         """Read, check and apply the file; a bad file changes nothing."""
@@ -157,6 +167,28 @@ class Reloader:
         self._apply_config(new)
         self.current = new
         _log.info("reload of {path}: {result}", path=self._path, result=result.text())
+        return result
+
+    def reload_everywhere(self) -> ReloadResult:
+        """:meth:`reload` here and, in a ``--workers`` child, in every process.
+
+        After a good reload the child sends its supervisor SIGHUP, which sends it
+        to every child (this one reloads again: nothing changes), so an API
+        request or a console command reaches the processes it did not land on.
+        A bad file is refused here and goes no further.
+        """
+        result = self.reload()
+        if result.ok and self._supervisor is not None:
+            try:
+                os.kill(self._supervisor, signal.SIGHUP)
+            except OSError as error:
+                _log.error(
+                    "reload: cannot signal the supervisor {pid}: {error}",
+                    pid=self._supervisor,
+                    error=str(error),
+                )
+            else:
+                result.spread = True
         return result
 
     # --- what changed

@@ -232,6 +232,7 @@ def makeService(options: Options) -> IService:
             options["config"],
             listeners=top,
             listener_factories=listener_factories,
+            supervisor=role.supervisor if role is not None else None,
         )
         factory.reloader = reloader
         hangup = ReloadService(reloader, reactor.callFromThread)  # type: ignore[attr-defined]

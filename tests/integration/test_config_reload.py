@@ -226,6 +226,7 @@ async def test_the_example_configuration_checks_and_serves(
     status, body = await _request(b"POST", f"http://127.0.0.1:{http}/api/reload", "example-token")
     assert status == 200 and json.loads(body) == {
         "ok": True, "error": None, "changed": [], "listeners": [], "needs_restart": [],
+        "every_process": False,
     }  # fmt: skip
     unit = (ROOT / "examples" / "streamserver.service").read_text()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit

@@ -164,3 +164,39 @@ async def test_two_workers_share_the_port_and_survive_a_kill(
     for name in ("origin", "worker-0", "worker-1"):
         assert re.search(rf"\[{name}\] .*Server Shut Down".encode(), result.stdout), name
     assert not any((tmp_path / "run").glob("*.sock.lock")), list((tmp_path / "run").iterdir())
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_sighup_reloads_every_worker(
+    processes: ProcessPool, interop: Interop, tmp_path: Path
+) -> None:
+    """``kill -HUP`` at the supervisor (``systemctl reload``): the origin and both
+    workers re-read --config's file and each logs the change."""
+    config = tmp_path / "streamserver.toml"
+    config.write_text("[server]\nmax-streams = 10\n")
+    server = await start_twistd(processes, interop, tmp_path, "--workers", "2",
+                                "--workers-dir", str(tmp_path / "run"),
+                                "--config", str(config))  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {}
+
+    async def all_up() -> bool:
+        rows.update(await _rows(server))
+        return len(rows) == 3 and all(row["up"] for row in rows.values())
+
+    for _ in range(100):
+        if await all_up():
+            break
+        await sleep(0.2)
+    assert await all_up(), rows
+    config.write_text("[server]\nmax-streams = 20\n")
+    os.kill(server.pid, signal.SIGHUP)
+    change = re.compile(rb"\[(origin|worker-\d)\].*server: max-streams: 10 -> 20")
+
+    def reloaded() -> set[bytes]:
+        output = bytes(server.process.stdout) + bytes(server.process.stderr)
+        return {match.group(1) for match in change.finditer(output)}
+
+    await wait_until(lambda: len(reloaded()) == 3, 20, "every process to reload",
+                     describe=lambda: f"reloaded: {sorted(reloaded())}")  # fmt: skip
+    assert reloaded() == {b"origin", b"worker-0", b"worker-1"}

@@ -248,3 +248,57 @@ def test_workers_option() -> None:
     assert options.config().workers >= 1
     with pytest.raises(usage.UsageError, match="--workers"):
         tap.Options().parseOptions(["--workers", "0"])
+
+
+def test_sighup_reaches_every_running_child(tmp_path: Path) -> None:
+    """SIGHUP at the supervisor (systemctl reload) is sent to the origin and every
+    worker that runs; a child that exited meanwhile is skipped; the handler is the
+    previous one again after stop."""
+    import signal
+
+    before = signal.getsignal(signal.SIGHUP)
+    supervisor, reactor = _supervisor(tmp_path)
+    supervisor.startService()
+    try:
+        assert signal.getsignal(signal.SIGHUP) == supervisor._hangup
+        children = list(reactor.spawned)
+        children[1].pid = None  # gone, its restart not yet spawned
+        assert supervisor.forward_hangup() == ["origin", "worker-1"]
+        assert [p.signals for p in children] == [["HUP"], [], ["HUP"]]
+    finally:
+        supervisor.stopService()
+    assert signal.getsignal(signal.SIGHUP) == before
+
+
+def test_a_childs_good_reload_signals_the_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reload_everywhere (POST /api/reload, the console's reload()) in a --workers child
+    sends SIGHUP to the supervisor after a good reload, never after a refused one."""
+    import signal
+
+    from twisted.internet import task
+
+    from streamserver.factory import RTMPServerFactory
+    from streamserver.reload import Reloader
+
+    path = tmp_path / "streamserver.toml"
+    path.write_text("[server]\nmax-streams = 10\n")
+    options = tap.Options()
+    options.parseOptions(["--config", str(path)])
+    assert options.effective is not None
+    factory = RTMPServerFactory(options.config(), reactor=task.Clock())
+    reloader = Reloader(
+        factory, options.effective, options.command_line(), str(path), supervisor=4242
+    )
+    kills: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    path.write_text("[server]\nmax-streams = 20\n")
+    result = reloader.reload_everywhere()
+    assert result.ok and result.spread and factory.config.max_streams == 20
+    assert kills == [(4242, signal.SIGHUP)]
+    assert "every --workers process" in result.text()
+    path.write_text("[server]\nmax-streams = 'many'\n")
+    result = reloader.reload_everywhere()
+    assert not result.ok and kills == [(4242, signal.SIGHUP)]
+    assert factory.config.max_streams == 20

@@ -593,7 +593,7 @@ class Console:
         reloader = getattr(self.factory, "reloader", None)
         if reloader is None:
             raise ConsoleError("this server was started without --config: nothing to reload")
-        result = reloader.reload()
+        result = reloader.reload_everywhere()
         self.audit("reload", ok=result.ok, error=result.error)
         return Text(result.text())
 

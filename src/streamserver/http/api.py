@@ -298,7 +298,7 @@ class ReloadResource(_JsonResource):
         if reloader is None:
             raise _ApiError(409, "this server was started without --config: nothing to reload")
         _log.info("API: {caller} reloads the configuration", caller=_caller(request))
-        result = reloader.reload()
+        result = reloader.reload_everywhere()
         if not result.ok:
             raise _ApiError(400, f"reload refused, nothing changed: {result.error}")
         return result.as_dict()

@@ -18,13 +18,18 @@
 4. on SIGTERM sends each child SIGTERM (each closes its viewers as a single
    server does: ``UnpublishNotify``, then the connection), SIGKILL after the
    children's shutdown grace plus :data:`KILL_MARGIN`, and stops once all have
-   exited.
+   exited;
+5. on SIGHUP sends each child SIGHUP: with ``--config`` every child re-reads the
+   file (``systemctl reload`` reaches them all; a child's ``POST /api/reload`` or
+   console ``reload()`` signals the supervisor after its own reload, so its
+   siblings follow: :meth:`streamserver.reload.Reloader.reload_everywhere`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import ProcessExitedAlready
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -168,6 +174,7 @@ class WorkerSupervisor(ProcessMonitor):
         self.directory = directory
         self._remove_directory = remove_directory
         self._stopped: defer.Deferred[None] | None = None
+        self._previous_hangup: Any = None
         self.roles: dict[str, Role] = {}
         me = os.getpid()
         children = [Role(ORIGIN, -1, directory, workers, me)]
@@ -184,6 +191,28 @@ class WorkerSupervisor(ProcessMonitor):
             directory=str(self.directory),
         )
         super().startService()
+        self._previous_hangup = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self._reactor.callFromThread(self.forward_hangup)  # type: ignore[attr-defined]
+
+    def forward_hangup(self) -> list[str]:
+        """Send SIGHUP to every running child (each reloads ``--config``'s file).
+
+        :returns: the names of the children signalled.
+        """
+        signalled = []
+        for name, protocol in sorted(self.protocols.items()):
+            transport = getattr(protocol, "transport", None)
+            if transport is None:
+                continue
+            try:
+                transport.signalProcess("HUP")
+            except (OSError, ProcessExitedAlready):
+                continue
+            signalled.append(name)
+        _log.info("SIGHUP: {names} reload", names=", ".join(signalled) or "no child")
+        return signalled
 
     @override
     def _monitoredProcessExited(self, name: str, reason: Failure | None = None) -> None:
@@ -198,6 +227,9 @@ class WorkerSupervisor(ProcessMonitor):
 
     @override
     def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
+        if self._previous_hangup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hangup)
+            self._previous_hangup = None
         super().stopService()
         if not self.protocols:
             self._cleanup()
