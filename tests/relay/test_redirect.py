@@ -99,3 +99,29 @@ def test_a_publish_redirect_pushes_to_the_location() -> None:
     assert upstream is not None and upstream.publisher is not None
     assert upstream.frames_in == 3 + 20
     assert edge.find_stream("live", "cam").publisher is source.protocol
+
+
+def test_an_hls_play_redirect_pulls_from_the_location() -> None:
+    """An HLS playlist request allowed by a 3xx opens the stream's pull from the Location
+    (as an RTMP or HTTP-FLV play does), and the segmenter gets the origin's media."""
+    from tests.http.support import SiteClient
+
+    net = Net(task.Clock())
+    origin = net.server("mem:origin")
+    edge = net.server("mem:edge")
+    net.servers["tcp:host=origin.test:port=1935:timeout=10"] = origin
+    edge.authorizer = AllOf(_Redirecting("rtmp://origin.test/live/other"))
+    source = publisher(origin, "other")
+    net.flush()
+    site = SiteClient(edge, net.clock)
+    transport = site.open()
+    transport.protocol.dataReceived(
+        b"GET /live/cam/index.m3u8 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )  # parked until the first segments
+    net.flush()
+    stream = edge.find_stream("live", "cam")
+    pull = edge.pulls.of(stream)
+    assert pull is not None and pull.stats()["url"] == "rtmp://origin.test:1935/live/other"
+    send_gop(source, 0)
+    net.flush()
+    assert stream.frames_in == 3 + 20

@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from streamserver.auth import AccessRequest, AllOf, authorize
+from streamserver.auth import AccessRequest, AllOf, RelayRedirect, authorize
 from streamserver.errors import StreamError, UnauthorizedError
 from streamserver.factory import limited_host
 from streamserver.http.cors import allow_origin, preflight
@@ -283,22 +283,24 @@ class PlayAccess:
     def __init__(self, factory: RTMPServerFactory, protocol: str = "hls") -> None:
         self.factory = factory
         self.protocol = protocol
-        self._decisions: dict[tuple[Any, ...], tuple[float, str | None]] = {}
-        self._pending: dict[tuple[Any, ...], list[defer.Deferred[None]]] = {}
+        self._decisions: dict[tuple[Any, ...], tuple[float, str | None, RelayRedirect | None]] = {}
+        self._pending: dict[tuple[Any, ...], list[defer.Deferred[RelayRedirect | None]]] = {}
 
     def __len__(self) -> int:
         return len(self._decisions)
 
     def check(
         self, app: str, name: str, args: dict[str, str], peer: IAddress, uri: bytes
-    ) -> defer.Deferred[None]:
+    ) -> defer.Deferred[RelayRedirect | None]:
         """Whether *peer* may play *app*/*name* with *args*.
 
         The Deferred has fired already when the decision is kept or the
         authorizers answer at once.
 
-        :returns: a Deferred firing when allowed, failing with
-            :class:`~streamserver.errors.UnauthorizedError` when refused.
+        :returns: a Deferred firing when allowed (with the
+            :class:`~streamserver.auth.RelayRedirect` of an ``--on-play`` 3xx, else
+            ``None``), failing with :class:`~streamserver.errors.UnauthorizedError`
+            when refused.
         """
         authorizer = self.factory.authorizer_for(app)
         if isinstance(authorizer, AllOf) and not authorizer.authorizers:
@@ -317,9 +319,9 @@ class PlayAccess:
         kept = self._decisions.get(key)
         if kept is not None and kept[0] > now:
             if kept[1] is None:
-                return defer.succeed(None)
+                return defer.succeed(kept[2])
             return defer.fail(UnauthorizedError(kept[1]))
-        mine: defer.Deferred[None] = defer.Deferred()
+        mine: defer.Deferred[RelayRedirect | None] = defer.Deferred()
         waiting = self._pending.get(key)
         if waiting is not None:
             waiting.append(mine)
@@ -328,7 +330,9 @@ class PlayAccess:
         authorize(authorizer, access).addBoth(self._decided, key, access)
         return mine
 
-    def _decided(self, result: Failure | None, key: tuple[Any, ...], access: AccessRequest) -> None:
+    def _decided(
+        self, result: Failure | RelayRedirect | None, key: tuple[Any, ...], access: AccessRequest
+    ) -> None:
         waiting = self._pending.pop(key, [])
         if isinstance(result, Failure) and not result.check(UnauthorizedError):
             for deferred in waiting:  # not a decision (cancelled): nothing kept
@@ -342,23 +346,26 @@ class PlayAccess:
                 peer=access.host,
                 reason=reason,
             )
-        self._keep(key, reason)
+        redirect = result if isinstance(result, RelayRedirect) else None
+        self._keep(key, reason, redirect)
         for deferred in waiting:
             if reason is None:
-                deferred.callback(None)
+                deferred.callback(redirect)
             else:
                 deferred.errback(UnauthorizedError(reason))
 
-    def _keep(self, key: tuple[Any, ...], reason: str | None) -> None:
+    def _keep(
+        self, key: tuple[Any, ...], reason: str | None, redirect: RelayRedirect | None = None
+    ) -> None:
         now = self.factory.seconds()
         decisions = self._decisions
         if len(decisions) >= ACCESS_CACHE_LIMIT:
-            for old in [k for k, (until, _) in decisions.items() if until <= now]:
+            for old in [k for k, (until, _, _) in decisions.items() if until <= now]:
                 del decisions[old]
             while len(decisions) >= ACCESS_CACHE_LIMIT:
                 del decisions[next(iter(decisions))]
         decisions.pop(key, None)
-        decisions[key] = (now + ACCESS_CACHE_SECONDS, reason)
+        decisions[key] = (now + ACCESS_CACHE_SECONDS, reason, redirect)
 
 
 def _text(request: Request, code: int, message: str) -> None:
@@ -403,6 +410,7 @@ class _HlsRequest:
         self.session = session
         self.wait: Wait | None = None
         self.gone = False
+        self.redirect: RelayRedirect | None = None
         request.notifyFinish().addBoth(self._finished)
 
     def _finished(self, _: Any) -> None:
@@ -410,7 +418,7 @@ class _HlsRequest:
         if self.wait is not None:
             self.wait.cancel()
 
-    def start(self, decision: defer.Deferred[None]) -> None:
+    def start(self, decision: defer.Deferred[RelayRedirect | None]) -> None:
         decision.addCallbacks(self._allowed, self._refused)
 
     def _refused(self, failure: Failure) -> None:
@@ -422,9 +430,10 @@ class _HlsRequest:
             _log.failure("authorizing an HLS request failed", failure)
             _text(self.request, 500, "could not authorize the play")
 
-    def _allowed(self, _: None) -> None:
+    def _allowed(self, redirect: RelayRedirect | None) -> None:
         if self.gone:
             return
+        self.redirect = redirect
         if self.target.kind == "playlist":
             self.serve_playlist()
         else:
@@ -476,7 +485,7 @@ class _HlsRequest:
                 _text(self.request, 503, error.description)
                 return
             entry = factory.hls.open(stream)
-            factory.pulls.demand(stream)
+            factory.pulls.demand(stream, self.redirect.url if self.redirect is not None else None)
         entry.touch(factory.seconds())
         variant = target.variant
         if variant == "ts":
