@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ from streamserver.workers.aggregate import (
     rss_bytes,
 )
 from streamserver.workers.roles import ORIGIN, WORKER, Role
-from tests.integration.support import get_reactor, within
+from tests.integration.support import get_reactor, wait_until, within
 
 
 def _stream(viewers: int, publisher: Any = None, bytes_out: int = 0) -> dict[str, Any]:
@@ -129,10 +130,10 @@ def test_rss_is_this_process() -> None:
 class _Child:
     """An in-process child: its factory and its private site on its Unix socket."""
 
-    def __init__(self, role: Role) -> None:
+    def __init__(self, role: Role, config: ServerConfig | None = None) -> None:
         reactor = get_reactor()
         self.role = role
-        self.factory = RTMPServerFactory(ServerConfig(), reactor=reactor)
+        self.factory = RTMPServerFactory(config or ServerConfig(), reactor=reactor)
         site = build_site(self.factory)
         site.resource.putChild(b"_process", ProcessResource(role, self.factory))
         self.port = reactor.listenUNIX(str(role.http_path()), site)
@@ -169,4 +170,45 @@ async def test_siblings_answer_over_their_sockets(tmp_path: Path) -> None:
     finally:
         await public.stopListening()
         for child in (origin, *workers):
+            await child.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_moderation_reaches_every_process(tmp_path: Path) -> None:
+    """A mute through one worker's public API mutes the nick in the room's part at the
+    origin and at every worker (each holds participants of the one room); a kick by
+    connection id stays the answering worker's own."""
+    from twisted.web.client import Agent, FileBodyProducer, readBody
+    from twisted.web.http_headers import Headers
+
+    reactor = get_reactor()
+    config = ServerConfig(api_token="tok")
+    children = [_Child(Role(ORIGIN, -1, tmp_path, 2), config)]
+    children += [_Child(Role(WORKER, index, tmp_path, 2), config) for index in range(2)]
+    for child in children:
+        child.factory.open_stream("live", "cam", "NetStream.Play.Rejected")
+    public = reactor.listenTCP(0, children[1].public, interface="127.0.0.1")
+    agent = Agent(reactor)
+    url = f"http://127.0.0.1:{public.getHost().port}/api/streams/live/cam/chat/mute"
+    headers = Headers({b"Authorization": [b"Bearer tok"], b"Content-Type": [b"application/json"]})
+    try:
+        response = await within(
+            agent.request(
+                b"POST", url.encode(), headers, FileBodyProducer(io.BytesIO(b'{"nick": "bob"}'))
+            ),
+            10,
+            "POST mute",
+        )
+        assert response.code == 200, await readBody(response)
+        await readBody(response)
+
+        def rooms_muted() -> list[bool]:
+            rooms = [child.factory.chat_room("live/cam") for child in children]
+            return [room is not None and room.is_muted("bob") for room in rooms]
+
+        await wait_until(lambda: all(rooms_muted()), 10, "every process to mute bob",
+                         describe=lambda: str(rooms_muted()))  # fmt: skip
+    finally:
+        await public.stopListening()
+        for child in children:
             await child.port.stopListening()

@@ -25,12 +25,21 @@ itself included, the same way -- over those sockets, at most
     ``process_resident_memory_bytes`` among them, and ``streamserver_worker_up``.
 
 A sibling that does not answer (dead, being restarted) is a row with ``"up":
-false`` and adds nothing.  Everything else under ``/api`` (one stream's viewers,
-the actions) is the answering worker's own.
+false`` and adds nothing.
+
+``POST /api/streams/APP/NAME/chat/{mute,unmute,clear,kick}``
+    a room's moderation acts in every process: each worker and the origin hold
+    a part of the room (its participants there, its mutes, its history), so the
+    answering worker acts on its own and sends the same request (token and body)
+    to every other process's private site; the answer is its own.
+
+Everything else under ``/api`` (one stream's viewers, the kicks by connection
+id, whose ids are each process's own) is the answering worker's own.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
@@ -190,6 +199,29 @@ class Siblings:
 
         d.addErrback(unanswered)
         return d
+
+    def post_others(self, path: str, headers: Mapping[bytes, list[bytes]], body: bytes) -> None:
+        """POST *body* to *path* at every sibling but this process, not waiting: a
+        sibling that does not answer in time is logged."""
+        from twisted.web.client import FileBodyProducer
+        from twisted.web.http_headers import Headers
+
+        for name in self.role.siblings():
+            if name == self.role.name:
+                continue
+            url = f"http://{name}{path}".encode("ascii")
+            producer = FileBodyProducer(io.BytesIO(body))
+            d = self._agent.request(b"POST", url, Headers(dict(headers)), producer)
+            d.addCallback(_read_body)
+            d.addTimeout(SIBLING_TIMEOUT, self._reactor)
+            d.addErrback(
+                lambda failure, name=name: _log.warn(
+                    "{name} did not take {path}: {error}",
+                    name=name,
+                    path=path,
+                    error=failure.getErrorMessage(),
+                )
+            )
 
     async def gather(self, path: str) -> dict[str, bytes | None]:
         """GET *path* at every sibling, at once: the bodies by name."""
@@ -389,9 +421,37 @@ class _ServerAggregate(_AggregateResource):
         return _json(merge_server(servers, processes, streams, self.siblings.role.name))
 
 
+#: The moderation actions of a room (``.../chat/ACTION``) every process applies.
+ROOM_ACTIONS = (b"mute", b"unmute", b"clear", b"kick")
+
+#: The request headers a room action is forwarded with.
+_FORWARDED = (b"authorization", b"content-type")
+
+
 class _StreamsAggregate(_AggregateResource):
     async def merged(self) -> tuple[bytes, bytes]:
         return _json(merge_streams(await self.siblings.gather_json("/api/streams")))
+
+    @override
+    def render(self, request: Request) -> bytes | int:
+        path = request.postpath or []
+        if (
+            request.method == b"POST"
+            and len(path) >= 4
+            and path[-2] == b"chat"
+            and path[-1] in ROOM_ACTIONS
+        ):
+            content = request.content
+            body = content.read() if content is not None else b""
+            if content is not None:
+                content.seek(0)
+            headers = {
+                name: list(values)
+                for name in _FORWARDED
+                if (values := request.requestHeaders.getRawHeaders(name))
+            }
+            self.siblings.post_others(request.path.decode("ascii"), headers, body)
+        return super().render(request)
 
 
 class _MetricsAggregate(_AggregateResource):
