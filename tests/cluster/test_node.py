@@ -146,6 +146,53 @@ def test_node_loss_edges_follow_the_stream_to_where_its_publisher_returns() -> N
     assert _result(b.node.route("live", "cam")) == ["rtmp://c.test:1935/live"]
 
 
+class _Upstream:
+    """A pull's upstream as the node sees it: its state, and whether it was nudged."""
+
+    def __init__(self, state: str, target: str | None = None) -> None:
+        self.state = state
+        self.target = target
+        self.nudged = 0
+
+    def retry_now(self) -> bool:
+        self.nudged += 1
+        self.state = "connecting"
+        return True
+
+
+def test_a_waiting_pull_retries_as_soon_as_its_stream_has_an_origin_again() -> None:
+    """After A is lost, B's pull of cam waits out its backoff; the first tick after the
+    publisher is back on C makes it retry at once; a pull whose origin did not move
+    (it last tried A, still the holder), one with no origin, or one already connected
+    is left alone."""
+    from types import SimpleNamespace
+
+    clock = Clock()
+    store = FakeStore(clock)
+    a, b, c = (make_node(store, clock, n) for n in "abc")
+    for n in (a, b, c):
+        n.node.start()
+    a.publish("cam", conn_id=1)
+    a_url = "rtmp://a.test:1935/live"
+    cam, other, up = _Upstream("waiting", a_url), _Upstream("waiting"), _Upstream("connected")
+    b.server.pulls = SimpleNamespace(  # type: ignore[attr-defined]
+        pulls={
+            ("live", "cam"): SimpleNamespace(upstream=cam),
+            ("live", "none"): SimpleNamespace(upstream=other),
+            ("live", "up"): SimpleNamespace(upstream=up),
+        }
+    )
+    clock.advance(b.node.settings.refresh_seconds)
+    assert cam.nudged == 0  # A still holds cam: its backoff stands
+    a.node._loop.stop()  # node A is lost
+    for _ in range(3):
+        clock.advance(b.node.settings.refresh_seconds)
+    assert cam.nudged == 0  # no origin anywhere now
+    c.publish("cam", conn_id=5)
+    clock.advance(b.node.settings.refresh_seconds)
+    assert (cam.nudged, other.nudged, up.nudged) == (1, 0, 0)
+
+
 def test_stop_releases_origins_and_the_lease() -> None:
     clock = Clock()
     store = FakeStore(clock)

@@ -117,3 +117,28 @@ def test_stop_during_an_attempt_gives_it_up() -> None:
     upstream.stop()
     clock.advance(100)
     assert upstream.attempts == 1 and net.connects == []
+
+
+def test_retry_now_cuts_a_backoff_wait_short_and_nothing_else() -> None:
+    """A waiting upstream attempts at once (one attempt, the old timer gone, the
+    backoff count kept); an idle, connected or stopped one is left alone."""
+    clock = task.Clock()
+    net = Net(clock)
+    upstream = Upstream(
+        clock,
+        "pull live/cam",
+        lambda: defer.succeed([target("mem:down")]),
+        _Role(),
+        reconnect_seconds=3,
+        connector=net.connect,
+    )
+    assert not upstream.retry_now()  # idle: start() makes the first attempt
+    upstream.start()
+    clock.advance(3)
+    assert upstream.state == "waiting" and upstream.failures == 2
+    assert upstream.retry_now()
+    assert upstream.attempts == 3 and upstream.failures == 3
+    assert len(clock.getDelayedCalls()) == 1  # only the next backoff's timer
+    assert upstream.next_attempt_at == clock.seconds() + 12
+    upstream.stop()
+    assert not upstream.retry_now()

@@ -173,6 +173,19 @@ class Upstream:
         if client is not None:
             client.close()
 
+    def retry_now(self) -> bool:
+        """Make the next attempt now if one is only waiting for its backoff delay (a
+        router learned where the stream went); the backoff count stays.
+
+        :returns: whether an attempt started.
+        """
+        if self.state != "waiting":
+            return False
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._try()
+        return True
+
     # --- attempts -------------------------------------------------------------------
 
     def _try(self) -> None:
