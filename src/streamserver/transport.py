@@ -172,6 +172,12 @@ class FlushList:
         """
         links = self._links
         self._links = []
+        if self.merge_ms and self._clock is not None:
+            # frames held for a (possibly late) timer reach the link only now: a
+            # viewer's queue delay counts from here (Viewer._queue_delay)
+            now = self._clock.seconds()
+            for link in links:
+                link.flushed_at = now
         for link in links:
             try:
                 link.flush()
@@ -226,6 +232,10 @@ class TransportAdapter:
         :meth:`queued`.
     :ivar flush_list: the :class:`FlushList` that says when frames are held
         (``None``: never).
+    :ivar flushed_from: :attr:`written` before the frames held last were
+        flushed: the bytes after it were handed on at that flush or later.
+    :ivar flushed_at: when a merging flush list last flushed this adapter, by
+        its clock (0: never); a frame flushed then left no earlier.
     :ivar on_failure: told of an error met flushing held frames (the viewer's
         failure, set by the viewer), else the flush list logs it.
     """
@@ -237,6 +247,8 @@ class TransportAdapter:
         "_queue",
         "_socket",
         "flush_list",
+        "flushed_at",
+        "flushed_from",
         "held_bytes",
         "media_written",
         "on_failure",
@@ -250,6 +262,8 @@ class TransportAdapter:
         self.media_written = 0
         self.held_bytes = 0
         self._held: list[bytes] = []
+        self.flushed_from = 0
+        self.flushed_at = 0.0
         self.flush_list: FlushList | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
         self._queue: Any = transport if IWriteQueue.providedBy(transport) else None
@@ -348,6 +362,7 @@ class TransportAdapter:
         if not held:
             return
         self._held = []
+        self.flushed_from = self.written - self.held_bytes
         self.held_bytes = 0
         sock = self._eager
         if sock is not None and not self.queued():

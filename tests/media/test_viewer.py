@@ -8,7 +8,7 @@ another protocol (HTTP-FLV, WebSocket-FLV) plays a stream.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import pytest
@@ -446,3 +446,45 @@ def test_frames_held_for_merging_do_not_make_a_viewer_suspect() -> None:
     server.clock.advance(0.05)
     assert owner.link.held_bytes == 0
     assert owner.transport.total_written == owner.link.written
+
+
+def _late_merging_reactor(stream: Stream, server: Server, transport: FakeTransport) -> None:
+    """Six seconds of stream while the merge timer fires 600 ms late (every 18th tick),
+    to a peer whose link carries three times the stream (200 kB/s: the kernel takes
+    6.7 kB a tick, and the peer acknowledges them 50 ms later): a late batch of
+    ~40 kB waits in user space for a few ticks, which makes the viewer suspect."""
+    reached: deque[tuple[float, int]] = deque()  # (when, bytes) handed to the kernel
+    for second in range(6):
+        for index in range(30):
+            timestamp = second * 1000 + index * 33
+            key = timestamp % 2000 < 33
+            for message in (
+                media.video(1, timestamp, key=key, size=2000),
+                media.audio(1, timestamp),
+            ):
+                stream.broadcast(message)
+            server.clock.rightNow += 1 / 30  # time passes; the timer waits
+            if index % 18 == 17:
+                server.clock.advance(0)  # the late timer fires at last
+            now = server.seconds()
+            reached.append((now, transport.drain(6_700, hold=True)))
+            while reached and reached[0][0] <= now - 0.05 + 1e-9:
+                transport.acknowledge(reached.popleft()[1])
+        server.viewer.check_progress(now)  # type: ignore[attr-defined]
+
+
+def test_a_late_merge_timer_does_not_age_a_viewer_s_frames() -> None:
+    """Round 1's loss at 2,000 viewers with ``--merge-ms 20``: an overloaded reactor
+    fires the merge timer late.  A viewer whose link keeps up must not be charged with
+    the time its frames waited for the timer: held frames have not reached its link
+    yet, and a batch just flushed is as young as the flush.  Without that its first
+    frame held counts 600 ms old, the policy drops, and it stays watched."""
+    server = Server(PolicyLimits())
+    stream, viewer, owner = _play(server, auto_drain=False)
+    owner.transport.drain()
+    owner.link.flush_list = FlushList(server.clock, merge_ms=20)
+    server.viewer = viewer  # type: ignore[attr-defined]
+    _late_merging_reactor(stream, server, owner.transport)
+    assert viewer.frames_dropped == 0, viewer.dropped
+    assert viewer.peak_queued > 30_000, "late batches waited in user space: watched"
+    assert owner.transport.total_written > 300_000

@@ -133,6 +133,16 @@ class ViewerLink(Protocol):
         """The bytes of frames held to go out together (part of :meth:`queued`)."""
         ...
 
+    @property
+    def flushed_from(self) -> int:
+        """:attr:`written` before the last flush of held frames (later bytes left then or after)."""
+        ...
+
+    @property
+    def flushed_at(self) -> float:
+        """When a merging flush last sent held frames, by the server's clock (0: never)."""
+        ...
+
     def write_media(self, data: bytes, queued: int) -> None:
         """Write a stream's bytes, *queued* being :meth:`queued` read just before."""
         ...
@@ -476,9 +486,27 @@ class Viewer:
         at steady state it equals the media time queued, and unlike media
         timestamps it is immune to a publisher's timestamp jumps and to the
         intended burst of a GOP sent to a new viewer.
+
+        Held frames (``--merge-ms``, or a publisher read's) are not the
+        viewer's delay: they have not reached its link, and a merge timer fired
+        late by a busy reactor would otherwise age every watched viewer's frames
+        alike, and make the policy drop for the server's lateness (round 1's
+        loss at 2,000 viewers).  So a held oldest frame counts 0 ms, and a frame
+        of the batch flushed last counts from that flush: the queue the policy
+        would have seen had the frame been written at once.
         """
         oldest = self._oldest_queued(pending)
-        return int((now - oldest[2]) * 1000) if oldest is not None else 0
+        if oldest is None:
+            return 0
+        end, _, at = oldest
+        link = self.link
+        if end > link.flushed_from:
+            if end > link.written - link.held_bytes:
+                return 0  # still held: everything before it is gone
+            flushed_at = link.flushed_at
+            if flushed_at > at:
+                at = flushed_at
+        return int((now - at) * 1000)
 
     def _pending(self) -> int:
         """User-space queue plus the kernel's unacknowledged bytes, read now."""
@@ -531,7 +559,7 @@ class Viewer:
             self.watched = True
         elif self.watched:
             # watched frames are remembered: the oldest unacknowledged one says it
-            self.watched = self._queue_delay(kernel, now) > KERNEL_WATCH_MS
+            self.watched = self._queue_delay(queued + kernel, now) > KERNEL_WATCH_MS
         else:
             # unwatched frames are not remembered: time the kernel share at the rate
             self.watched = kernel * 1000 > KERNEL_WATCH_MS * max(self.drain_rate, 1.0)
