@@ -284,3 +284,38 @@ def test_no_drop_warns_loudly_at_start() -> None:
         factory.stopFactory()
         globalLogPublisher.removeObserver(events.append)
     assert any("DROP POLICY DISABLED" in e.get("log_format", "") for e in events)
+
+
+def test_the_policy_step_lets_a_refusal_behind_it_stand_and_asks_for_the_rest() -> None:
+    """BackpressureMixin.admit_frame: the root's ADMIT (checked by identity, the common
+    case) and any other admitting decision behind it go to the viewer's policy
+    decision; a refusal behind it (a pause) stands without asking."""
+    from streamserver.policy import PAUSED, Level, Verdict
+    from streamserver.protocol.backpressure import BackpressureMixin
+
+    class Behind(ProtocolRoot):
+        answer: Decision | None = None
+
+        def admit_frame(self, viewer: Viewer, frame: Frame, size: int) -> Decision:
+            decision = super().admit_frame(viewer, frame, size)
+            return self.answer if self.answer is not None else decision
+
+    class Step(BackpressureMixin, Behind):
+        pass
+
+    asked: list[int] = []
+    verdict = Decision(Verdict.DROP, None, Level.DROP_INTER)
+
+    class Played:
+        def policy_decision(self, frame: Frame, size: int) -> Decision:
+            asked.append(size)
+            return verdict
+
+    step, played = Step(), Played()
+    frame = Frame(FrameKind.INTER, media.video(1, 0, key=False))
+    assert step.admit_frame(played, frame, 1) is verdict  # type: ignore[arg-type]
+    step.answer = Decision(Verdict.CATCH_UP, None, None)
+    assert step.admit_frame(played, frame, 2) is verdict  # type: ignore[arg-type]
+    step.answer = PAUSED
+    assert step.admit_frame(played, frame, 3) is PAUSED  # type: ignore[arg-type]
+    assert asked == [1, 2]

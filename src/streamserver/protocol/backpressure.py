@@ -35,7 +35,7 @@ from typing_extensions import override
 
 from streamserver.media.stream import Frame
 from streamserver.media.viewer import Viewer
-from streamserver.policy import Decision
+from streamserver.policy import ADMIT, Decision
 from streamserver.protocol.base import ProtocolRoot
 
 _log = Logger()
@@ -87,7 +87,8 @@ class BackpressureMixin(_Contracts):
     @override
     def admit_frame(self, viewer: Viewer, frame: Frame, size: int) -> Decision:
         decision = super().admit_frame(viewer, frame, size)
-        if not decision.admits:
+        # the root's ADMIT, unchanged behind us, is the common case: no property call
+        if decision is not ADMIT and not decision.admits:
             return decision  # refused behind us (paused): that refusal stands
         return viewer.policy_decision(frame, size)
 
