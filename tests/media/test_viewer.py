@@ -24,8 +24,10 @@ from streamserver.policy import (
     DropFramesPolicy,
     DropReason,
     IDropPolicy,
+    Level,
     PolicyLimits,
 )
+from streamserver.stats import ViewerState
 from streamserver.testing import FakeTransport
 from streamserver.transport import FlushList, TransportAdapter
 from tests.protocol import media
@@ -488,3 +490,21 @@ def test_a_late_merge_timer_does_not_age_a_viewer_s_frames() -> None:
     assert viewer.frames_dropped == 0, viewer.dropped
     assert viewer.peak_queued > 30_000, "late batches waited in user space: watched"
     assert owner.transport.total_written > 300_000
+
+
+def test_a_congested_viewer_s_level_returns_to_normal_with_the_next_frame_sent() -> None:
+    """The hot path's common case (a frame sent to a viewer not waiting for a
+    keyframe) records the decision's level as the full path does: a viewer that drained
+    its queue is NORMAL again, not left CONGESTED in its stats."""
+    server = Server()
+    stream, viewer, owner = _play(server, auto_drain=False)
+    owner.transport.drain()
+    stream.broadcast(media.video(1, 0, key=True, size=4000))  # over drop_low, queued
+    stream.broadcast(media.audio(1, 10))  # audio still goes out at DROP_INTER
+    assert not viewer.awaiting_keyframe and viewer.frames_dropped == 0
+    assert viewer.level is Level.DROP_INTER
+    assert viewer.stats().state is ViewerState.CONGESTED
+    owner.transport.drain()
+    stream.broadcast(media.audio(1, 20))
+    assert viewer.level is Level.NORMAL
+    assert viewer.stats().state is ViewerState.OK
