@@ -5,9 +5,10 @@ Builds a factory on a ``task.Clock``, a publisher and *N* viewers on
 publishes frames, and counts with ``sys.setprofile`` every Python function call
 and every call into C made while the frames are fanned out; the difference
 between *N* + 1 viewers and 1 viewer, divided by *N* and by the frames, is what
-one more viewer costs per frame.  Calls made by the fake transport (the test
-double standing in for Twisted's ``FileDescriptor`` and the socket) are listed
-apart: on a real socket they are a ``send``/``sendmsg`` instead.
+one more viewer costs per frame.  Each viewer's adapter is given a stand-in for
+an empty plain TCP socket (it takes every byte), so the eager ``send`` path runs
+as on a real connection; the stand-in's calls (on a real socket: one C call)
+and any made by the fake transport are listed apart and not counted.
 
 Usage: ``.venv/bin/python bench/calls.py [--viewers N] [--frames F]``
 """
@@ -30,7 +31,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.protocol import media  # the tests' media builders
 
 
-def _count(viewers: int, frames: int) -> Counter[str]:
+class _Socket:
+    """Stands in for a plain TCP socket that takes every byte (``send``, ``sendmsg``)."""
+
+    def send(self, data: bytes) -> int:
+        return len(data)
+
+    def sendmsg(self, buffers: list[bytes]) -> int:
+        return sum(map(len, buffers))
+
+
+class _EmptyBuffer:
+    """Stands in for an empty ``FileDescriptor`` write buffer (what the adapter reads)."""
+
+    dataBuffer = b""
+    offset = 0
+    _tempDataLen = 0
+
+
+def _count(viewers: int, frames: int, *, eager: bool) -> Counter[str]:
     clock = task.Clock()
     factory = RTMPServerFactory(ServerConfig(), reactor=clock)
     publisher = FakePeer(factory)
@@ -41,6 +60,11 @@ def _count(viewers: int, frames: int) -> Counter[str]:
         peer = FakePeer(factory)
         peer.connect("live")
         peer.play("cam", peer.create_stream())
+        if eager:
+            # the adapter as on a real, empty plain TCP socket: the eager sends
+            link = peer.protocol.link
+            link._buffer = _EmptyBuffer()
+            link._eager = _Socket()
     for message in media.headers(sid):
         publisher.send(message)
     publisher.send(media.video(sid, 0, key=True, size=1700))
@@ -54,7 +78,8 @@ def _count(viewers: int, frames: int) -> Counter[str]:
 
     def in_double(frame: Any) -> bool:
         while frame is not None:
-            if frame.f_code.co_filename.endswith("testing.py"):
+            code = frame.f_code
+            if code.co_filename.endswith("testing.py") or code.co_qualname.startswith("_Socket"):
                 return True
             frame = frame.f_back
         return False
@@ -67,7 +92,7 @@ def _count(viewers: int, frames: int) -> Counter[str]:
             name = f"C:{getattr(arg, '__qualname__', arg)}"
         else:
             return
-        calls[f"{name}  (fake transport)" if in_double(frame) else name] += 1
+        calls[f"{name}  (test double)" if in_double(frame) else name] += 1
 
     data_received = publisher.protocol.dataReceived
     sys.setprofile(profile)
@@ -79,29 +104,38 @@ def _count(viewers: int, frames: int) -> Counter[str]:
     return calls
 
 
+def per_viewer(viewers: int, frames: int, *, eager: bool = True) -> dict[str, float]:
+    """Calls one more viewer costs per frame, by function (test doubles' marked)."""
+    one = _count(1, frames, eager=eager)
+    many = _count(viewers + 1, frames, eager=eager)
+    per = viewers * frames
+    return {name: (many[name] - one[name]) / per for name in many}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--viewers", type=int, default=10)
     parser.add_argument("--frames", type=int, default=200)
-    options = parser.parse_args(argv)
-    one = _count(1, options.frames)
-    many = _count(options.viewers + 1, options.frames)
-    per = options.viewers * options.frames
-    rows = sorted(
-        ((name, (many[name] - one[name]) / per) for name in many),
-        key=lambda row: -row[1],
+    parser.add_argument(
+        "--fake-transport",
+        action="store_true",
+        help="write through the fake transport, not eagerly to a stand-in socket",
     )
+    options = parser.parse_args(argv)
+    counts = per_viewer(options.viewers, options.frames, eager=not options.fake_transport)
+    rows = sorted(counts.items(), key=lambda row: -row[1])
     total = python = 0.0
     for name, count in rows:
         if count < 0.005:
             continue
-        double = name.endswith("(fake transport)")
+        double = name.endswith("(test double)")
         print(f"{count:6.2f}  {name}")
         if not double:
             total += count
             if not name.startswith("C:"):
                 python += count
-    print(f"{total:6.2f}  calls per frame per viewer, fake transport excluded")
+    print(f"{total:6.2f}  calls per frame per viewer, test doubles excluded")
+    print("        (a real socket adds one C call: send)")
     print(f"{python:6.2f}  of them Python functions")
     return 0
 
