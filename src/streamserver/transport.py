@@ -350,9 +350,13 @@ class TransportAdapter:
         size = len(data)
         self.written += size
         self.media_written += size
-        if not self._held:
-            flush_list.add(self)
-        self._held.append(data)
+        held = self._held
+        if not held:
+            if flush_list._depth:
+                flush_list._links.append(self)  # FlushList.add in a read, inline
+            else:
+                flush_list.add(self)
+        held.append(data)
         self.held_bytes += size
 
     def flush(self) -> None:
@@ -365,9 +369,22 @@ class TransportAdapter:
         self.flushed_from = self.written - self.held_bytes
         self.held_bytes = 0
         sock = self._eager
-        if sock is not None and not self.queued():
+        if sock is not None:
+            # queued() inline for a FileDescriptor's buffer (nothing is held now)
+            buffer = self._buffer
+            if buffer is not None:
+                empty = not len(buffer.dataBuffer) - buffer.offset + buffer._tempDataLen
+            else:
+                empty = not self.queued()
+        if sock is not None and empty:
             if len(held) == 1:
-                self._send_now(sock, held[0])
+                data = held[0]  # _send_now inline: the one frame of a read, the common case
+                try:
+                    sent = sock.send(data)
+                except OSError:
+                    sent = 0  # as in _send_now
+                if sent != len(data):
+                    self.transport.write(data[sent:] if sent else data)
                 return
             total = sum(map(len, held))
             sent = 0
