@@ -14,7 +14,8 @@ from streamserver.codec.messages import MessageType
 from streamserver.factory import RTMPServerFactory, ServerConfig
 from streamserver.media.stream import Frame
 from streamserver.media.viewer import Viewer
-from streamserver.policy import ADMIT, Decision, PolicyLimits
+from streamserver.policy import ADMIT, PAUSED, Decision, Level, PolicyLimits, Verdict
+from streamserver.protocol.backpressure import BackpressureMixin
 from streamserver.protocol.base import ChainError, ProtocolRoot, check_class
 from streamserver.protocol.server import RTMPServerProtocol
 from streamserver.testing import FakePeer
@@ -290,8 +291,6 @@ def test_the_policy_step_lets_a_refusal_behind_it_stand_and_asks_for_the_rest() 
     """BackpressureMixin.admit_frame: the root's ADMIT (checked by identity, the common
     case) and any other admitting decision behind it go to the viewer's policy
     decision; a refusal behind it (a pause) stands without asking."""
-    from streamserver.policy import PAUSED, Level, Verdict
-    from streamserver.protocol.backpressure import BackpressureMixin
 
     class Behind(ProtocolRoot):
         answer: Decision | None = None
