@@ -65,16 +65,8 @@ async def _rows(server: TwistdServer) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in answer["workers"]}
 
 
-@pytest.mark.timeout(180)
-@pytest_twisted.ensureDeferred
-async def test_two_workers_share_the_port_and_survive_a_kill(
-    processes: ProcessPool, interop: Interop, tmp_path: Path
-) -> None:
-    """50 viewers on both workers get every frame; a killed worker loses only its
-    viewers and is restarted; the API counts across both."""
-    ffmpeg = interop.tools("ffmpeg")["ffmpeg"]
-    server = await start_twistd(processes, interop, tmp_path, "--workers", "2",
-                                "--workers-dir", str(tmp_path / "run"), backlog=256)  # fmt: skip
+async def _all_up(server: TwistdServer) -> dict[str, dict[str, Any]]:
+    """Wait (up to 20 s) until the API shows the origin and both workers up: their rows."""
     rows: dict[str, dict[str, Any]] = {}
 
     async def all_up() -> bool:
@@ -86,6 +78,20 @@ async def test_two_workers_share_the_port_and_survive_a_kill(
             break
         await sleep(0.2)
     assert await all_up(), rows
+    return rows
+
+
+@pytest.mark.timeout(180)
+@pytest_twisted.ensureDeferred
+async def test_two_workers_share_the_port_and_survive_a_kill(
+    processes: ProcessPool, interop: Interop, tmp_path: Path
+) -> None:
+    """50 viewers on both workers get every frame; a killed worker loses only its
+    viewers and is restarted; the API counts across both."""
+    ffmpeg = interop.tools("ffmpeg")["ffmpeg"]
+    server = await start_twistd(processes, interop, tmp_path, "--workers", "2",
+                                "--workers-dir", str(tmp_path / "run"), backlog=256)  # fmt: skip
+    await _all_up(server)
     viewers = [await _viewer(server) for _ in range(VIEWERS)]
     streams = (await _get_json(server, "api/streams"))["streams"]
     by_worker = streams[0]["viewers_by_worker"]
@@ -178,17 +184,7 @@ async def test_sighup_reloads_every_worker(
     server = await start_twistd(processes, interop, tmp_path, "--workers", "2",
                                 "--workers-dir", str(tmp_path / "run"),
                                 "--config", str(config))  # fmt: skip
-    rows: dict[str, dict[str, Any]] = {}
-
-    async def all_up() -> bool:
-        rows.update(await _rows(server))
-        return len(rows) == 3 and all(row["up"] for row in rows.values())
-
-    for _ in range(100):
-        if await all_up():
-            break
-        await sleep(0.2)
-    assert await all_up(), rows
+    await _all_up(server)
     config.write_text("[server]\nmax-streams = 20\n")
     os.kill(server.pid, signal.SIGHUP)
     change = re.compile(rb"\[(origin|worker-\d)\].*server: max-streams: 10 -> 20")
