@@ -157,12 +157,12 @@ class RTMPServerFactory(ServerFactory):
         from streamserver.relay.pull import PullManager
         from streamserver.relay.push import PushManager
 
+        self.app_views: dict[str, AppView] = {}
         self.pushes = PushManager(self)
         self.pulls = PullManager(self)
         #: the links holding viewers' frames, flushed at the end of each publisher
         #: read or after --merge-ms (streamserver.transport.FlushList)
         self.flush_list = FlushList(reactor, self.config.merge_ms)
-        self.app_views: dict[str, AppView] = {}
 
     # --- per-application settings (docs/configuration.md) -------------------------
 

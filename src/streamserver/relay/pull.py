@@ -324,7 +324,7 @@ class PullManager:
     def config_changed(self) -> None:
         """Ask the ``pull`` settings first while the server or an app has some."""
         factory = self.factory
-        views = getattr(factory, "app_views", {})
+        views = factory.app_views
         if factory.config.pull or any(view.config.pull for view in views.values()):
             if self._config_router not in self.routers:
                 self.routers.insert(0, self._config_router)

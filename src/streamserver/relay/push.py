@@ -283,7 +283,7 @@ class PushManager:
     def config_changed(self) -> None:
         """Ask the ``push`` settings on each publish while the server or an app has some."""
         factory = self.factory
-        views = getattr(factory, "app_views", {})
+        views = factory.app_views
         if factory.config.push or any(view.config.push for view in views.values()):
             self.add_source(self._config_source)
         else:
