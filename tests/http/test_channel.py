@@ -97,6 +97,26 @@ def test_a_request_target_that_is_not_printable_ascii_gets_400(small) -> None:
     assert _status(encoded) == 404
 
 
+def test_a_header_with_a_control_character_gets_400(small) -> None:
+    """RFC 9110 5.5: no CTL but HTAB in a field value; Twisted's Content-Type parser
+    raised on a vertical tab inside the request (tests/http/test_fuzz_http.py)."""
+    factory, client = small
+    for value in (b"applicat\x0bon/json", b"a\x00b", b"x\x7f"):
+        transport = _connect(client)
+        with no_failures_logged():
+            transport.protocol.dataReceived(
+                b"POST /api/reload HTTP/1.1\r\nHost: h\r\nContent-Type: "
+                + value
+                + b"\r\nContent-Length: 2\r\n\r\n{}"
+            )
+        assert _status(transport) == 400, value
+        assert transport.disconnecting
+    tab = _connect(client)
+    tab.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\tb\r\n\r\n")
+    assert _status(tab) == 200
+    assert factory.refusals["http-request"] == 3
+
+
 def test_slowloris_headers_get_408_after_the_header_timeout(clock: task.Clock) -> None:
     factory = _factory(clock, http_header_timeout=10.0)
     client = SiteClient(factory, clock)

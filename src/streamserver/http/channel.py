@@ -32,6 +32,7 @@ line a second per kind, with the numbers).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,12 @@ class WebSocketInput:
             return False
         self._tokens -= size
         return True
+
+
+#: A control character other than HTAB, which no header field may hold (RFC 9110
+#: 5.5); Twisted's ``Content-Type`` parser raises on some (a vertical tab,
+#: found by tests/http/test_fuzz_http.py).
+_HEADER_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _ignore(*args: Any) -> None:
@@ -157,6 +164,9 @@ class StreamChannel(http.HTTPChannel):
     def headerReceived(self, line: bytes) -> bool:
         if self._receivedHeaderCount >= self.maxHeaders:
             self._refuse(431, "http-headers", f"more than {self.maxHeaders} request headers")
+            return False
+        if _HEADER_CTL.search(line):
+            self._refuse(400, "http-request", "a request header with a control character")
             return False
         ok: bool = super().headerReceived(line)
         return ok
