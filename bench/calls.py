@@ -10,7 +10,12 @@ an empty plain TCP socket (it takes every byte), so the eager ``send`` path runs
 as on a real connection; the stand-in's calls (on a real socket: one C call)
 and any made by the fake transport are listed apart and not counted.
 
-Usage: ``.venv/bin/python bench/calls.py [--viewers N] [--frames F]``
+By default the stand-in is the adapter's ``lane_socket`` too, as a real plain
+TCP socket is, so the viewers keep up by their group's fast lane
+(``streamserver.media.lane``); ``--no-lane`` counts the slow path every frame
+of a viewer takes outside it (the chain, the policy, the write).
+
+Usage: ``.venv/bin/python bench/calls.py [--viewers N] [--frames F] [--no-lane]``
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ class _EmptyBuffer:
     _tempDataLen = 0
 
 
-def _count(viewers: int, frames: int, *, eager: bool) -> Counter[str]:
+def _count(viewers: int, frames: int, *, eager: bool, lane: bool) -> Counter[str]:
     clock = task.Clock()
     factory = RTMPServerFactory(ServerConfig(), reactor=clock)
     publisher = FakePeer(factory)
@@ -65,6 +70,7 @@ def _count(viewers: int, frames: int, *, eager: bool) -> Counter[str]:
             link = peer.protocol.link
             link._buffer = _EmptyBuffer()
             link._eager = _Socket()
+            link.lane_socket = link._eager if lane else None
     for message in media.headers(sid):
         publisher.send(message)
     publisher.send(media.video(sid, 0, key=True, size=1700))
@@ -104,10 +110,12 @@ def _count(viewers: int, frames: int, *, eager: bool) -> Counter[str]:
     return calls
 
 
-def per_viewer(viewers: int, frames: int, *, eager: bool = True) -> dict[str, float]:
+def per_viewer(
+    viewers: int, frames: int, *, eager: bool = True, lane: bool = True
+) -> dict[str, float]:
     """Calls one more viewer costs per frame, by function (test doubles' marked)."""
-    one = _count(1, frames, eager=eager)
-    many = _count(viewers + 1, frames, eager=eager)
+    one = _count(1, frames, eager=eager, lane=lane)
+    many = _count(viewers + 1, frames, eager=eager, lane=lane)
     per = viewers * frames
     return {name: (many[name] - one[name]) / per for name in many}
 
@@ -121,8 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write through the fake transport, not eagerly to a stand-in socket",
     )
+    parser.add_argument(
+        "--no-lane", action="store_true", help="keep the viewers out of the fast lane"
+    )
     options = parser.parse_args(argv)
-    counts = per_viewer(options.viewers, options.frames, eager=not options.fake_transport)
+    counts = per_viewer(
+        options.viewers,
+        options.frames,
+        eager=not options.fake_transport,
+        lane=not options.no_lane,
+    )
     rows = sorted(counts.items(), key=lambda row: -row[1])
     total = python = 0.0
     for name, count in rows:

@@ -204,6 +204,47 @@ class FakeTransport(StringTransport):
             self.protocol.connectionLost(Failure(error))
 
 
+class FakeSocket:
+    """A plain TCP socket under a :class:`FakeTransport`, for the eager sends and the
+    fast lane (``TransportAdapter._eager`` and ``lane_socket``).
+
+    What it takes is on the wire at once: it goes to the transport's output, in
+    order with what the transport writes.  Sending while the transport holds
+    bytes would overtake them, so that fails the test (``AssertionError``).
+
+    :ivar room: bytes the pretend kernel takes before it is full (``None``: any);
+        each call takes what fits, and raises ``BlockingIOError`` when nothing does.
+    :ivar calls: ``(name, buffers)`` of every ``send`` and ``sendmsg``.
+    """
+
+    def __init__(self, transport: FakeTransport, room: int | None = None) -> None:
+        self.transport = transport
+        self.room = room
+        self.calls: list[tuple[str, list[bytes]]] = []
+
+    def _take(self, pieces: list[bytes]) -> int:
+        transport = self.transport
+        assert not transport.queued, "a direct send would overtake the transport's queue"
+        data = b"".join(pieces)
+        if self.room is not None:
+            data = data[: self.room]
+            self.room -= len(data)
+        if pieces and not data:
+            raise BlockingIOError
+        if transport._keep_output:
+            transport.io.write(data)
+        transport.total_written += len(data)
+        return len(data)
+
+    def send(self, data: bytes) -> int:
+        self.calls.append(("send", [data]))
+        return self._take([data])
+
+    def sendmsg(self, buffers: list[bytes]) -> int:
+        self.calls.append(("sendmsg", list(buffers)))
+        return self._take(list(buffers))
+
+
 class FakePeer:
     """The client end of a server protocol on a :class:`FakeTransport`.
 
@@ -213,6 +254,8 @@ class FakePeer:
 
     By default the peer reads everything at once (``auto_drain``); pass
     ``auto_drain=False`` and call ``transport.drain()`` to model a slow reader.
+    With ``socket=True`` the server's adapter also has a :class:`FakeSocket`
+    (:attr:`socket`) for its eager sends and the fast lane, as over plain TCP.
     """
 
     def __init__(
@@ -226,8 +269,10 @@ class FakePeer:
         chunk_size: int = 128,
         split: int | None = None,
         auto_drain: bool = True,
+        socket: bool = False,
     ) -> None:
         self.transport = FakeTransport(peer, clock=clock, auto_drain=auto_drain)
+        self.socket: FakeSocket | None = None
         protocol = factory.buildProtocol(self.transport.getPeer())
         assert protocol is not None
         self.protocol: Any = protocol
@@ -240,6 +285,11 @@ class FakePeer:
         self._next_txn = 1
         self.received: list[Message] = []
         protocol.makeConnection(self.transport)
+        if socket:
+            self.socket = FakeSocket(self.transport)
+            server: Any = protocol
+            link = server.link
+            link._eager = link.lane_socket = self.socket
         if handshake:
             self.handshake(digest=digest)
         if chunk_size != 128:

@@ -45,7 +45,7 @@ import socket
 import struct
 import termios
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
@@ -102,6 +102,33 @@ def socket_of(transport: Any) -> socket.socket | None:
     return found if isinstance(found, socket.socket) else None
 
 
+class Flushable(Protocol):
+    """What a :class:`FlushList` flushes: a :class:`TransportAdapter`, or the fast lane
+    of a group of viewers (:class:`streamserver.media.lane.ViewerGroup`)."""
+
+    flushed_at: float
+
+    def flush(self) -> None:
+        """Send what is held."""
+        ...
+
+    def flush_failed(self, error: BaseException) -> None:
+        """:meth:`flush` raised *error*: the failure is this one's alone."""
+        ...
+
+
+class LaneHolder(Protocol):
+    """The fast lane an adapter's viewer is in (:class:`streamserver.media.lane.ViewerGroup`)."""
+
+    def release(self, link: TransportAdapter) -> None:
+        """The viewer on *link* leaves the lane once its held frames are sent."""
+        ...
+
+    def remove_link(self, link: TransportAdapter) -> None:
+        """The viewer on *link* leaves the lane now; its held frames are forgotten."""
+        ...
+
+
 class FlushList:
     """The adapters holding frames, for one factory, and when they are flushed.
 
@@ -127,7 +154,7 @@ class FlushList:
         self.merge_ms = merge_ms if clock is not None else 0
         self._depth = 0
         self.holding = self.merge_ms > 0
-        self._links: list[TransportAdapter] = []
+        self._links: list[Flushable] = []
         self._timer: IDelayedCall | None = None
 
     def __len__(self) -> int:
@@ -149,7 +176,7 @@ class FlushList:
             else:
                 self.flush()
 
-    def add(self, link: TransportAdapter) -> None:
+    def add(self, link: Flushable) -> None:
         """*link* holds frames now (it adds itself once, until it is flushed)."""
         self._links.append(link)
         if self._depth == 0 and self.merge_ms:
@@ -164,11 +191,10 @@ class FlushList:
         self.flush()
 
     def flush(self) -> None:
-        """Send what every adapter on the list holds.
+        """Send what every adapter (and viewer group) on the list holds.
 
-        A failure while flushing one adapter (its transport raised) is that
-        connection's alone: its ``on_failure`` hook (the viewer's) is told, or it
-        is logged, and the connection is aborted; the others are flushed.
+        A failure while flushing one is that connection's alone
+        (:meth:`TransportAdapter.flush_listed`); the others are flushed.
         """
         links = self._links
         self._links = []
@@ -182,17 +208,7 @@ class FlushList:
             try:
                 link.flush()
             except Exception as error:
-                link.discard()
-                hook = link.on_failure
-                if hook is not None:
-                    hook(error)
-                else:
-                    _log.failure(
-                        "flushing to {peer} failed; aborting it",
-                        Failure(error, type(error), error.__traceback__),
-                        peer=link.peer_text,
-                    )
-                link.abort()
+                link.flush_failed(error)
 
     def stop(self) -> None:
         """Shutdown: cancel the timer and flush everything held."""
@@ -238,6 +254,12 @@ class TransportAdapter:
         its clock (0: never); a frame flushed then left no earlier.
     :ivar on_failure: told of an error met flushing held frames (the viewer's
         failure, set by the viewer), else the flush list logs it.
+    :ivar lane_socket: the socket a fast lane may send this connection's frames
+        to (:mod:`streamserver.media.lane`): the eager socket of a plain TCP
+        transport, ``None`` otherwise.
+    :ivar lane: the fast lane the connection's viewer is in (``None``: none).
+        Whatever is written through the adapter first has the lane send what it
+        holds for the viewer, and takes the viewer out of it.
     """
 
     __slots__ = (
@@ -250,6 +272,8 @@ class TransportAdapter:
         "flushed_at",
         "flushed_from",
         "held_bytes",
+        "lane",
+        "lane_socket",
         "media_written",
         "on_failure",
         "transport",
@@ -277,6 +301,10 @@ class TransportAdapter:
         #: TCP (or UNIX) only; over TLS the bytes must go through the TLS layer.
         plain = below is transport and not getattr(transport, "TLS", False)
         self._eager = self._socket if plain and self._buffer is not None else None
+        #: the socket a viewer's fast lane sends to (``None``: not this connection)
+        self.lane_socket = self._eager
+        #: the fast lane this connection's viewer is in, or ``None``
+        self.lane: LaneHolder | None = None
 
     def __repr__(self) -> str:
         return f"<TransportAdapter written={self.written} queued={self.queued()}>"
@@ -330,6 +358,8 @@ class TransportAdapter:
 
     def write(self, data: bytes) -> None:
         """Write protocol bytes *data* through the transport (handshake, control, commands)."""
+        if self.lane is not None:
+            self.lane.release(self)
         if self._held:
             self.flush()
         self.written += len(data)
@@ -344,7 +374,7 @@ class TransportAdapter:
         written through this adapter.
         """
         flush_list = self.flush_list
-        if flush_list is None or not flush_list.holding:
+        if flush_list is None or not flush_list.holding or self.lane is not None:
             self.write_media(data, queued)
             return
         size = len(data)
@@ -402,8 +432,35 @@ class TransportAdapter:
                 return
         self.transport.writeSequence(held)
 
+    def flush_failed(self, error: BaseException) -> None:
+        """The flush list's :meth:`flush` raised *error*: this connection's failure.
+
+        Its ``on_failure`` hook (the viewer's) is told, or it is logged, and the
+        connection is aborted.
+        """
+        self.discard()
+        hook = self.on_failure
+        if hook is not None:
+            hook(error)
+        else:
+            _log.failure(
+                "flushing to {peer} failed; aborting it",
+                Failure(error, type(error), error.__traceback__),
+                peer=self.peer_text,
+            )
+        self.abort()
+
+    def spill(self, pieces: list[bytes], sent: int) -> None:
+        """*pieces* were sent straight to the socket (by a fast lane, and counted as
+        written) and the kernel took their first *sent* bytes: the rest goes
+        through the transport, in order."""
+        self.flushed_from = self.written - sum(map(len, pieces))
+        self.transport.writeSequence(_tail(pieces, sent))
+
     def discard(self) -> None:
         """Forget the held frames (the connection is being aborted)."""
+        if self.lane is not None:
+            self.lane.remove_link(self)
         self._held = []
         self.held_bytes = 0
 
@@ -435,6 +492,9 @@ class TransportAdapter:
         :param queued: :meth:`queued` as read just before, by the caller (who
             needed it anyway); 0 allows the eager send.
         """
+        if self.lane is not None:
+            self.lane.release(self)
+            queued = self.queued()
         if self._held:
             self.flush()
             queued = self.queued()
@@ -449,8 +509,11 @@ class TransportAdapter:
     # --- set-up and teardown ------------------------------------------------------
 
     def disable_eager_writes(self) -> None:
-        """Always write through the transport (``eager_writes`` off)."""
+        """Always write through the transport (``eager_writes`` off): no fast lane either."""
+        if self.lane is not None:
+            self.lane.release(self)
         self._eager = None
+        self.lane_socket = None
 
     def configure_socket(self, notsent_lowat: int, send_buffer: int) -> bool:
         """Set ``TCP_NOTSENT_LOWAT`` and ``SO_SNDBUF`` on the TCP socket, where there is one.
@@ -502,6 +565,8 @@ class TransportAdapter:
     def close(self) -> None:
         """Close once what is queued (held frames too) has been sent."""
         try:
+            if self.lane is not None:
+                self.lane.release(self)
             self.flush()
         except Exception:
             self.discard()  # the transport broke: closing is all that is left

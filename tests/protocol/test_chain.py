@@ -41,6 +41,7 @@ def _sample_args(peer: FakePeer) -> dict[str, tuple[Any, ...]]:
         "handshake_completed": (),
         "message_received": (acknowledgement(0),),
         "admit_frame": (viewer, frame, 10),
+        "admits_every_frame": (viewer,),
         "stream_published": (stream,),
         "stream_unpublished": (stream,),
         "stream_joined": (stream, 7, "viewer", {}),

@@ -34,6 +34,7 @@ from streamserver.codec.flv import FrameKind, classify
 from streamserver.codec.mediainfo import MediaInfo, media_info, metadata_title
 from streamserver.codec.messages import Message, MessageType
 from streamserver.errors import BadNameError
+from streamserver.media.lane import ViewerGroup
 from streamserver.media.rooms import (
     DEFAULT_CHAT_HISTORY,
     DEFAULT_CHAT_HISTORY_BYTES,
@@ -237,7 +238,7 @@ class Stream:
         self.gop_cache_bytes = gop_cache_bytes
         self._clock = clock
         self.publisher: Publisher | None = None
-        self._groups: dict[WireFormat, dict[Viewer, None]] = {}
+        self._groups: dict[WireFormat, ViewerGroup] = {}
         self._consumers: list[Consumer] = []
         self.metadata: Frame | None = None
         self.video_header: Frame | None = None
@@ -330,7 +331,11 @@ class Stream:
         Those are the cached metadata, the sequence headers and the GOP cache,
         whose first frame is a keyframe.
         """
-        self._groups.setdefault(subscriber.format, {})[subscriber] = None
+        group = self._groups.get(subscriber.format)
+        if group is None:
+            group = self._groups[subscriber.format] = ViewerGroup(self, subscriber.format)
+        group.add(subscriber)
+        subscriber.group = group
         return self.catch_up_frames()
 
     def catch_up_frames(self) -> list[Frame]:
@@ -347,7 +352,7 @@ class Stream:
         group = self._groups.get(subscriber.format)
         if group is None or subscriber not in group:
             return
-        del group[subscriber]
+        group.remove(subscriber)
         self._departed_drops.update(subscriber.dropped)
         if not group:
             del self._groups[subscriber.format]
@@ -581,16 +586,15 @@ class Stream:
         """Relay one message from the publisher to every subscriber.
 
         The message is serialized once per group and the same bytes object is
-        handed to each subscriber of the group.
+        handed to each subscriber of the group (:class:`ViewerGroup`, whose fast
+        lane sends it to the viewers known to take it).
         """
         frame = self.frame_from_message(message)
         self.frames_in += 1
         self.bytes_in += len(message.payload)
         self._cache(frame)
-        for wire_format, group in list(self._groups.items()):
-            data = frame.serialized(wire_format)
-            for subscriber in tuple(group):
-                subscriber.deliver(frame, data)
+        for group in list(self._groups.values()):
+            group.deliver(frame, frame.serialized(group.format))
         if self._consumers:
             for consumer in tuple(self._consumers):
                 self._feed(consumer, consumer.consume, frame)

@@ -18,7 +18,12 @@ frame it:
 
 Each group of viewers that share a :class:`WireFormat` (for RTMP: outgoing
 chunk size and message stream id) shares the serialized bytes of a frame; the
-stream serializes once per group.
+stream serializes once per group.  A viewer that keeps up is moved to its
+group's *fast lane* (:mod:`streamserver.media.lane`) at a frame this path
+decided to send with nothing queued: while the policy's fast path and its
+chain's ``admits_every_frame`` hold, the verdict for each of its frames is
+known, so the lane sends them without asking; it comes back here whenever
+that could change.
 
 A failure while delivering to a viewer -- in its chain, its format, its
 transport -- is the viewer's alone: the viewer leaves the stream and its owner
@@ -73,6 +78,7 @@ from streamserver.policy import (
 from streamserver.stats import ViewerState, ViewerStats
 
 if TYPE_CHECKING:
+    from streamserver.media.lane import ViewerGroup
     from streamserver.media.stream import Frame, Stream
 
 #: The verdict of the hot path's common case, a module global (one lookup).
@@ -157,6 +163,12 @@ class ViewerLink(Protocol):
     on_failure: Any
     """Told of an error met sending held frames later (the viewer's :meth:`Viewer._fail`)."""
 
+    lane: Any
+    """The fast lane its viewer is in (a ``ViewerGroup``), or ``None``."""
+
+    lane_socket: Any
+    """The socket a fast lane may send its frames to, or ``None`` (not this link)."""
+
 
 class ViewerOwner(Protocol):
     """The connection or request a viewer plays on (the RTMP protocol provides it)."""
@@ -202,6 +214,10 @@ class AdmissionGate(Protocol):
 
     def admit_frame(self, viewer: Viewer, frame: Frame, size: int) -> Decision:
         """Decide for *frame*; the chain's backpressure step asks ``viewer.policy_decision``."""
+        ...
+
+    def admits_every_frame(self, viewer: Viewer) -> bool:
+        """Whether every step would admit every frame as things stand (the fast lane)."""
         ...
 
 
@@ -259,6 +275,7 @@ class Viewer:
         "_drained_seen",
         "_dropped_seen",
         "_gate",
+        "_lane_serial",
         "_last_video_ts",
         "_queued",
         "_queued_ms",
@@ -276,6 +293,7 @@ class Viewer:
         "dropped",
         "format",
         "frames_sent",
+        "group",
         "kernel_queued",
         "last_progress",
         "level",
@@ -333,6 +351,9 @@ class Viewer:
         self._last_video_ts: int | None = None
         self._queued = 0
         self._queued_ms = 0
+        #: the group of the stream it is in (set by ``Stream.subscribe``)
+        self.group: ViewerGroup | None = None
+        self._lane_serial = 0
 
     def __repr__(self) -> str:
         return (
@@ -352,6 +373,8 @@ class Viewer:
             return
         try:
             link = self.link
+            if link.lane is not None:
+                link.lane.release(link)  # a frame outside the fan-out (a catch-up)
             queued = link.queued()
             now = self._server.seconds()
             # held frames leave within the read (or --merge-ms): no suspicion
@@ -393,6 +416,10 @@ class Viewer:
             level = decision.level
             if level is not None:
                 self.level = level
+            if not queued and link.lane_socket is not None:
+                group = self.group
+                if group is not None and group.delivering and group.join(self, size):
+                    return  # its fast lane sends the frame, and the ones after it
             link.write_frame(data, queued)
             self.frames_sent += 1
             self.bytes_sent += size
@@ -404,6 +431,58 @@ class Viewer:
                     self._last_video_ts = timestamp
         except Exception as error:
             self._fail(error)
+
+    # --- the fast lane (streamserver.media.lane) ----------------------------------------
+
+    @property
+    def server(self) -> ViewerServer:
+        """The server whose policy and clock the viewer uses."""
+        return self._server
+
+    def lane_ready(self) -> bool:
+        """Whether every frame within ``drop_low`` may go by the fast lane: the viewer
+        is not watched, its level is ``NORMAL``, and its chain admits every frame
+        as things stand (``admits_every_frame``, in a chain that declares it)."""
+        if self.watched or self.level is not Level.NORMAL or self.awaiting_keyframe:
+            return False
+        gate = self._gate
+        if gate is None:
+            return True
+        return bool(getattr(type(gate), "fast_lane_safe", False)) and gate.admits_every_frame(self)
+
+    def joined_lane(self, serial: int) -> None:
+        """It joined its group's fast lane, which had taken *serial* video frames."""
+        self._lane_serial = serial
+        self._sent_frames.clear()
+        self._queued = 0
+        self._queued_ms = 0
+
+    def left_lane(self, serial: int, video_ts: int | None) -> None:
+        """It left the lane, which had taken *serial* video frames, the last at *video_ts*."""
+        if serial != self._lane_serial:
+            self._last_video_ts = video_ts
+
+    def spilled(self, frames: list[Frame], pieces: list[bytes], total: int) -> None:
+        """The lane's last flush to it, *frames* as *pieces* (*total* bytes), was not all
+        taken by the kernel: remember them for the queue delay, from now."""
+        now = self._server.seconds()
+        end = self.link.written - total
+        sent_frames = self._sent_frames
+        for frame, piece in zip(frames, pieces, strict=True):
+            end += len(piece)
+            if frame.kind not in NEVER_DROPPED:
+                sent_frames.append((end, frame.message.timestamp, now))
+
+    def reconsider(self) -> None:
+        """Its chain's answer may change (a pause): decide its next frame through it,
+        not in the fast lane."""
+        link = self.link
+        if link.lane is not None:
+            link.lane.release(link)
+
+    def fail(self, error: BaseException) -> None:
+        """Delivering to it raised *error*: it leaves the stream; its owner is told."""
+        self._fail(error)
 
     def policy_decision(self, frame: Frame, size: int) -> Decision:
         """The drop policy's decision for *frame* at the queue measured for it (pure).
@@ -603,6 +682,8 @@ class Viewer:
                     self.link_rate = 0.0  # it has kept up for a while: its link is fine
             else:
                 self._calm_checks = 0  # dropping frames is not keeping up
+        if self.watched:
+            self.reconsider()  # a watched viewer's frames are decided one by one
         self._dropped_seen = congestion_drops
         self._rate_at = now
         self._rate_drained = acknowledged
@@ -627,6 +708,7 @@ class Viewer:
 
     def stream_published(self, stream: Stream) -> None:
         """The stream got a publisher: video restarts at a keyframe; tell the owner."""
+        self.reconsider()
         self.awaiting_keyframe = True
         self._notify(self.owner.stream_published, stream)
 

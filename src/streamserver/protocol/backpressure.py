@@ -92,6 +92,11 @@ class BackpressureMixin(_Contracts):
             return decision  # refused behind us (paused): that refusal stands
         return viewer.policy_decision(frame, size)
 
+    @override
+    def admits_every_frame(self, viewer: Viewer) -> bool:
+        # the policy's part is the fast lane's own condition (streamserver.media.lane)
+        return super().admits_every_frame(viewer)
+
     def disconnect_viewer(self, reason: str) -> bool:
         """Drop this connection for the policy's *reason*, logging the viewer's numbers.
 

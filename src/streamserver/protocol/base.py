@@ -19,6 +19,17 @@ server that ate all its memory because one override lost its ``super()`` call
 and the write-buffer check behind the drop policy stopped running; here that
 class would not even import.
 
+A viewer that keeps up gets its frames by its group's fast lane
+(:mod:`streamserver.media.lane`), without asking the chain for each frame.
+Only a chain that declares when it would refuse allows that: every class that
+overrides ``admit_frame`` also overrides :meth:`ProtocolRoot.admits_every_frame`
+(chained like the others), answering ``False`` in every state in which its
+``admit_frame`` could refuse a frame, and calls ``viewer.reconsider()`` when it
+enters such a state.  A composed class in which one ``admit_frame`` override
+lacks its ``admits_every_frame`` twin is not *fast-lane safe*
+(:attr:`ProtocolRoot.fast_lane_safe`): its viewers get every frame decided by
+the chain -- slower, never wrong.
+
 Commands (``connect``, ``play``...) are not chained: they are dispatched by name
 to ``command_<name>`` methods, each defined by exactly one mixin
 (:func:`check_composition`).
@@ -72,6 +83,7 @@ CHAINED_HOOKS: tuple[str, ...] = (
     "handshake_completed",
     "message_received",
     "admit_frame",
+    "admits_every_frame",
     "stream_published",
     "stream_unpublished",
     "stream_joined",
@@ -105,10 +117,20 @@ class ProtocolRoot(Protocol):
         # is declared in their contracts (protocol/contracts.py), not here.
         factory: RTMPServerFactory
 
+    #: Every ``admit_frame`` override in the class's MRO has its
+    #: ``admits_every_frame`` twin in the same class: its viewers may use the fast
+    #: lane (set for each class at its creation).
+    fast_lane_safe = True
+
     def __init_subclass__(cls, *, unchecked_chain: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not unchecked_chain:
             check_class(cls)
+        cls.fast_lane_safe = all(
+            "admits_every_frame" in vars(klass)
+            for klass in cls.__mro__
+            if "admit_frame" in vars(klass) and klass is not ProtocolRoot
+        )
 
     def drop_connection(self) -> None:
         """Close the connection now, discarding what is queued (idempotent).
@@ -168,6 +190,18 @@ class ProtocolRoot(Protocol):
         call silences the policy: the import-time check refuses such a class.
         """
         return ADMIT
+
+    def admits_every_frame(self, viewer: Viewer) -> bool:
+        """Whether this step would admit every frame for *viewer* as things stand.
+
+        Each mixin that overrides :meth:`admit_frame` overrides this too: it calls
+        ``super().admits_every_frame(viewer)`` and answers ``False`` in any state
+        in which its ``admit_frame`` could refuse a frame, and it calls
+        ``viewer.reconsider()`` on entering such a state.  ``True`` lets the
+        viewer's frames go by the fast lane (:mod:`streamserver.media.lane`)
+        while the policy's fast path holds; the root has no objection.
+        """
+        return True
 
     def stream_published(self, stream: Stream) -> None:
         """The stream this connection plays got a publisher."""

@@ -128,6 +128,11 @@ class SubscribeMixin(_Contracts):
         decision = super().admit_frame(viewer, frame, size)
         return PAUSED if self._paused else decision
 
+    @override
+    def admits_every_frame(self, viewer: Viewer) -> bool:
+        admitted = super().admits_every_frame(viewer)
+        return admitted and not self._paused
+
     def viewer_failed(self, viewer: Viewer, error: BaseException) -> None:
         """Delivering to this connection's viewer raised: log it once and drop the connection."""
         stream = viewer.stream
@@ -268,6 +273,8 @@ class SubscribeMixin(_Contracts):
         self._paused = pause
         viewer = self.viewer
         if pause:
+            if viewer is not None:
+                viewer.reconsider()  # its frames are refused now: none by the fast lane
             self.send_status(self.play_stream_id, "NetStream.Pause.Notify", "Paused live stream.")
             return
         self.send_status(self.play_stream_id, "NetStream.Unpause.Notify", "Unpaused live stream.")
