@@ -112,6 +112,11 @@ def test_one_read_s_frames_go_in_one_sendmsg_of_the_shared_bytes(factory) -> Non
     first = calls[0][0][1]
     for other in calls[1:]:
         assert all(x is y for x, y in zip(first, other[0][1], strict=True)), "shared bytes"
+    for sock in sockets:
+        sock.calls.clear()  # type: ignore[union-attr]
+    _read(publisher, [media.video(sid, 66, key=False)])
+    calls = [sock.calls for sock in sockets]  # type: ignore[union-attr]
+    assert all([name for name, _ in c] == ["send"] for c in calls), "one frame: send()"
 
 
 def test_a_short_send_leaves_the_rest_to_the_transport_and_the_policy(clock) -> None:

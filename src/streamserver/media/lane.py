@@ -54,6 +54,10 @@ if TYPE_CHECKING:
     from streamserver.media.viewer import Viewer, ViewerServer, WireFormat
     from streamserver.transport import FlushList, TransportAdapter
 
+    #: a viewer of the lane as the flush loop takes it: its adapter, the viewer, and
+    #: its socket's ``send`` and ``sendmsg``
+    _Member = tuple[TransportAdapter, Viewer, Callable[[bytes], int], Callable[[list[bytes]], int]]
+
 #: The most frames one flush holds: the most buffers one ``sendmsg`` takes
 #: (Linux's ``IOV_MAX``, ``streamserver.transport.IOV_MAX``; that module imports Twisted).
 MAX_PIECES = 1024
@@ -65,8 +69,7 @@ class ViewerGroup:
     :ivar format: the group's wire format.
     :ivar viewers: every viewer of the group, in the order they came.
     :ivar slow: the viewers outside the fast lane (each frame decided for each).
-    :ivar lane: the viewers in the fast lane, by their transport adapter, with
-        their socket's ``sendmsg``.
+    :ivar lane: the viewers in the fast lane, by their transport adapter.
     :ivar pending: the bytes of the frames held for the lane's next flush.
     :ivar pending_frames: those frames.
     :ivar pending_bytes: their bytes' length.
@@ -82,6 +85,7 @@ class ViewerGroup:
     __slots__ = (
         "_flush_list",
         "_listed",
+        "_members",
         "_server",
         "delivering",
         "flushed_at",
@@ -102,7 +106,9 @@ class ViewerGroup:
         self.format = wire_format
         self.viewers: dict[Viewer, None] = {}
         self.slow: dict[Viewer, None] = {}
-        self.lane: dict[TransportAdapter, tuple[Viewer, Callable[[list[bytes]], int]]] = {}
+        self.lane: dict[TransportAdapter, Viewer] = {}
+        #: the lane as the flush loop walks it, made again after a change
+        self._members: list[_Member] | None = None
         self.pending: list[bytes] = []
         self.pending_frames: list[Frame] = []
         self.pending_bytes = 0
@@ -135,8 +141,7 @@ class ViewerGroup:
         self.viewers.pop(viewer, None)
         self.slow.pop(viewer, None)
         link = cast("TransportAdapter", viewer.link)
-        entry = self.lane.get(link)
-        if entry is not None and entry[0] is viewer:
+        if self.lane.get(link) is viewer:
             self._leave(link)
 
     def join(self, viewer: Viewer, size: int) -> bool:
@@ -164,23 +169,24 @@ class ViewerGroup:
         self._flush_list = link.flush_list
         self._server = server
         del self.slow[viewer]
-        self.lane[link] = (viewer, sock.sendmsg)
+        self.lane[link] = viewer
+        self._members = None
         link.lane = self
         viewer.joined_lane(self.video_serial)
         return True
 
     def release(self, link: TransportAdapter) -> None:
         """The viewer on *link* leaves the lane, once its held frames are sent."""
-        entry = self.lane.get(link)
-        if entry is None:
+        viewer = self.lane.get(link)
+        if viewer is None:
             return
-        viewer, sendmsg = entry
         pending = self.pending
         if pending:
             # Flush's loop for one viewer: keep the two alike
             total = self.pending_bytes
+            sock = link.lane_socket
             try:
-                sent = sendmsg(pending)
+                sent = sock.sendmsg(pending) if sock is not None else 0
             except OSError:
                 sent = 0
             link.written += total
@@ -206,7 +212,8 @@ class ViewerGroup:
             self._leave(link)
 
     def _leave(self, link: TransportAdapter) -> None:
-        viewer, _ = self.lane.pop(link)
+        viewer = self.lane.pop(link)
+        self._members = None
         link.lane = None
         if viewer in self.viewers:
             self.slow[viewer] = None
@@ -279,12 +286,19 @@ class ViewerGroup:
         self.pending = []
         self.pending_frames = []
         self.pending_bytes = 0
-        lane = self.lane
+        members = self._members
+        if members is None:
+            members = self._members = []
+            for link, viewer in self.lane.items():
+                sock = link.lane_socket
+                assert sock is not None  # (join() took only a link with one)
+                members.append((link, viewer, sock.send, sock.sendmsg))
+        one = pending[0] if count == 1 else None  # send() costs less than sendmsg()
         short: list[tuple[TransportAdapter, Viewer, int]] = []
         # the hot loop: one C call and four counters per viewer (release() has its twin)
-        for link, (viewer, sendmsg) in lane.items():
+        for link, viewer, send, sendmsg in members:
             try:
-                sent = sendmsg(pending)
+                sent = send(one) if one is not None else sendmsg(pending)
             except OSError:
                 sent = 0  # EAGAIN, or an error the transport meets next
             link.written += total
@@ -293,7 +307,7 @@ class ViewerGroup:
             viewer.bytes_sent += total
             if sent != total:
                 short.append((link, viewer, sent))
-        self.stream.bytes_out += total * len(lane)
+        self.stream.bytes_out += total * len(members)
         for link, viewer, sent in short:
             self._spill(link, viewer, sent, pending, frames, total)
 
