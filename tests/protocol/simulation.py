@@ -5,6 +5,13 @@ viewers drain their transports at set rates (fast: everything at once; slow: a
 byte rate; stalled: never).  Each viewer's transport reports every write to a
 :class:`ViewerRecord`, which identifies the frame by the identity of the shared
 bytes object and checks, as it goes, that video after a gap starts at a keyframe.
+
+With ``sockets=True`` every viewer's connection also has a socket
+(:class:`~streamserver.testing.FakeSocket`) for the eager sends and the fast lane,
+as over plain TCP: a fast viewer's kernel takes everything; a slow or stalled
+viewer's holds up to :attr:`Scenario.kernel_bytes`, emptied at the viewer's rate,
+then its transport's queue moves into it, as the reactor's writes would.  The
+socket's calls are reported to the record too (a frame counted once per viewer).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from streamserver.codec.messages import Message, MessageType
 from streamserver.factory import RTMPServerFactory, ServerConfig
 from streamserver.media.stream import Frame, Stream
 from streamserver.policy import NEVER_DROPPED, PolicyLimits
-from streamserver.testing import FakePeer, FakeTransport
+from streamserver.testing import FakePeer, FakeSocket, FakeTransport
 from tests.protocol import media
 
 
@@ -36,6 +43,9 @@ class ViewerRecord:
     keyframes: int = 0
     undecodable: int = 0
     last_video_index: int | None = None
+    #: with sockets: the ids of the last frames counted (a short send's tail is
+    #: written on by the transport; recent frames are alive, so their ids are theirs)
+    seen: dict[int, None] | None = None
     first_write_at: float | None = None
     disconnected_at: float | None = None
     peak_queued: int = 0
@@ -45,6 +55,13 @@ class ViewerRecord:
             self.first_write_at = now
         if frame is None:
             return
+        seen = self.seen
+        if seen is not None:
+            if id(frame) in seen:
+                return  # the tail of a short send, written on by the transport
+            seen[id(frame)] = None
+            if len(seen) > 64:
+                del seen[next(iter(seen))]
         self.media_frames += 1
         if not frame.is_video or frame.kind in NEVER_DROPPED:
             return
@@ -79,6 +96,8 @@ class Scenario:
     tick: float = 0.05
     limits: PolicyLimits = field(default_factory=PolicyLimits)
     protocol_class: Any = None
+    sockets: bool = False
+    kernel_bytes: int = 64 * 1024
 
 
 @dataclass
@@ -91,6 +110,8 @@ class Result:
     publisher_paused: bool
     factory: RTMPServerFactory
     stream: Stream
+    #: the viewers in their group's fast lane at the end (before the factory stops)
+    in_lane: set[str] = field(default_factory=set)
 
 
 def _frame_sizes(s: Scenario) -> tuple[int, int]:
@@ -126,12 +147,18 @@ def run(s: Scenario) -> Result:
     )
     recent: deque[Frame] = deque(maxlen=4 * s.fps * s.gop_seconds)
     for record in viewers:
-        peer = FakePeer(factory, clock=clock, auto_drain=record.drain_bps is None)
+        peer = FakePeer(factory, clock=clock, auto_drain=record.drain_bps is None, socket=s.sockets)
+        if peer.socket is not None:
+            record.seen = {}
+            if record.drain_bps is not None:
+                peer.socket.room = s.kernel_bytes
         peer.connect("live")
         peer.play("story", peer.create_stream())
         peer.transport._keep_output = False
         record.peer = peer
         _attach(peer.transport, record, recent, clock)
+        if peer.socket is not None:
+            _attach_socket(peer.socket, record, recent, clock)
 
     video_count = 0
     original_frame_from_message = stream.frame_from_message
@@ -173,7 +200,17 @@ def run(s: Scenario) -> Result:
             next_audio += 1.0 / s.audio_per_second
         for record in slow:
             assert record.peer is not None
-            record.peer.transport.drain(int(record.drain_bps * s.tick))  # type: ignore[operator]
+            budget = int(record.drain_bps * s.tick)  # type: ignore[operator]
+            sock = record.peer.socket
+            if sock is None:
+                record.peer.transport.drain(budget)
+                continue
+            # the peer reads from the kernel; the transport's queue moves into it
+            assert sock.room is not None
+            transport = record.peer.transport
+            sock.room = min(s.kernel_bytes, sock.room + budget)
+            sock.room -= transport.drain(min(sock.room, transport.queued))
+            transport.in_kernel = s.kernel_bytes - sock.room
         if publisher.transport.producerState != "producing":
             publisher_paused = True
         if now >= next_sample:
@@ -185,6 +222,11 @@ def run(s: Scenario) -> Result:
                     del frame_index[key]
         clock.advance(s.tick)
 
+    in_lane = {
+        record.name
+        for record in viewers
+        if record.peer is not None and record.peer.protocol.link.lane is not None
+    }
     factory.stopFactory()
     for record in viewers:
         assert record.peer is not None
@@ -198,6 +240,7 @@ def run(s: Scenario) -> Result:
         publisher_paused=publisher_paused,
         factory=factory,
         stream=stream,
+        in_lane=in_lane,
     )
 
 
@@ -209,12 +252,7 @@ def _attach(
 
     def write(data: bytes) -> None:
         original_write(data)
-        for frame in reversed(recent):
-            if frame._wire is data:
-                if frame.message.type_id in (MessageType.AUDIO, MessageType.VIDEO):
-                    record.wrote(frame, clock.seconds())
-                return
-        if record.first_write_at is None:
+        if not _record(data, record, recent, clock) and record.first_write_at is None:
             record.first_write_at = clock.seconds()
 
     transport.write = write  # type: ignore[method-assign]
@@ -226,3 +264,27 @@ def _attach(
         original_lost(error)
 
     transport._deliver_lost = lost  # type: ignore[method-assign]
+
+
+def _record(data: bytes, record: ViewerRecord, recent: deque[Frame], clock: Any) -> bool:
+    """Report *data* to *record* if it is a recent frame's bytes; whether it was."""
+    for frame in reversed(recent):
+        if frame._wire is data:
+            if frame.message.type_id in (MessageType.AUDIO, MessageType.VIDEO):
+                record.wrote(frame, clock.seconds())
+            return True
+    return False
+
+
+def _attach_socket(
+    sock: FakeSocket, record: ViewerRecord, recent: deque[Frame], clock: Any
+) -> None:
+    """Report each frame handed to *sock* (taken or not: the rest goes to the transport)."""
+    original_take = sock._take
+
+    def take(pieces: list[bytes]) -> int:
+        for piece in pieces:
+            _record(piece, record, recent, clock)
+        return original_take(pieces)
+
+    sock._take = take  # type: ignore[method-assign]

@@ -27,10 +27,15 @@ LIMITS = PolicyLimits()
 # --- the story's scenario, deterministic ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def story() -> simulation.Result:
-    """200 viewers of a 0.5 Mbit/s stream for 30 simulated minutes: 40 slow, 10 stalled."""
-    return simulation.run(simulation.Scenario(minutes=30.0))
+@pytest.fixture(scope="module", params=[False, True], ids=["transports", "sockets"])
+def story(request: pytest.FixtureRequest) -> simulation.Result:
+    """200 viewers of a 0.5 Mbit/s stream for 30 simulated minutes: 40 slow, 10 stalled.
+
+    Run twice: over fake transports alone, and with a socket under each (the eager
+    sends, and the fast lane the viewers that keep up ride; a slow viewer's kernel
+    holds 64 KiB).
+    """
+    return simulation.run(simulation.Scenario(minutes=30.0, sockets=request.param))
 
 
 def _group(result: simulation.Result, prefix: str) -> list[simulation.ViewerRecord]:
@@ -77,6 +82,14 @@ def test_story_stalled_viewers_are_disconnected_within_the_stall_timeout(
     assert story.factory.disconnects == {"stalled": 10}
 
 
+def test_story_fast_viewers_ride_the_lane_and_slow_ones_do_not(story: simulation.Result) -> None:
+    """With sockets, the viewers that keep up are in the fast lane at the end, and the
+    slow and stalled ones -- whose kernel is full -- are decided by the chain."""
+    sockets = all(v.peer.socket is not None for v in story.viewers)  # type: ignore[union-attr]
+    fast = {v.name for v in _group(story, "fast")}
+    assert story.in_lane == (fast if sockets else set())
+
+
 def test_story_publisher_is_never_paused(story: simulation.Result) -> None:
     """Slow viewers never make the server stop reading from the publisher."""
     assert not story.publisher_paused
@@ -110,9 +123,14 @@ def test_the_guard_rejects_the_story_mixin() -> None:
         check_class(PriorityChatMixin)
 
 
-def test_story_bug_makes_buffers_grow_without_bound() -> None:
-    """With the chain broken in front of the backpressure hook, slow viewers' buffers only grow."""
-    result = simulation.run(simulation.Scenario(minutes=2.0, protocol_class=StoryProtocol))
+@pytest.mark.parametrize("sockets", [False, True], ids=["transports", "sockets"])
+def test_story_bug_makes_buffers_grow_without_bound(sockets: bool) -> None:
+    """With the chain broken in front of the backpressure hook, slow viewers' buffers only grow
+    (with sockets too: the broken class is not fast-lane safe, and a slow viewer's full
+    kernel would take it out of the lane anyway)."""
+    result = simulation.run(
+        simulation.Scenario(minutes=2.0, protocol_class=StoryProtocol, sockets=sockets)
+    )
     slow = _group(result, "slow")
     assert min(v.peak_queued for v in slow) > LIMITS.max_queue / 2
     samples = result.total_queued_samples
@@ -121,7 +139,7 @@ def test_story_bug_makes_buffers_grow_without_bound() -> None:
         later > earlier for earlier, later in zip(samples[-60:], samples[-59:], strict=False)
     )
     # the same numbers with the intact chain stay far below
-    intact = simulation.run(simulation.Scenario(minutes=2.0))
+    intact = simulation.run(simulation.Scenario(minutes=2.0, sockets=sockets))
     assert intact.total_queued_samples[-1] < samples[-1] / 5
 
 
