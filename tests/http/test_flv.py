@@ -166,6 +166,19 @@ async def test_a_late_viewer_gets_headers_then_metadata_headers_gop_and_live(
     sock = session.link.transport.getHandle()
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
     assert stats.viewer is not None and stats.viewer.protocol == "http-flv"
+    # a viewer that keeps up rides its group's fast lane, its tags framed as before
+    # (it may be watched, and decided frame by frame, until the watchdog's next check)
+    for index in range(40):
+        if session.link.lane is not None:
+            break
+        send_gop(publisher, sid, 600 + index * 66, frames=2)
+        await sleep(0.1)
+    assert session.link.lane is not None
+    received = len(viewer.tags)
+    send_gop(publisher, sid, 4000, frames=3)
+    await wait_until(lambda: len(viewer.tags) >= received + 6, 5, "tags by the lane")
+    assert [t.timestamp for t in viewer.tags[received::2]][:3] == [4000, 4033, 4066]
+    assert session.link.lane is not None
 
 
 @pytest.mark.parametrize(

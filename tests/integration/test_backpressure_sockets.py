@@ -104,6 +104,15 @@ async def test_stopped_viewer_is_dropped_then_disconnected_and_others_lose_nothi
         await wait_until(lambda: all(c.media_count >= media for c in normal), 10, "normal viewers")
         for client in normal:
             assert client.media_count == media, "a normal viewer lost frames"
+        # the normal viewers rode their group's fast lane; the stopped one, in the same
+        # group, left it when its kernel was full, and the policy decided for it
+        normal_links = [
+            p.link
+            for p in factory.connections.values()
+            if p.play_stream is not None and p is not server_side
+        ]
+        assert len(normal_links) == 3 and all(link.lane is not None for link in normal_links)
+        assert server_side.link.lane is None
 
         await wait_until(lambda: server_side.closing, STALL_TIMEOUT + 10, "stall disconnect")
         disconnected_after = reactor.seconds() - stopped_at
