@@ -194,7 +194,8 @@ class FlushList:
         """Send what every adapter (and viewer group) on the list holds.
 
         A failure while flushing one is that connection's alone
-        (:meth:`TransportAdapter.flush_listed`); the others are flushed.
+        (its ``flush_failed``: :meth:`TransportAdapter.flush_failed`); the others are
+        flushed.
         """
         links = self._links
         self._links = []
