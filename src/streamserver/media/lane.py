@@ -45,7 +45,7 @@ Nothing here imports Twisted.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from streamserver.policy import NEVER_DROPPED, DropFramesPolicy
 
@@ -140,7 +140,7 @@ class ViewerGroup:
         """*viewer* leaves the group; frames held for it are forgotten (it is going)."""
         self.viewers.pop(viewer, None)
         self.slow.pop(viewer, None)
-        link = cast("TransportAdapter", viewer.link)
+        link: TransportAdapter = viewer.link  # type: ignore[assignment]
         if self.lane.get(link) is viewer:
             self._leave(link)
 
@@ -158,7 +158,7 @@ class ViewerGroup:
         policy = server.policy
         if type(policy) is not DropFramesPolicy or size > policy.limits.drop_low:
             return False
-        link = cast("TransportAdapter", viewer.link)
+        link: TransportAdapter = viewer.link  # type: ignore[assignment]
         sock = link.lane_socket
         if sock is None or link.lane is not None or getattr(link, "preamble", None):
             return False  # (an HTTP-FLV response's header goes with its first frame)

@@ -416,7 +416,8 @@ class Viewer:
             level = decision.level
             if level is not None:
                 self.level = level
-            if not queued and link.lane_socket is not None:
+            # (a watched viewer cannot join: it is not asked until the watchdog clears it)
+            if not queued and not self.watched and link.lane_socket is not None:
                 group = self.group
                 if group is not None and group.delivering and group.join(self, size):
                     return  # its fast lane sends the frame, and the ones after it
